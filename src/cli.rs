@@ -1,0 +1,79 @@
+//! The command line: clap definitions only (what users type and read in
+//! `--help`). Must not: do work; `commands` runs what is parsed here.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Turn a drop folder into a background-removal production line.
+///
+/// Pictures dropped into an inbox become transparent PNG/WebP cut-outs in the
+/// outbox; the originals go to archive/, bad files to rejected/, files that
+/// could not be processed to failed/, each with a `.reason.json`. Every
+/// outcome is a line in `audit.jsonl` in the state folder.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cutout",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArg {
+    /// Config file (TOML). Without it: $CUTOUT_CONFIG, else built-in defaults
+    /// (./inbox → ./outbox, state in ./.cutout, the built-in engine).
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
+    /// Log filter, e.g. "debug" or "cutout=debug" (default: info; also RUST_LOG).
+    #[arg(long, value_name = "FILTER", global = true)]
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: watch every inbox and process forever.
+    ///
+    /// Stops cleanly on SIGTERM/SIGINT: takes no new work, lets in-flight
+    /// work finish within `shutdown_grace`, leaves the rest queued for the
+    /// next start.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Process what is in the inboxes now (or the given files/folders inside
+    /// them), then exit.
+    ///
+    /// Exit status: 0 every file succeeded (or was a duplicate / already
+    /// done); 1 some were rejected or failed; 2 bad command line; 3 bad
+    /// config; 4 other errors (state folder locked, unreadable).
+    Process {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Validate and report, without submitting, moving or writing anything.
+        #[arg(long)]
+        dry_run: bool,
+        /// Files or folders inside a configured inbox (default: every inbox).
+        #[arg(value_name = "PATH")]
+        paths: Vec<PathBuf>,
+    },
+    /// Check the config, every folder and provider it names, and print the
+    /// effective settings.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show counts by outcome, what is queued, and the last errors.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// How many recent errors to list.
+        #[arg(long, default_value_t = 10)]
+        errors: usize,
+    },
+}

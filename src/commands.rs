@@ -1,0 +1,611 @@
+//! The CLI verbs (`run`, `process`, `check`, `status`): load and check the
+//! config, set up logging, the state store, the audit log and the providers,
+//! then hand over to the queue. Maps every outcome to a documented exit code.
+//!
+//! Must not: contain pipeline logic (stages live in their own modules).
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::audit::Audit;
+use crate::cli::{Cli, Command, ConfigArg};
+use crate::config::{self, Config};
+use crate::pipeline::{self, Ctx, FileResult};
+use crate::provider::{self, Provider};
+use crate::queue::{self, Mode, Progress, ProgressFn, Tally};
+use crate::store::Store;
+
+/// Exit statuses (documented in README.md and `cutout process --help`).
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FILES_NOT_OK: i32 = 1;
+    pub const USAGE: i32 = 2;
+    pub const CONFIG: i32 = 3;
+    pub const RUNTIME: i32 = 4;
+}
+
+/// Run one parsed command; returns the exit status.
+pub fn main(cli: Cli) -> i32 {
+    match cli.command {
+        Command::Run { config } => with_config(&config, |cfg, _| run_daemon(cfg, &config)),
+        Command::Process {
+            config,
+            dry_run,
+            paths,
+        } => with_config(&config, |cfg, _| run_batch(cfg, &config, dry_run, &paths)),
+        Command::Check { config } => with_config(&config, |cfg, _| check(cfg, &config)),
+        Command::Status { config, errors } => with_config(&config, |cfg, _| status(cfg, errors)),
+    }
+}
+
+fn with_config(arg: &ConfigArg, f: impl FnOnce(Config, Option<PathBuf>) -> i32) -> i32 {
+    let located = config::locate(arg.config.as_deref());
+    match config::load(located.as_deref()) {
+        Ok(cfg) => f(cfg, located),
+        Err(e) => {
+            eprintln!("error: {e}");
+            if located.is_none() {
+                eprintln!("hint: no config file given (--config or $CUTOUT_CONFIG); see config.example.toml");
+            }
+            exit::CONFIG
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, std::io::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cutout-worker")
+        .build()
+}
+
+/// Everything `run` and `process` share: folders, store, audit, providers.
+struct Setup {
+    store: Store,
+    audit: Arc<Audit>,
+    providers: std::collections::BTreeMap<String, Arc<dyn Provider>>,
+}
+
+fn setup(cfg: &Config, lock: bool) -> Result<Setup, (i32, String)> {
+    match config::prepare_folders(cfg) {
+        Ok(created) => {
+            for line in created {
+                tracing::info!("{line}");
+            }
+        }
+        Err(e) => return Err((exit::CONFIG, e.to_string())),
+    }
+    let mut providers = std::collections::BTreeMap::new();
+    let used: std::collections::BTreeSet<&str> =
+        cfg.inboxes.iter().map(|i| i.provider.as_str()).collect();
+    for (name, pc) in &cfg.providers {
+        if !used.contains(name.as_str()) {
+            continue;
+        }
+        let p = provider::build(name, pc).map_err(|e| (exit::CONFIG, e.to_string()))?;
+        for (i, ib) in cfg.inboxes.iter().enumerate() {
+            if &ib.provider == name {
+                p.check_options(&ib.options).map_err(|m| {
+                    (
+                        exit::CONFIG,
+                        format!("{}: `inbox[{i}].options`: {m}", origin(cfg)),
+                    )
+                })?;
+            }
+        }
+        providers.insert(name.clone(), p);
+    }
+    let store = if lock {
+        Store::open(&cfg.state_dir)
+    } else {
+        Store::open(&cfg.state_dir)
+    }
+    .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let audit = Audit::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    Ok(Setup {
+        store,
+        audit: Arc::new(audit),
+        providers,
+    })
+}
+
+fn origin(cfg: &Config) -> String {
+    cfg.source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into())
+}
+
+fn recover(cfg: &Config, s: &Setup) {
+    for ib in &cfg.inboxes {
+        for dir in [&ib.outbox, &ib.archive, &ib.rejected, &ib.failed] {
+            let n = crate::fsutil::sweep_temps(dir);
+            if n > 0 {
+                tracing::info!("removed {n} unfinished temp file(s) from {}", dir.display());
+            }
+        }
+    }
+    match pipeline::recover(cfg, &s.store, &s.audit) {
+        Ok((0, 0)) => {}
+        Ok((f, a)) => tracing::info!(finished = f, dropped = a, "recovered interrupted jobs"),
+        Err(e) => tracing::error!("recovery: {e}"),
+    }
+}
+
+fn describe_inboxes(cfg: &Config) {
+    for ib in &cfg.inboxes {
+        tracing::info!(
+            "inbox {} → {} ({}, provider {}, settle {}, after success: {:?})",
+            ib.path.display(),
+            ib.outbox.display(),
+            ib.output_format.extension(),
+            ib.provider,
+            humantime::format_duration(ib.settle),
+            ib.after_success
+        );
+    }
+}
+
+fn shutdown_on_signals(tx: tokio::sync::watch::Sender<bool>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping (press Ctrl-C again to stop at once)"),
+        }
+        let _ = tx.send(true);
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: stopping now; unfinished work is resumed at the next start");
+        std::process::exit(130);
+    });
+}
+
+fn run_daemon(cfg: Config, arg: &ConfigArg) -> i32 {
+    let _log = crate::logging::init(arg.log.as_deref(), cfg.log_dir.as_deref());
+    let s = match setup(&cfg, true) {
+        Ok(s) => s,
+        Err((code, msg)) => {
+            tracing::error!("{msg}");
+            return code;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return exit::RUNTIME;
+        }
+    };
+    recover(&cfg, &s);
+    describe_inboxes(&cfg);
+    let cfg = Arc::new(cfg);
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        shutdown_on_signals(tx);
+        let ctx = Arc::new(Ctx {
+            cfg: cfg.clone(),
+            store: s.store.clone(),
+            audit: s.audit.clone(),
+            providers: s.providers.clone(),
+            dry_run: false,
+            shutdown: rx,
+        });
+        tracing::info!(state = %cfg.state_dir.display(), concurrency = cfg.queue.concurrency, "cutout is running; stop with Ctrl-C or SIGTERM");
+        let t = queue::run(ctx, Mode::Daemon, None).await;
+        tracing::info!(
+            succeeded = t.succeeded,
+            duplicates = t.duplicates,
+            rejected = t.rejected,
+            failed = t.failed,
+            left_queued = t.interrupted,
+            "stopped"
+        );
+    });
+    rt.shutdown_timeout(Duration::from_secs(2));
+    exit::OK
+}
+
+/// Map PATH arguments to (inbox, path) roots; every path must be inside an
+/// inbox.
+fn batch_roots(cfg: &Config, paths: &[PathBuf]) -> Result<Vec<(usize, PathBuf)>, String> {
+    let mut roots = Vec::new();
+    for p in paths {
+        let abs = config::normalize(&std::path::absolute(p).unwrap_or_else(|_| p.clone()));
+        if std::fs::symlink_metadata(&abs).is_err() {
+            return Err(format!("{}: no such file or folder", p.display()));
+        }
+        match cfg.inboxes.iter().position(|ib| abs.starts_with(&ib.path)) {
+            Some(i) => roots.push((i, abs)),
+            None => {
+                let list: Vec<String> = cfg
+                    .inboxes
+                    .iter()
+                    .map(|i| i.path.display().to_string())
+                    .collect();
+                return Err(format!(
+                    "{} is not inside a configured inbox ({}); copy the files into an inbox, or add an [[inbox]] for that folder",
+                    p.display(),
+                    list.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+fn run_batch(cfg: Config, arg: &ConfigArg, dry_run: bool, paths: &[PathBuf]) -> i32 {
+    let tty = std::io::stderr().is_terminal();
+    let _log = crate::logging::init(
+        Some(
+            arg.log
+                .as_deref()
+                .unwrap_or(if tty { "warn" } else { "info" }),
+        ),
+        cfg.log_dir.as_deref(),
+    );
+    let roots = match batch_roots(&cfg, paths) {
+        Ok(r) => r,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            return exit::USAGE;
+        }
+    };
+    let s = match setup(&cfg, true) {
+        Ok(s) => s,
+        Err((code, msg)) => {
+            eprintln!("error: {msg}");
+            return code;
+        }
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return exit::RUNTIME;
+        }
+    };
+    if !dry_run {
+        recover(&cfg, &s);
+    }
+    let started = Instant::now();
+    let cfg = Arc::new(cfg);
+    let (progress, bar) = progress_reporter(tty, dry_run);
+    let tally = rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        shutdown_on_signals(tx);
+        let ctx = Arc::new(Ctx {
+            cfg: cfg.clone(),
+            store: s.store.clone(),
+            audit: s.audit.clone(),
+            providers: s.providers.clone(),
+            dry_run,
+            shutdown: rx,
+        });
+        queue::run(ctx, Mode::Batch { roots }, Some(progress)).await
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    print_summary(&tally, dry_run, started.elapsed());
+    if tally.rejected + tally.failed + tally.troubled > 0 {
+        exit::FILES_NOT_OK
+    } else {
+        exit::OK
+    }
+}
+
+fn print_summary(t: &Tally, dry_run: bool, took: Duration) {
+    let secs = took.as_secs_f64();
+    if dry_run {
+        println!(
+            "dry run: {} valid, {} would be rejected, {} skipped ({:.1}s); nothing was submitted or moved",
+            t.valid, t.rejected, t.skipped, secs
+        );
+        return;
+    }
+    let done = t.succeeded + t.duplicates;
+    let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+    println!(
+        "{} succeeded, {} duplicates, {} rejected, {} failed, {} skipped{}{} in {:.1}s ({:.1}/s)",
+        t.succeeded,
+        t.duplicates,
+        t.rejected,
+        t.failed,
+        t.skipped,
+        if t.troubled > 0 {
+            format!(", {} left in the inbox after errors", t.troubled)
+        } else {
+            String::new()
+        },
+        if t.interrupted > 0 {
+            format!(", {} left queued", t.interrupted)
+        } else {
+            String::new()
+        },
+        secs,
+        rate
+    );
+}
+
+/// A progress bar on a terminal, periodic log lines otherwise.
+fn progress_reporter(tty: bool, dry_run: bool) -> (ProgressFn, Option<indicatif::ProgressBar>) {
+    let done = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    if tty {
+        let bar = indicatif::ProgressBar::new(0);
+        let style = indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        bar.set_style(style);
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let b = bar.clone();
+        let f: ProgressFn = Arc::new(move |p: &Progress| match p {
+            Progress::Found(n) => b.inc_length(*n as u64),
+            Progress::Finished { path, result } => {
+                if counts_as_done(result) {
+                    b.inc(1);
+                }
+                match result {
+                    FileResult::Rejected(why) | FileResult::Failed(why) => {
+                        b.println(format!("{}: {why}", path.display()));
+                    }
+                    _ => {}
+                }
+            }
+        });
+        (f, Some(bar))
+    } else {
+        let last = Arc::new(Mutex::new(Instant::now()));
+        let f: ProgressFn = Arc::new(move |p: &Progress| match p {
+            Progress::Found(n) => {
+                total.fetch_add(*n, Ordering::Relaxed);
+            }
+            Progress::Finished { result, .. } => {
+                if counts_as_done(result) {
+                    let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    let t = total.load(Ordering::Relaxed);
+                    let mut l = last.lock().unwrap_or_else(|p| p.into_inner());
+                    if l.elapsed() >= Duration::from_secs(5) || d == t {
+                        *l = Instant::now();
+                        tracing::info!(
+                            "{} {d}/{t} files",
+                            if dry_run { "checked" } else { "processed" }
+                        );
+                    }
+                }
+            }
+        });
+        (f, None)
+    }
+}
+
+fn counts_as_done(r: &FileResult) -> bool {
+    !matches!(r, FileResult::Later(_) | FileResult::Trouble(_))
+}
+
+fn check(cfg: Config, arg: &ConfigArg) -> i32 {
+    let _log = crate::logging::init(Some(arg.log.as_deref().unwrap_or("warn")), None);
+    println!(
+        "config: {}",
+        cfg.source
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults (no file)".into())
+    );
+    match config::prepare_folders(&cfg) {
+        Ok(created) => {
+            for l in created {
+                println!("  {l}");
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::CONFIG;
+        }
+    }
+    println!("state_dir: {}", cfg.state_dir.display());
+    println!(
+        "log_dir: {}",
+        cfg.log_dir
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "(stderr only)".into())
+    );
+    println!(
+        "limits: max_file_size {} bytes, max {}x{}, max_pixels {}",
+        cfg.limits.max_file_size,
+        cfg.limits.max_width,
+        cfg.limits.max_height,
+        cfg.limits.max_pixels
+    );
+    println!(
+        "queue: concurrency {}; retry: max_attempts {}, initial_delay {}, max_delay {}",
+        cfg.queue.concurrency,
+        cfg.retry.max_attempts,
+        humantime::format_duration(cfg.retry.initial_delay),
+        humantime::format_duration(cfg.retry.max_delay)
+    );
+    println!(
+        "rescan_interval {}, shutdown_grace {}",
+        humantime::format_duration(cfg.rescan_interval),
+        humantime::format_duration(cfg.shutdown_grace)
+    );
+    for (i, ib) in cfg.inboxes.iter().enumerate() {
+        println!("inbox[{i}] {:?}:", ib.name);
+        for (key, dir) in ib.managed_folders() {
+            println!("  {key:<9} {} (ok, writable)", dir.display());
+        }
+        println!(
+            "  provider {}, output {} (webp_quality {}), settle {}, recursive {}, after_success {:?}, watch {:?}",
+            ib.provider,
+            ib.output_format.extension(),
+            ib.webp_quality,
+            humantime::format_duration(ib.settle),
+            ib.recursive,
+            ib.after_success,
+            ib.watch
+        );
+        if !ib.ignore.is_empty() {
+            println!("  ignore {:?}", ib.ignore);
+        }
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::RUNTIME;
+        }
+    };
+    let mut ok = true;
+    for (name, pc) in &cfg.providers {
+        match provider::build(name, pc) {
+            Ok(p) => {
+                for (i, ib) in cfg.inboxes.iter().enumerate() {
+                    if &ib.provider == name {
+                        if let Err(m) = p.check_options(&ib.options) {
+                            println!("  inbox[{i}].options: {m}");
+                            ok = false;
+                        }
+                    }
+                }
+                let h = rt.block_on(p.health());
+                println!(
+                    "provider {name} ({}): {}",
+                    p.kind(),
+                    if h.ok { "ok" } else { "NOT OK" }
+                );
+                for l in h.lines {
+                    println!("  {l}");
+                }
+                ok &= h.ok;
+            }
+            Err(e) => {
+                println!("provider {name}: NOT OK: {e}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        println!("config ok");
+        exit::OK
+    } else {
+        exit::CONFIG
+    }
+}
+
+fn count_waiting(cfg: &Config) -> Vec<(String, usize)> {
+    cfg.inboxes
+        .iter()
+        .enumerate()
+        .map(|(i, ib)| {
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let n = if ib.path.is_dir() {
+                crate::watch::scan(i, ib, &ib.path, &tx)
+            } else {
+                0
+            };
+            rx.close();
+            (ib.name.clone(), n)
+        })
+        .collect()
+}
+
+fn status(cfg: Config, errors: usize) -> i32 {
+    println!("state_dir: {}", cfg.state_dir.display());
+    let store = match Store::open_read_only(&cfg.state_dir) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            println!("no state yet: cutout has not processed anything with this state_dir");
+            for (name, n) in count_waiting(&cfg) {
+                println!("waiting in inbox {name}: {n} file(s)");
+            }
+            return exit::OK;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::RUNTIME;
+        }
+    };
+    let running = daemon_pid(&cfg.state_dir);
+    match running {
+        Some(pid) => println!("daemon: running (pid {pid})"),
+        None => println!("daemon: not running"),
+    }
+    match store.counts() {
+        Ok(c) => {
+            println!("outcomes:");
+            for (k, n) in c {
+                println!("  {k:<12} {n}");
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::RUNTIME;
+        }
+    }
+    for (name, n) in count_waiting(&cfg) {
+        println!("waiting in inbox {name}: {n} file(s)");
+    }
+    match store.undecided() {
+        Ok(jobs) if !jobs.is_empty() => {
+            println!("in progress ({}):", jobs.len());
+            for j in jobs.iter().take(20) {
+                println!(
+                    "  {} ({} attempt(s){})",
+                    j.rel_path.display(),
+                    j.attempts,
+                    j.remote_job
+                        .as_ref()
+                        .map(|r| format!(", remote job {r}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        _ => {}
+    }
+    if let Ok(errs) = store.last_errors(errors) {
+        if !errs.is_empty() {
+            println!("last errors:");
+            for j in errs {
+                println!(
+                    "  {} {}: {} ({})",
+                    j.outcome.map(|o| o.as_str()).unwrap_or("?"),
+                    j.rel_path.display(),
+                    j.reason.as_deref().unwrap_or(""),
+                    j.reason_code.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    exit::OK
+}
+
+/// The pid in the state folder's lock file, if that process holds the lock.
+fn daemon_pid(state_dir: &Path) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let lock = state_dir.join("cutout.lock");
+    let f = std::fs::File::open(&lock).ok()?;
+    // SAFETY: valid fd while `f` lives.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) };
+    if rc == 0 {
+        // SAFETY: as above.
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) };
+        return None;
+    }
+    std::fs::read_to_string(&lock).ok()?.trim().parse().ok()
+}

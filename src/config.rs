@@ -1,0 +1,970 @@
+//! Configuration: the one place where TOML and defaults become checked,
+//! ready-to-use types.
+//!
+//! Owns: the raw serde shapes of the file (unknown keys rejected), parsing of
+//! human sizes and durations, defaults, resolving relative paths against the
+//! config file's folder, and every error that names a key and a file.
+//!
+//! Must not: create folders or touch the disk beyond reading the file (see
+//! [`prepare_folders`], called explicitly by commands that want it), or hold
+//! secrets in `Debug` output.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+/// The environment variable naming a config file when `--config` is absent.
+pub const CONFIG_ENV: &str = "CUTOUT_CONFIG";
+
+/// A config that cannot be used. Always names the file and, where there is
+/// one, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", origin)]
+    Parse { origin: String, message: String },
+    #[error("{origin}: `{key}`: {message}")]
+    Key {
+        origin: String,
+        key: String,
+        message: String,
+    },
+    #[error("{origin}: folder `{key}` = {}: {message}", path.display())]
+    Folder {
+        origin: String,
+        key: String,
+        path: PathBuf,
+        message: String,
+    },
+}
+
+// ---------------------------------------------------------------------------
+// Checked types handed to the pipeline.
+
+/// The whole checked configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (None: built-in defaults).
+    pub source: Option<PathBuf>,
+    /// Where relative paths were resolved from.
+    pub base_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_dir: Option<PathBuf>,
+    pub rescan_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub limits: Limits,
+    pub queue: QueueConfig,
+    pub retry: RetryConfig,
+    pub inboxes: Vec<Inbox>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_file_size: u64,
+    pub max_width: u32,
+    pub max_height: u32,
+    pub max_pixels: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct QueueConfig {
+    pub concurrency: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryConfig {
+    pub max_attempts: u32,
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Png,
+    Webp,
+}
+
+impl OutputFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            OutputFormat::Png => "png",
+            OutputFormat::Webp => "webp",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterSuccess {
+    Archive,
+    Delete,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchMode {
+    /// inotify (or the platform's equivalent) plus periodic rescans.
+    Notify,
+    /// Rescans only, every `poll_interval` (network mounts).
+    Poll,
+}
+
+/// One `[[inbox]]`.
+#[derive(Debug, Clone)]
+pub struct Inbox {
+    /// Stable name used in the audit log and the state database.
+    pub name: String,
+    pub path: PathBuf,
+    pub outbox: PathBuf,
+    pub archive: PathBuf,
+    pub rejected: PathBuf,
+    pub failed: PathBuf,
+    pub provider: String,
+    pub output_format: OutputFormat,
+    pub webp_quality: u8,
+    pub settle: Duration,
+    pub recursive: bool,
+    pub after_success: AfterSuccess,
+    pub watch: WatchMode,
+    pub poll_interval: Duration,
+    pub ignore: Vec<String>,
+    pub ignore_set: GlobSet,
+    /// Provider options (`options = { … }`), checked by the provider.
+    pub options: toml::Table,
+}
+
+impl Inbox {
+    /// The four folders the pipeline writes into, with their key names.
+    pub fn managed_folders(&self) -> [(&'static str, &Path); 5] {
+        [
+            ("path", &self.path),
+            ("outbox", &self.outbox),
+            ("archive", &self.archive),
+            ("rejected", &self.rejected),
+            ("failed", &self.failed),
+        ]
+    }
+}
+
+/// One `[providers.NAME]`.
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+}
+
+impl fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Provider configs may hold secrets in later kinds: never derive Debug.
+        write!(f, "ProviderConfig({})", self.kind.name())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum ProviderKind {
+    Local(LocalConfig),
+}
+
+impl ProviderKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ProviderKind::Local(_) => "local",
+        }
+    }
+}
+
+/// `kind = "local"`: the built-in engine.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The provider kind (always "local" here).
+    #[serde(default)]
+    pub kind: String,
+}
+
+// ---------------------------------------------------------------------------
+// Defaults (also documented in config.example.toml; keep them in step).
+
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+pub const DEFAULT_MAX_SIDE: u32 = 10_000;
+pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
+pub const DEFAULT_CONCURRENCY: usize = 4;
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_secs(1);
+pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(120);
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+pub const DEFAULT_RESCAN: Duration = Duration::from_secs(300);
+pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_WEBP_QUALITY: u8 = 90;
+pub const DEFAULT_STATE_DIR: &str = ".cutout";
+pub const DEFAULT_PROVIDER: &str = "local";
+
+// ---------------------------------------------------------------------------
+// Raw serde shapes.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<PathBuf>,
+    log_dir: Option<PathBuf>,
+    rescan_interval: Option<HumanValue>,
+    shutdown_grace: Option<HumanValue>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    queue: RawQueue,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    inbox: Vec<RawInbox>,
+    #[serde(default)]
+    providers: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_file_size: Option<HumanValue>,
+    max_width: Option<i64>,
+    max_height: Option<i64>,
+    max_pixels: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    concurrency: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRetry {
+    max_attempts: Option<i64>,
+    initial_delay: Option<HumanValue>,
+    max_delay: Option<HumanValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInbox {
+    name: Option<String>,
+    path: Option<PathBuf>,
+    outbox: Option<PathBuf>,
+    archive: Option<PathBuf>,
+    rejected: Option<PathBuf>,
+    failed: Option<PathBuf>,
+    provider: Option<String>,
+    output_format: Option<String>,
+    webp_quality: Option<i64>,
+    settle: Option<HumanValue>,
+    recursive: Option<bool>,
+    after_success: Option<String>,
+    watch: Option<String>,
+    poll_interval: Option<HumanValue>,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    options: toml::Table,
+}
+
+/// A size or duration: a human string ("10 MiB", "2s") or a bare number
+/// (bytes, seconds).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum HumanValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+}
+
+// ---------------------------------------------------------------------------
+// Loading.
+
+/// Where the config comes from, in precedence order.
+pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = flag {
+        return Some(p.to_path_buf());
+    }
+    match std::env::var_os(CONFIG_ENV) {
+        Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
+        _ => None,
+    }
+}
+
+/// Load from a file, or the built-in defaults (current directory) when `path`
+/// is None.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            let base = p
+                .parent()
+                .map(|d| {
+                    if d.as_os_str().is_empty() {
+                        Path::new(".")
+                    } else {
+                        d
+                    }
+                })
+                .unwrap_or(Path::new("."));
+            let base = absolute(base);
+            from_str(&text, Some(p), &base)
+        }
+        None => {
+            let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
+                path: PathBuf::from("."),
+                source,
+            })?;
+            from_str("", None, &cwd)
+        }
+    }
+}
+
+/// Parse config text; `file` only names the origin in errors.
+pub fn from_str(text: &str, file: Option<&Path>, base_dir: &Path) -> Result<Config, ConfigError> {
+    let origin = match file {
+        Some(f) => f.display().to_string(),
+        None => "built-in defaults".to_string(),
+    };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        origin: origin.clone(),
+        message: tidy_toml_error(&e),
+    })?;
+    let c = Checker {
+        origin: origin.clone(),
+        base: base_dir.to_path_buf(),
+    };
+    c.build(raw, file)
+}
+
+fn tidy_toml_error(e: &toml::de::Error) -> String {
+    // toml's message is multi-line with a source excerpt; keep it, but make
+    // the first line lead with the key when serde names one.
+    e.to_string().trim_end().to_string()
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+struct Checker {
+    origin: String,
+    base: PathBuf,
+}
+
+impl Checker {
+    fn err(&self, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            origin: self.origin.clone(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        let expanded = expand_home(p);
+        if expanded.is_absolute() {
+            normalize(&expanded)
+        } else {
+            normalize(&self.base.join(expanded))
+        }
+    }
+
+    fn size(&self, key: &str, v: Option<&HumanValue>, default: u64) -> Result<u64, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(HumanValue::Int(n)) if *n > 0 => Ok(*n as u64),
+            Some(HumanValue::Text(s)) => parse_size(s).map_err(|m| self.err(key, m)),
+            Some(other) => Err(self.err(
+                key,
+                format!("expected a size such as \"10 MiB\" or a positive number of bytes, got {other:?}"),
+            )),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        v: Option<&HumanValue>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match v {
+            None => Ok(default),
+            Some(HumanValue::Int(n)) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+            Some(HumanValue::Float(f)) if *f >= 0.0 && f.is_finite() => {
+                Ok(Duration::from_secs_f64(*f))
+            }
+            Some(HumanValue::Text(s)) => parse_duration(s).map_err(|m| self.err(key, m)),
+            Some(other) => Err(self.err(
+                key,
+                format!("expected a duration such as \"2s\" or \"5m\", got {other:?}"),
+            )),
+        }
+    }
+
+    fn int(
+        &self,
+        key: &str,
+        v: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Result<i64, ConfigError> {
+        let n = v.unwrap_or(default);
+        if n < min || n > max {
+            return Err(self.err(key, format!("must be between {min} and {max}, got {n}")));
+        }
+        Ok(n)
+    }
+
+    fn build(&self, raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let state_dir = match &raw.state_dir {
+            Some(p) => self.path(p),
+            None => self.path(Path::new(DEFAULT_STATE_DIR)),
+        };
+        let log_dir = raw.log_dir.as_deref().map(|p| self.path(p));
+        let limits = Limits {
+            max_file_size: self.size(
+                "limits.max_file_size",
+                raw.limits.max_file_size.as_ref(),
+                DEFAULT_MAX_FILE_SIZE,
+            )?,
+            max_width: self.int(
+                "limits.max_width",
+                raw.limits.max_width,
+                DEFAULT_MAX_SIDE as i64,
+                1,
+                u32::MAX as i64,
+            )? as u32,
+            max_height: self.int(
+                "limits.max_height",
+                raw.limits.max_height,
+                DEFAULT_MAX_SIDE as i64,
+                1,
+                u32::MAX as i64,
+            )? as u32,
+            max_pixels: self.int(
+                "limits.max_pixels",
+                raw.limits.max_pixels,
+                DEFAULT_MAX_PIXELS as i64,
+                1,
+                i64::MAX,
+            )? as u64,
+        };
+        let queue = QueueConfig {
+            concurrency: self.int(
+                "queue.concurrency",
+                raw.queue.concurrency,
+                DEFAULT_CONCURRENCY as i64,
+                1,
+                1024,
+            )? as usize,
+        };
+        let retry = RetryConfig {
+            max_attempts: self.int(
+                "retry.max_attempts",
+                raw.retry.max_attempts,
+                DEFAULT_MAX_ATTEMPTS as i64,
+                1,
+                1000,
+            )? as u32,
+            initial_delay: self.duration(
+                "retry.initial_delay",
+                raw.retry.initial_delay.as_ref(),
+                DEFAULT_INITIAL_DELAY,
+            )?,
+            max_delay: self.duration(
+                "retry.max_delay",
+                raw.retry.max_delay.as_ref(),
+                DEFAULT_MAX_DELAY,
+            )?,
+        };
+        if retry.max_delay < retry.initial_delay {
+            return Err(self.err(
+                "retry.max_delay",
+                format!(
+                    "must not be shorter than retry.initial_delay ({})",
+                    humantime::format_duration(retry.initial_delay)
+                ),
+            ));
+        }
+        let rescan_interval = self.duration(
+            "rescan_interval",
+            raw.rescan_interval.as_ref(),
+            DEFAULT_RESCAN,
+        )?;
+        if rescan_interval < Duration::from_secs(1) {
+            return Err(self.err("rescan_interval", "must be at least 1s"));
+        }
+        let shutdown_grace =
+            self.duration("shutdown_grace", raw.shutdown_grace.as_ref(), DEFAULT_GRACE)?;
+
+        // Providers: a `local` one always exists unless the file defines one
+        // under that name.
+        let mut providers = BTreeMap::new();
+        for (name, table) in &raw.providers {
+            providers.insert(name.clone(), self.provider(name, table)?);
+        }
+        providers
+            .entry(DEFAULT_PROVIDER.to_string())
+            .or_insert_with(|| ProviderConfig {
+                kind: ProviderKind::Local(LocalConfig::default()),
+            });
+
+        let raw_inboxes = if raw.inbox.is_empty() {
+            vec![RawInbox {
+                path: Some(PathBuf::from("inbox")),
+                ..RawInbox::default()
+            }]
+        } else {
+            raw.inbox
+        };
+        let mut inboxes = Vec::new();
+        for (i, ri) in raw_inboxes.into_iter().enumerate() {
+            inboxes.push(self.inbox(i, ri, &providers)?);
+        }
+        self.check_overlaps(&inboxes)?;
+        let _ = file;
+        Ok(Config {
+            source: file.map(absolute),
+            base_dir: self.base.clone(),
+            state_dir,
+            log_dir,
+            rescan_interval,
+            shutdown_grace,
+            limits,
+            queue,
+            retry,
+            inboxes,
+            providers,
+        })
+    }
+
+    fn provider(&self, name: &str, table: &toml::Table) -> Result<ProviderConfig, ConfigError> {
+        let key = format!("providers.{name}");
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(self.err(
+                &key,
+                "provider names may use only letters, digits, `-` and `_`",
+            ));
+        }
+        let kind = match table.get("kind") {
+            Some(toml::Value::String(k)) => k.as_str(),
+            Some(_) => return Err(self.err(format!("{key}.kind"), "must be a string")),
+            None => {
+                return Err(self.err(format!("{key}.kind"), "is missing; known kinds: \"local\""))
+            }
+        };
+        let value = toml::Value::Table(table.clone());
+        match kind {
+            "local" => {
+                let cfg: LocalConfig = value
+                    .try_into()
+                    .map_err(|e: toml::de::Error| self.err(&key, e.message().to_string()))?;
+                Ok(ProviderConfig {
+                    kind: ProviderKind::Local(cfg),
+                })
+            }
+            other => Err(self.err(
+                format!("{key}.kind"),
+                format!("unknown provider kind {other:?}; known kinds: \"local\""),
+            )),
+        }
+    }
+
+    fn inbox(
+        &self,
+        i: usize,
+        ri: RawInbox,
+        providers: &BTreeMap<String, ProviderConfig>,
+    ) -> Result<Inbox, ConfigError> {
+        let k = |name: &str| format!("inbox[{i}].{name}");
+        let path = match &ri.path {
+            Some(p) => self.path(p),
+            None => return Err(self.err(k("path"), "is missing: every [[inbox]] needs a path")),
+        };
+        let parent = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| path.clone());
+        let sibling = |v: &Option<PathBuf>, default: &str| match v {
+            Some(p) => self.path(p),
+            None => parent.join(default),
+        };
+        let outbox = sibling(&ri.outbox, "outbox");
+        let archive = sibling(&ri.archive, "archive");
+        let rejected = sibling(&ri.rejected, "rejected");
+        let failed = sibling(&ri.failed, "failed");
+        let provider = ri.provider.unwrap_or_else(|| DEFAULT_PROVIDER.to_string());
+        if !providers.contains_key(&provider) {
+            let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+            return Err(self.err(
+                k("provider"),
+                format!(
+                    "no provider named {provider:?}; add a [providers.{provider}] table or use one of: {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        let output_format = match ri.output_format.as_deref() {
+            None | Some("png") => OutputFormat::Png,
+            Some("webp") => OutputFormat::Webp,
+            Some(other) => {
+                return Err(self.err(
+                    k("output_format"),
+                    format!("must be \"png\" or \"webp\", got {other:?}"),
+                ))
+            }
+        };
+        let webp_quality = self.int(
+            &k("webp_quality"),
+            ri.webp_quality,
+            DEFAULT_WEBP_QUALITY as i64,
+            1,
+            100,
+        )? as u8;
+        let settle = self.duration(&k("settle"), ri.settle.as_ref(), DEFAULT_SETTLE)?;
+        let after_success = match ri.after_success.as_deref() {
+            None | Some("archive") => AfterSuccess::Archive,
+            Some("delete") => AfterSuccess::Delete,
+            Some("keep") => AfterSuccess::Keep,
+            Some(other) => {
+                return Err(self.err(
+                    k("after_success"),
+                    format!("must be \"archive\", \"delete\" or \"keep\", got {other:?}"),
+                ))
+            }
+        };
+        let watch = match ri.watch.as_deref() {
+            None | Some("notify") => WatchMode::Notify,
+            Some("poll") => WatchMode::Poll,
+            Some(other) => {
+                return Err(self.err(
+                    k("watch"),
+                    format!("must be \"notify\" or \"poll\", got {other:?}"),
+                ))
+            }
+        };
+        let poll_interval =
+            self.duration(&k("poll_interval"), ri.poll_interval.as_ref(), DEFAULT_POLL)?;
+        if poll_interval < Duration::from_millis(100) {
+            return Err(self.err(k("poll_interval"), "must be at least 100ms"));
+        }
+        let mut gs = GlobSetBuilder::new();
+        for (j, pat) in ri.ignore.iter().enumerate() {
+            let g = Glob::new(pat)
+                .map_err(|e| self.err(format!("{}[{j}]", k("ignore")), e.kind().to_string()))?;
+            gs.add(g);
+        }
+        let ignore_set = gs
+            .build()
+            .map_err(|e| self.err(k("ignore"), e.to_string()))?;
+        let name = match ri.name {
+            Some(n) if !n.trim().is_empty() => n,
+            Some(_) => return Err(self.err(k("name"), "must not be empty")),
+            None => path.display().to_string(),
+        };
+        Ok(Inbox {
+            name,
+            path,
+            outbox,
+            archive,
+            rejected,
+            failed,
+            provider,
+            output_format,
+            webp_quality,
+            settle,
+            recursive: ri.recursive.unwrap_or(true),
+            after_success,
+            watch,
+            poll_interval,
+            ignore: ri.ignore,
+            ignore_set,
+            options: ri.options,
+        })
+    }
+
+    /// Folders must not nest in ways that loop (an outbox inside a watched
+    /// inbox would be re-processed forever) or collide between inboxes.
+    fn check_overlaps(&self, inboxes: &[Inbox]) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, a) in inboxes.iter().enumerate() {
+            if !names.insert(a.name.clone()) {
+                return Err(self.err(
+                    format!("inbox[{i}].name"),
+                    format!("{:?} is used twice", a.name),
+                ));
+            }
+            for (key, dir) in a.managed_folders().iter().skip(1) {
+                if *dir == a.path {
+                    return Err(self.err(
+                        format!("inbox[{i}].{key}"),
+                        "must not be the inbox folder itself",
+                    ));
+                }
+                if dir.starts_with(&a.path) {
+                    return Err(self.err(
+                        format!("inbox[{i}].{key}"),
+                        format!(
+                            "{} lies inside the inbox {}; it would be picked up again. Put it beside the inbox instead",
+                            dir.display(),
+                            a.path.display()
+                        ),
+                    ));
+                }
+                if a.path.starts_with(dir) {
+                    return Err(self.err(
+                        format!("inbox[{i}].{key}"),
+                        format!("the inbox {} lies inside it", a.path.display()),
+                    ));
+                }
+            }
+            for (j, b) in inboxes.iter().enumerate() {
+                if i != j && (a.path.starts_with(&b.path)) {
+                    return Err(self.err(
+                        format!("inbox[{i}].path"),
+                        format!(
+                            "{} lies inside inbox[{j}] ({})",
+                            a.path.display(),
+                            b.path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn expand_home(p: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = std::env::var_os("HOME") {
+            return PathBuf::from(home).join(rest);
+        }
+    }
+    p.to_path_buf()
+}
+
+/// Lexical normalisation (`a/./b/../c` → `a/c`) without touching the disk.
+pub fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
+}
+
+/// Parse "10 MiB", "500KB", "2.5 GB", "1048576".
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| {
+        format!(
+            "cannot read {s:?} as a size; write e.g. \"10 MiB\", \"500 KB\" or a number of bytes"
+        )
+    })?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {s:?}; use B, KB, KiB, MB, MiB, GB or GiB"
+            ))
+        }
+    };
+    let v = n * mult;
+    if !(v >= 1.0 && v.is_finite() && v < 1e18) {
+        return Err(format!(
+            "{s:?} is not a usable size (must be at least 1 byte)"
+        ));
+    }
+    Ok(v.round() as u64)
+}
+
+/// Parse "2s", "500ms", "5m", "1h 30m".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("cannot read {s:?} as a duration ({e}); write e.g. \"500ms\", \"2s\" or \"5m\"")
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Folders.
+
+/// Create missing folders and check that every configured folder is a
+/// writable directory. Returns one line per folder created.
+pub fn prepare_folders(cfg: &Config) -> Result<Vec<String>, ConfigError> {
+    let origin = cfg
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "built-in defaults".into());
+    let mut created = Vec::new();
+    let mut all: Vec<(String, PathBuf)> = vec![("state_dir".into(), cfg.state_dir.clone())];
+    if let Some(l) = &cfg.log_dir {
+        all.push(("log_dir".into(), l.clone()));
+    }
+    for (i, ib) in cfg.inboxes.iter().enumerate() {
+        for (key, dir) in ib.managed_folders() {
+            all.push((format!("inbox[{i}].{key}"), dir.to_path_buf()));
+        }
+    }
+    for (key, dir) in all {
+        let folder_err = |message: String| ConfigError::Folder {
+            origin: origin.clone(),
+            key: key.clone(),
+            path: dir.clone(),
+            message,
+        };
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.file_type().is_symlink() => match std::fs::metadata(&dir) {
+                Ok(t) if t.is_dir() => {}
+                _ => {
+                    return Err(folder_err(
+                        "is a symlink that does not lead to a folder".into(),
+                    ))
+                }
+            },
+            Ok(_) => return Err(folder_err("exists but is not a folder".into())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| folder_err(format!("cannot create it: {e}")))?;
+                created.push(format!("created folder {} ({key})", dir.display()));
+            }
+            Err(e) => return Err(folder_err(format!("cannot read it: {e}"))),
+        }
+        crate::fsutil::check_writable(&dir).map_err(|e| {
+            folder_err(format!(
+                "is not writable by this user ({e}); fix its permissions or point `{key}` elsewhere"
+            ))
+        })?;
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        from_str(
+            text,
+            Some(Path::new("/etc/cutout/cutout.toml")),
+            Path::new("/srv/cutout"),
+        )
+    }
+
+    #[test]
+    fn defaults_without_a_file() {
+        let c = from_str("", None, Path::new("/work")).expect("defaults load");
+        assert_eq!(c.inboxes.len(), 1);
+        let ib = &c.inboxes[0];
+        assert_eq!(ib.path, Path::new("/work/inbox"));
+        assert_eq!(ib.outbox, Path::new("/work/outbox"));
+        assert_eq!(ib.archive, Path::new("/work/archive"));
+        assert_eq!(ib.rejected, Path::new("/work/rejected"));
+        assert_eq!(ib.failed, Path::new("/work/failed"));
+        assert_eq!(c.state_dir, Path::new("/work/.cutout"));
+        assert_eq!(c.limits.max_file_size, 10 * 1024 * 1024);
+        assert_eq!(ib.after_success, AfterSuccess::Archive);
+        assert_eq!(ib.provider, "local");
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_folder() {
+        let c = parse("[[inbox]]\npath = \"drop/in\"\noutbox = \"../out\"\n").expect("loads");
+        assert_eq!(c.inboxes[0].path, Path::new("/srv/cutout/drop/in"));
+        assert_eq!(c.inboxes[0].outbox, Path::new("/srv/out"));
+        assert_eq!(
+            c.inboxes[0].rejected,
+            Path::new("/srv/cutout/drop/rejected")
+        );
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let e = parse("[limits]\nmax_fil_size = \"1 MiB\"\n").expect_err("must fail");
+        let s = e.to_string();
+        assert!(s.contains("/etc/cutout/cutout.toml"), "{s}");
+        assert!(s.contains("max_fil_size"), "{s}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        for (text, key) in [
+            (
+                "[limits]\nmax_file_size = \"10 MiBs\"\n",
+                "limits.max_file_size",
+            ),
+            ("[retry]\ninitial_delay = \"soon\"\n", "retry.initial_delay"),
+            ("[queue]\nconcurrency = 0\n", "queue.concurrency"),
+            (
+                "[[inbox]]\npath = \"in\"\nwebp_quality = 101\n",
+                "inbox[0].webp_quality",
+            ),
+            (
+                "[[inbox]]\npath = \"in\"\noutput_format = \"gif\"\n",
+                "inbox[0].output_format",
+            ),
+            (
+                "[[inbox]]\npath = \"in\"\nprovider = \"nope\"\n",
+                "inbox[0].provider",
+            ),
+            (
+                "[[inbox]]\npath = \"in\"\noutbox = \"in/out\"\n",
+                "inbox[0].outbox",
+            ),
+            ("[providers.x]\nkind = \"magic\"\n", "providers.x.kind"),
+        ] {
+            let s = parse(text).expect_err(text).to_string();
+            assert!(s.contains(key), "{text:?} → {s}");
+            assert!(s.contains("cutout.toml"), "{s}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("10 MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size("500KB"), Ok(500_000));
+        assert_eq!(parse_size("1048576"), Ok(1_048_576));
+        assert!(parse_size("ten").is_err());
+        assert!(parse_size("0").is_err());
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

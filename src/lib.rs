@@ -1,0 +1,33 @@
+//! cutout: a drop-folder daemon that turns product photos into transparent
+//! cut-outs.
+//!
+//! The pipeline, one module per stage, with small plain types between them:
+//!
+//! ```text
+//!  watch ──Found──▶ settle ──Ready──▶ queue ──path──▶ pipeline::process_file
+//!  (notify,          (quiet +          (bounded        │ validate (sniff, caps, decode)
+//!   walkdir scans)    stable stat)      workers)       │ store::claim (sha256: resume / dedup)
+//!                                                      │ provider::Provider (local, hosted…)
+//!                                                      │ output (encode, atomic write, moves)
+//!                                                      └ audit (audit.jsonl, exactly once)
+//! ```
+//!
+//! `config` turns TOML into checked types before anything runs; `commands`
+//! holds the CLI verbs; `fsutil` the durable file operations everything
+//! shares; `engine` the pixel-level background removers.
+
+pub mod audit;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub mod fsutil;
+pub mod logging;
+pub mod output;
+pub mod pipeline;
+pub mod provider;
+pub mod queue;
+pub mod settle;
+pub mod store;
+pub mod validate;
+pub mod watch;

@@ -1,0 +1,345 @@
+//! Settle: decide when a file seen in an inbox is fully written and may be
+//! taken, and which names are never taken at all.
+//!
+//! Owns: the ignore rules (partial uploads, hidden files, OS litter, user
+//! globs), and the `Settler`, a plain state machine over (path → last change,
+//! last stat) with time passed in, so it is testable without sleeping. A file
+//! is ready once it has had no events for `settle` and its size and mtime are
+//! unchanged when checked; a file whose mtime is already older than `settle`
+//! when first seen (a backlog) only needs a short re-check.
+//!
+//! Must not: read file contents, move files, or know about providers.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::config::Inbox;
+
+/// The re-check interval for files that were already old when seen.
+pub const BACKLOG_RECHECK: Duration = Duration::from_millis(250);
+
+const LITTER: &[&str] = &[
+    "Thumbs.db",
+    "thumbs.db",
+    "desktop.ini",
+    "Desktop.ini",
+    "@eaDir",
+    "#recycle",
+    "$RECYCLE.BIN",
+    "System Volume Information",
+    "lost+found",
+];
+const PARTIAL_SUFFIXES: &[&str] = &[
+    ".part",
+    ".partial",
+    ".tmp",
+    ".temp",
+    ".crdownload",
+    ".download",
+    ".filepart",
+    ".swp",
+    "~",
+];
+
+/// Whether one path component (file or folder name) is never processed.
+pub fn ignored_name(name: &str) -> bool {
+    if name.starts_with('.') || name.starts_with("~$") {
+        return true; // hidden files/folders: .DS_Store, ._x, .stfolder, .sync…
+    }
+    if LITTER.contains(&name) {
+        return true;
+    }
+    let lower = name.to_ascii_lowercase();
+    PARTIAL_SUFFIXES.iter().any(|s| lower.ends_with(s))
+}
+
+/// Whether a path relative to its inbox is ignored (any component, or a
+/// user glob on the relative path or the file name).
+pub fn ignored(inbox: &Inbox, rel: &Path) -> bool {
+    if rel
+        .components()
+        .any(|c| ignored_name(&c.as_os_str().to_string_lossy()))
+    {
+        return true;
+    }
+    if inbox.ignore_set.is_empty() {
+        return false;
+    }
+    if inbox.ignore_set.is_match(rel) {
+        return true;
+    }
+    rel.file_name()
+        .map(|n| inbox.ignore_set.is_match(Path::new(n)))
+        .unwrap_or(false)
+}
+
+/// What we remember of a file's metadata between checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// True when mtime was older than `settle` at the time of the stat.
+    pub old: bool,
+}
+
+/// Stat a path without following symlinks. None: gone or unreadable.
+pub fn stamp(path: &Path, settle: Duration) -> Option<Stamp> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    let mtime_ns = m.mtime() * 1_000_000_000 + m.mtime_nsec();
+    let old = m
+        .modified()
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .is_some_and(|age| age >= settle);
+    Some(Stamp {
+        size: m.len(),
+        mtime_ns,
+        old,
+    })
+}
+
+#[derive(Debug)]
+struct Pending {
+    inbox: usize,
+    last_change: Instant,
+    stamp: Option<Stamp>,
+    not_before: Option<Instant>,
+}
+
+/// A file ready to be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    pub inbox: usize,
+    pub path: PathBuf,
+}
+
+/// How a path came to our attention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// A watcher event: the file changed just now.
+    Event,
+    /// A scan found it (no change implied).
+    Scan,
+}
+
+/// The settle state machine.
+#[derive(Debug, Default)]
+pub struct Settler {
+    pending: HashMap<PathBuf, Pending>,
+    ready: VecDeque<Ready>,
+    queued: HashSet<PathBuf>,
+    in_flight: HashSet<PathBuf>,
+}
+
+impl Settler {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Note a path. In-flight and already-ready paths are left alone (the
+    /// worker re-checks the file itself).
+    pub fn observe(
+        &mut self,
+        inbox: usize,
+        path: PathBuf,
+        how: Seen,
+        now: Instant,
+        settle: Duration,
+    ) {
+        if self.in_flight.contains(&path) || self.queued.contains(&path) {
+            return;
+        }
+        match self.pending.get_mut(&path) {
+            Some(p) => {
+                if how == Seen::Event {
+                    p.last_change = now;
+                }
+            }
+            None => {
+                let st = stamp(&path, settle);
+                self.pending.insert(
+                    path,
+                    Pending {
+                        inbox,
+                        last_change: now,
+                        stamp: st,
+                        not_before: None,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Look again at `path` no sooner than `after` (busy or deferred).
+    pub fn later(&mut self, inbox: usize, path: PathBuf, now: Instant, after: Duration) {
+        self.pending.insert(
+            path,
+            Pending {
+                inbox,
+                last_change: now,
+                stamp: None,
+                not_before: Some(now + after),
+            },
+        );
+    }
+
+    /// Move settled files to the ready queue. `settle_of` gives an inbox's
+    /// settle time. Stats only files whose quiet period has passed.
+    pub fn tick(&mut self, now: Instant, settle_of: impl Fn(usize) -> Duration) {
+        let mut matured = Vec::new();
+        for (path, p) in &self.pending {
+            if p.not_before.is_some_and(|t| now < t) {
+                continue;
+            }
+            let settle = settle_of(p.inbox);
+            let quiet = match p.stamp {
+                Some(s) if s.old => settle.min(BACKLOG_RECHECK),
+                _ => settle,
+            };
+            if now.duration_since(p.last_change) >= quiet {
+                matured.push(path.clone());
+            }
+        }
+        for path in matured {
+            let Some(p) = self.pending.get_mut(&path) else {
+                continue;
+            };
+            let settle = settle_of(p.inbox);
+            match stamp(&path, settle) {
+                None => {
+                    self.pending.remove(&path);
+                }
+                Some(now_st) => {
+                    let same = p
+                        .stamp
+                        .is_some_and(|s| s.size == now_st.size && s.mtime_ns == now_st.mtime_ns);
+                    if same {
+                        let inbox = p.inbox;
+                        self.pending.remove(&path);
+                        self.queued.insert(path.clone());
+                        self.ready.push_back(Ready { inbox, path });
+                    } else {
+                        p.stamp = Some(now_st);
+                        p.last_change = now;
+                        p.not_before = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Take the next ready file, marking it in flight. `skip` lets the
+    /// caller hold back files (e.g. of a paused provider); they stay queued.
+    pub fn next(&mut self, mut skip: impl FnMut(&Ready) -> bool) -> Option<Ready> {
+        let idx = self.ready.iter().position(|r| !skip(r))?;
+        let r = self.ready.remove(idx)?;
+        self.queued.remove(&r.path);
+        self.in_flight.insert(r.path.clone());
+        Some(r)
+    }
+
+    /// A worker finished with `path`.
+    pub fn done(&mut self, path: &Path) {
+        self.in_flight.remove(path);
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+    pub fn in_flight_len(&self) -> usize {
+        self.in_flight.len()
+    }
+    pub fn is_idle(&self) -> bool {
+        self.pending.is_empty() && self.ready.is_empty() && self.in_flight.is_empty()
+    }
+    /// Forget everything of an inbox (it was removed from the config).
+    pub fn drop_inbox(&mut self, inbox: usize) {
+        self.pending.retain(|_, p| p.inbox != inbox);
+        let removed: Vec<PathBuf> = self
+            .ready
+            .iter()
+            .filter(|r| r.inbox == inbox)
+            .map(|r| r.path.clone())
+            .collect();
+        self.ready.retain(|r| r.inbox != inbox);
+        for p in removed {
+            self.queued.remove(&p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn ignore_rules() {
+        for n in [
+            ".DS_Store",
+            "._shoe.jpg",
+            "Thumbs.db",
+            "@eaDir",
+            ".stfolder",
+            "shoe.jpg.part",
+            "shoe.crdownload",
+            "x.tmp",
+            "~$draft.jpg",
+            "a.partial",
+        ] {
+            assert!(ignored_name(n), "{n} should be ignored");
+        }
+        for n in ["shoe.jpg", "bag 2.PNG", "ü.webp", "tmp.jpg", "part.png"] {
+            assert!(!ignored_name(n), "{n} should be taken");
+        }
+    }
+
+    #[test]
+    fn a_growing_file_is_not_ready_until_quiet_and_stable() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("slow.jpg");
+        let mut f = std::fs::File::create(&p).expect("create");
+        f.write_all(b"abc").expect("write");
+        let settle = Duration::from_secs(2);
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        s.observe(0, p.clone(), Seen::Event, t0, settle);
+        s.tick(t0 + Duration::from_secs(1), |_| settle);
+        assert_eq!(s.ready_len(), 0, "not quiet yet");
+        f.write_all(b"more").expect("write");
+        f.sync_all().expect("sync");
+        // quiet long enough, but the size changed since the first stat
+        s.tick(t0 + Duration::from_secs(3), |_| settle);
+        assert_eq!(s.ready_len(), 0, "changed: must wait again");
+        s.tick(t0 + Duration::from_secs(4), |_| settle);
+        assert_eq!(s.ready_len(), 0, "quiet period restarted");
+        s.tick(t0 + Duration::from_secs(6), |_| settle);
+        assert_eq!(s.ready_len(), 1, "stable now");
+        let r = s.next(|_| false).expect("ready");
+        assert_eq!(r.path, p);
+        // events while in flight do not queue it twice
+        s.observe(0, p.clone(), Seen::Event, t0, settle);
+        assert_eq!(s.pending_len(), 0);
+        s.done(&p);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn vanished_files_are_dropped() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("gone.jpg");
+        std::fs::write(&p, b"x").expect("write");
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        let settle = Duration::from_millis(10);
+        s.observe(0, p.clone(), Seen::Scan, t0, settle);
+        std::fs::remove_file(&p).expect("rm");
+        s.tick(t0 + Duration::from_secs(1), |_| settle);
+        assert!(s.is_idle());
+    }
+}
