@@ -69,7 +69,7 @@ struct Setup {
     providers: std::collections::BTreeMap<String, Arc<dyn Provider>>,
 }
 
-fn setup(cfg: &Config, lock: bool) -> Result<Setup, (i32, String)> {
+fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
     match config::prepare_folders(cfg) {
         Ok(created) => {
             for line in created {
@@ -98,12 +98,7 @@ fn setup(cfg: &Config, lock: bool) -> Result<Setup, (i32, String)> {
         }
         providers.insert(name.clone(), p);
     }
-    let store = if lock {
-        Store::open(&cfg.state_dir)
-    } else {
-        Store::open(&cfg.state_dir)
-    }
-    .map_err(|e| (exit::RUNTIME, e.to_string()))?;
+    let store = Store::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let audit = Audit::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     Ok(Setup {
         store,
@@ -175,7 +170,7 @@ fn shutdown_on_signals(tx: tokio::sync::watch::Sender<bool>) {
 
 fn run_daemon(cfg: Config, arg: &ConfigArg) -> i32 {
     let _log = crate::logging::init(arg.log.as_deref(), cfg.log_dir.as_deref());
-    let s = match setup(&cfg, true) {
+    let s = match setup(&cfg) {
         Ok(s) => s,
         Err((code, msg)) => {
             tracing::error!("{msg}");
@@ -263,7 +258,7 @@ fn run_batch(cfg: Config, arg: &ConfigArg, dry_run: bool, paths: &[PathBuf]) -> 
             return exit::USAGE;
         }
     };
-    let s = match setup(&cfg, true) {
+    let s = match setup(&cfg) {
         Ok(s) => s,
         Err((code, msg)) => {
             eprintln!("error: {msg}");

@@ -242,10 +242,12 @@ pub fn sweep_temps(dir: &Path) -> usize {
         .flatten()
     {
         let name = entry.file_name().to_string_lossy();
-        if entry.file_type().is_file() && name.starts_with('.') && name.ends_with(".cutout-tmp") {
-            if fs::remove_file(entry.path()).is_ok() {
-                n += 1;
-            }
+        if entry.file_type().is_file()
+            && name.starts_with('.')
+            && name.ends_with(".cutout-tmp")
+            && fs::remove_file(entry.path()).is_ok()
+        {
+            n += 1;
         }
     }
     n

@@ -251,7 +251,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Claim::AlreadyDone => return FileResult::AlreadyDone,
         Claim::Busy => return FileResult::Later(inbox.settle.max(Duration::from_secs(1))),
         Claim::Duplicate { job, earlier } => {
-            return duplicate(ctx, inbox, &rel, job, earlier, &validated, started).await
+            return duplicate(ctx, inbox, &rel, job, *earlier, &validated, started).await
         }
         Claim::New(job) | Claim::Resume(job) => job,
     };
@@ -766,10 +766,8 @@ pub fn finish_job(
     // 3. the input goes to its one place.
     if input_here.is_some() {
         match (outcome, &job.move_to) {
-            (_, Some(target)) => {
-                if std::fs::symlink_metadata(target).is_err() {
-                    fsutil::move_durably(&input, target)?;
-                }
+            (_, Some(target)) if std::fs::symlink_metadata(target).is_err() => {
+                fsutil::move_durably(&input, target)?;
             }
             (Outcome::Succeeded | Outcome::Duplicate, None)
                 if inbox.after_success == AfterSuccess::Delete =>

@@ -109,7 +109,7 @@ pub enum Claim {
     /// Same content is being processed under another name right now.
     Busy,
     /// Same content succeeded before; its output is reused.
-    Duplicate { job: Job, earlier: Job },
+    Duplicate { job: Job, earlier: Box<Job> },
 }
 
 /// The state database. Cheap to clone; one connection behind a mutex
@@ -353,6 +353,7 @@ impl Store {
     /// Find or create the job for this file and content. `kept_in_place`
     /// tells whether successful inputs stay in the inbox (then a finished job
     /// for the same path and content means "nothing to do").
+    #[allow(clippy::too_many_arguments)]
     pub fn claim(
         &self,
         inbox: &str,
@@ -450,7 +451,10 @@ impl Store {
             .map_err(|e| self.e(e))?;
         tx.commit().map_err(|e| self.e(e))?;
         Ok(match earlier {
-            Some(earlier) => Claim::Duplicate { job, earlier },
+            Some(earlier) => Claim::Duplicate {
+                job,
+                earlier: Box::new(earlier),
+            },
             None => Claim::New(job),
         })
     }

@@ -77,7 +77,10 @@ impl Site {
     pub fn process(&self, extra: &[&str]) -> Output {
         let mut args = vec!["process"];
         args.extend_from_slice(extra);
-        self.cmd(&args).stdin(Stdio::null()).output().expect("run cutout process")
+        self.cmd(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run cutout process")
     }
 
     /// Start `cutout run` in the background (stderr to a file in the site).
@@ -125,7 +128,12 @@ pub fn list_files(dir: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .filter(|e| !e.file_type().is_dir())
-        .filter_map(|e| e.path().strip_prefix(dir).ok().map(|p| p.to_string_lossy().into_owned()))
+        .filter_map(|e| {
+            e.path()
+                .strip_prefix(dir)
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned())
+        })
         .collect();
     v.sort();
     v
@@ -180,7 +188,10 @@ impl Daemon {
             }
             if t.elapsed() > limit {
                 let _ = self.child.kill();
-                panic!("daemon did not exit within {limit:?}; log:\n{}", self.log_text());
+                panic!(
+                    "daemon did not exit within {limit:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -225,31 +236,35 @@ pub fn packshot(w: u32, h: u32, seed: u32) -> image::RgbImage {
     };
     let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
     let (rx, ry) = (w as f32 * 0.28, h as f32 * 0.22);
+    let min_r = rx.min(ry);
     image::RgbImage::from_fn(w, h, |x, y| {
-        let (fx, fy) = (x as f32, y as f32);
+        let (fx, fy) = (x as f32 + 0.5, y as f32 + 0.5);
         let bg = 245.0 - 12.0 * fy / h as f32;
         // soft shadow under the object
         let sd = ((fx - cx) / (rx * 1.1)).powi(2) + ((fy - (cy + ry * 1.05)) / (ry * 0.35)).powi(2);
         let shadow = if sd < 1.0 { 35.0 * (1.0 - sd) } else { 0.0 };
         let d = ((fx - cx) / rx).powi(2) + ((fy - cy) / ry).powi(2);
-        let n = noise();
-        if d <= 1.0 {
-            let shade = 20.0 * (fy - cy) / ry;
-            image::Rgb([
-                (150.0 - shade) as u8,
-                (25 + n.max(0)) as u8,
-                (35.0 - shade / 2.0).clamp(0.0, 255.0) as u8,
-            ])
-        } else {
-            let v = (bg - shadow + n as f32).clamp(0.0, 255.0) as u8;
-            image::Rgb([v, v, v.saturating_sub(2)])
-        }
+        // anti-aliased edge: coverage from the distance to the outline in pixels
+        let coverage = ((1.0 - d.sqrt()) * min_r + 0.5).clamp(0.0, 1.0);
+        let n = noise() as f32;
+        let shade = 20.0 * (fy - cy) / ry;
+        let obj = [
+            150.0 - shade,
+            25.0 + n.max(0.0),
+            (35.0 - shade / 2.0).max(0.0),
+        ];
+        let v = (bg - shadow + n).clamp(0.0, 255.0);
+        let back = [v, v, (v - 2.0).max(0.0)];
+        let mix =
+            |i: usize| (obj[i] * coverage + back[i] * (1.0 - coverage)).clamp(0.0, 255.0) as u8;
+        image::Rgb([mix(0), mix(1), mix(2)])
     })
 }
 
 pub fn encode(img: &image::RgbImage, fmt: image::ImageFormat) -> Vec<u8> {
     let mut out = Vec::new();
-    img.write_to(&mut Cursor::new(&mut out), fmt).expect("encode");
+    img.write_to(&mut Cursor::new(&mut out), fmt)
+        .expect("encode");
     out
 }
 
@@ -270,9 +285,17 @@ pub fn assert_cutout(path: &Path) -> image::RgbaImage {
     let (w, h) = img.dimensions();
     for (x, y) in [(1, 1), (w - 2, 1), (1, h - 2), (w - 2, h - 2)] {
         let a = img.get_pixel(x, y)[3];
-        assert!(a < 32, "{}: corner ({x},{y}) alpha {a}, expected transparent", path.display());
+        assert!(
+            a < 32,
+            "{}: corner ({x},{y}) alpha {a}, expected transparent",
+            path.display()
+        );
     }
     let a = img.get_pixel(w / 2, h / 2)[3];
-    assert!(a > 200, "{}: centre alpha {a}, expected opaque", path.display());
+    assert!(
+        a > 200,
+        "{}: centre alpha {a}, expected opaque",
+        path.display()
+    );
     img
 }
