@@ -59,6 +59,8 @@ const TICK: Duration = Duration::from_millis(100);
 const FOLDER_CHECK: Duration = Duration::from_secs(5);
 /// In batch mode, how many times trouble outside the file is retried.
 const BATCH_TROUBLE_TRIES: u32 = 3;
+/// The longest wait before a file that hit trouble is looked at again.
+const TROUBLE_MAX_DELAY: Duration = Duration::from_secs(30);
 
 struct Worked {
     inbox: usize,
@@ -128,26 +130,30 @@ pub async fn run(ctx: Arc<Ctx>, mode: Mode, progress: Option<ProgressFn>) -> Tal
                 let Ok(w) = done else { continue };
                 settler.done(&w.path);
                 let mut res = w.result;
-                if batch {
+                let troubles = if let FileResult::Trouble(_) = &res {
+                    let n = trouble_counts.entry(w.path.clone()).or_default();
+                    *n += 1;
+                    *n
+                } else {
+                    trouble_counts.remove(&w.path);
+                    0
+                };
+                if batch && troubles >= BATCH_TROUBLE_TRIES {
                     if let FileResult::Trouble(msg) = &res {
-                        let n = trouble_counts.entry(w.path.clone()).or_default();
-                        *n += 1;
-                        if *n >= BATCH_TROUBLE_TRIES {
-                            tracing::error!(input = %w.path.display(), "giving up for this batch: {msg}; the file stays in the inbox");
-                            tally.troubled += 1;
-                            report(&progress, &w.path, &res);
-                            continue;
-                        }
+                        tracing::error!(input = %w.path.display(), "giving up for this batch: {msg}; the file stays in the inbox");
                     }
+                    trouble_counts.remove(&w.path);
+                    tally.troubled += 1;
+                    report(&progress, &w.path, &res);
+                    continue;
                 }
                 match &res {
                     FileResult::Later(d) => settler.later(w.inbox, w.path.clone(), Instant::now(), *d),
                     FileResult::Trouble(msg) => {
-                        tracing::warn!(input = %w.path.display(), "{msg}; will look again in 30s");
-                        let delay = if batch { Duration::from_secs(2) } else { Duration::from_secs(30) };
+                        let delay = trouble_delay(troubles);
+                        tracing::warn!(input = %w.path.display(), "{msg}; will look again in {}", humantime::format_duration(delay));
                         settler.later(w.inbox, w.path.clone(), Instant::now(), delay);
                     }
-                    FileResult::Interrupted => {}
                     _ => {}
                 }
                 count(&mut tally, &mut res);
@@ -251,6 +257,12 @@ pub async fn run(ctx: Arc<Ctx>, mode: Mode, progress: Option<ProgressFn>) -> Tal
         tally.interrupted += left;
     }
     tally
+}
+
+/// Trouble outside the file (full disk, unwritable folder, state errors):
+/// look again after 2 s, 4 s, 8 s … up to 30 s.
+fn trouble_delay(times: u32) -> Duration {
+    Duration::from_secs(2u64.saturating_pow(times.clamp(1, 5))).min(TROUBLE_MAX_DELAY)
 }
 
 fn report(progress: &Option<ProgressFn>, path: &std::path::Path, res: &FileResult) {
@@ -358,7 +370,7 @@ fn start_watcher(
 fn check_folders(
     ctx: &Arc<Ctx>,
     watchers: &mut [Option<notify::RecommendedWatcher>],
-    identities: &mut [Option<(u64, u64)>],
+    identities: &mut [Option<(u64, u64, u128)>],
     tx: &mpsc::UnboundedSender<Found>,
 ) {
     for (i, ib) in ctx.cfg.inboxes.iter().enumerate() {

@@ -147,8 +147,18 @@ pub fn watch(
     Ok(w)
 }
 
-/// The identity of a folder (device, inode), to notice it was replaced.
-pub fn folder_identity(p: &Path) -> Option<(u64, u64)> {
+/// The identity of a folder (device, inode, birth time), to notice it was
+/// deleted and created again: a new folder may get the old inode number, but
+/// not the old birth time (where the filesystem records one).
+pub fn folder_identity(p: &Path) -> Option<(u64, u64, u128)> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()))
+    std::fs::metadata(p).ok().map(|m| {
+        let born = m
+            .created()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        (m.dev(), m.ino(), born)
+    })
 }
