@@ -47,7 +47,7 @@ say() { printf '%s\n' "$*" >&2; }
 [ -f "$MODEL" ] || { say "no model at $MODEL: scripts/fetch-model.sh $KIND $(dirname "$MODEL")"; exit 1; }
 MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
-    ORT_DYLIB_PATH=$(ls "$(dirname "$MODEL")"/libonnxruntime.so.* 2>/dev/null | sort -V | tail -n 1)
+    ORT_DYLIB_PATH=$(find "$(dirname "$MODEL")" -maxdepth 1 -name 'libonnxruntime.so.*' | sort -V | tail -n 1)
     [ -n "$ORT_DYLIB_PATH" ] || { say "no ONNX Runtime: scripts/fetch-onnxruntime.sh $(dirname "$MODEL")"; exit 1; }
 fi
 export ORT_DYLIB_PATH

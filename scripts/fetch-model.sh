@@ -57,7 +57,10 @@ if [ "${1:-}" = "--list" ]; then
     printf '%s\n' "${!REMOTE[@]}" | sort
     exit 0
 fi
-[ $# -ge 1 ] && [ $# -le 2 ] || { usage; exit 2; }
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then
+    usage
+    exit 2
+fi
 name=$1
 [ -n "${REMOTE[$name]:-}" ] || { say "unknown model '$name'"; usage; exit 2; }
 dir=${2:-./models}

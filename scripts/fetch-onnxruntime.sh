@@ -57,7 +57,7 @@ if ! "$python" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "
         --platform "manylinux_2_17_$(uname -m)" "onnxruntime==${version}" >&2
 fi
 
-wheel=$(ls "$tmp"/onnxruntime-*.whl 2>/dev/null | head -n 1)
+wheel=$(find "$tmp" -maxdepth 1 -name 'onnxruntime-*.whl' | head -n 1)
 [ -n "$wheel" ] || { say "fetch-onnxruntime.sh: pip downloaded no onnxruntime wheel"; exit 1; }
 
 "$python" - "$wheel" "$lib" "$lib_name" <<'PY'

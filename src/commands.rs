@@ -16,6 +16,7 @@ use crate::config::{self, Config};
 use crate::pipeline::{self, Ctx, FileResult};
 use crate::provider::{self, Provider};
 use crate::queue::{self, Mode, Progress, ProgressFn, Tally};
+use crate::service::Heartbeat;
 use crate::store::Store;
 
 /// Exit statuses (documented in README.md and `cutout process --help`).
@@ -30,7 +31,9 @@ pub mod exit {
 /// Run one parsed command; returns the exit status.
 pub fn main(cli: Cli) -> i32 {
     match cli.command {
-        Command::Run { config } => with_config(&config, |cfg, _| run_daemon(cfg, &config)),
+        Command::Run { config } => {
+            with_config(&config, |cfg, loaded| run_daemon(cfg, loaded, &config))
+        }
         Command::Process {
             config,
             dry_run,
@@ -41,14 +44,28 @@ pub fn main(cli: Cli) -> i32 {
     }
 }
 
-fn with_config(arg: &ConfigArg, f: impl FnOnce(Config, Option<PathBuf>) -> i32) -> i32 {
+/// Where the running config came from, for reloads.
+struct Loaded {
+    /// The file (None: built-in defaults).
+    path: Option<PathBuf>,
+    /// Its text, as read.
+    text: String,
+}
+
+fn with_config(arg: &ConfigArg, f: impl FnOnce(Config, Loaded) -> i32) -> i32 {
     let located = config::locate(arg.config.as_deref());
-    match config::load(located.as_deref()) {
-        Ok(cfg) => f(cfg, located),
+    match config::load_with_text(located.as_deref()) {
+        Ok((cfg, text)) => f(
+            cfg,
+            Loaded {
+                path: located,
+                text,
+            },
+        ),
         Err(e) => {
             eprintln!("error: {e}");
             if located.is_none() {
-                eprintln!("hint: no config file given (--config or $CUTOUT_CONFIG); see config.example.toml");
+                eprintln!("hint: no config file given (--config, $CUTOUT_CONFIG or $CONFIGURATION_DIRECTORY/cutout.toml); see config.example.toml");
             }
             exit::CONFIG
         }
@@ -78,26 +95,7 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
         }
         Err(e) => return Err((exit::CONFIG, e.to_string())),
     }
-    let mut providers = std::collections::BTreeMap::new();
-    let used: std::collections::BTreeSet<&str> =
-        cfg.inboxes.iter().map(|i| i.provider.as_str()).collect();
-    for (name, pc) in &cfg.providers {
-        if !used.contains(name.as_str()) {
-            continue;
-        }
-        let p = provider::build(name, pc).map_err(|e| (exit::CONFIG, e.to_string()))?;
-        for (i, ib) in cfg.inboxes.iter().enumerate() {
-            if &ib.provider == name {
-                p.check_options(&ib.options).map_err(|m| {
-                    (
-                        exit::CONFIG,
-                        format!("{}: `inbox[{i}].options`: {m}", origin(cfg)),
-                    )
-                })?;
-            }
-        }
-        providers.insert(name.clone(), p);
-    }
+    let providers = build_providers(cfg, |_| None).map_err(|m| (exit::CONFIG, m))?;
     let store = Store::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let audit = Audit::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     Ok(Setup {
@@ -105,6 +103,35 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
         audit: Arc::new(audit),
         providers,
     })
+}
+
+/// Build the providers the inboxes use and check each inbox's `options`
+/// against its provider. `reuse` may hand back an already running provider
+/// for a name (a reload keeps providers whose settings did not change).
+pub(crate) fn build_providers(
+    cfg: &Config,
+    mut reuse: impl FnMut(&str) -> Option<Arc<dyn Provider>>,
+) -> Result<std::collections::BTreeMap<String, Arc<dyn Provider>>, String> {
+    let mut providers = std::collections::BTreeMap::new();
+    let used: std::collections::BTreeSet<&str> =
+        cfg.inboxes.iter().map(|i| i.provider.as_str()).collect();
+    for (name, pc) in &cfg.providers {
+        if !used.contains(name.as_str()) {
+            continue;
+        }
+        let p = match reuse(name) {
+            Some(p) => p,
+            None => provider::build(name, pc).map_err(|e| e.to_string())?,
+        };
+        for (i, ib) in cfg.inboxes.iter().enumerate() {
+            if &ib.provider == name {
+                p.check_options(&ib.options)
+                    .map_err(|m| format!("{}: `inbox[{i}].options`: {m}", origin(cfg)))?;
+            }
+        }
+        providers.insert(name.clone(), p);
+    }
+    Ok(providers)
 }
 
 fn origin(cfg: &Config) -> String {
@@ -168,7 +195,7 @@ fn shutdown_on_signals(tx: tokio::sync::watch::Sender<bool>) {
     });
 }
 
-fn run_daemon(cfg: Config, arg: &ConfigArg) -> i32 {
+fn run_daemon(cfg: Config, loaded: Loaded, arg: &ConfigArg) -> i32 {
     let _log = crate::logging::init(arg.log.as_deref(), cfg.log_dir.as_deref());
     let s = match setup(&cfg) {
         Ok(s) => s,
@@ -186,20 +213,81 @@ fn run_daemon(cfg: Config, arg: &ConfigArg) -> i32 {
     };
     recover(&cfg, &s);
     describe_inboxes(&cfg);
+    for name in s.providers.keys() {
+        crate::metrics::global().register_provider(name);
+    }
     let cfg = Arc::new(cfg);
-    rt.block_on(async move {
+    let code = rt.block_on(async move {
         let (tx, rx) = tokio::sync::watch::channel(false);
         shutdown_on_signals(tx);
+        let heartbeat = Arc::new(Heartbeat::new());
+        let grace_ms = Arc::new(std::sync::atomic::AtomicU64::new(
+            cfg.shutdown_grace.as_millis() as u64,
+        ));
+        tell_manager_when_stopping(rx.clone(), heartbeat.clone(), grace_ms.clone());
+
+        // The HTTP endpoint binds before READY=1: a bad address fails the start.
+        let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+        let http_task = match cfg.http.listen {
+            None => None,
+            Some(addr) => match crate::http::bind(addr).await {
+                Ok(listener) => {
+                    let at = listener
+                        .local_addr()
+                        .map(|a| a.to_string())
+                        .unwrap_or_else(|_| addr.to_string());
+                    tracing::info!("http: /healthz and /metrics listening on http://{at}");
+                    let state = crate::http::HttpState {
+                        heartbeat: heartbeat.clone(),
+                    };
+                    Some(tokio::spawn(crate::http::serve(listener, state, async move {
+                        let _ = http_stopped.await;
+                    })))
+                }
+                Err(e) => {
+                    tracing::error!("{}: {e}", origin(&cfg));
+                    return exit::CONFIG;
+                }
+            },
+        };
+
         let ctx = Arc::new(Ctx {
             cfg: cfg.clone(),
             store: s.store.clone(),
             audit: s.audit.clone(),
             providers: s.providers.clone(),
             dry_run: false,
-            shutdown: rx,
+            shutdown: rx.clone(),
         });
-        tracing::info!(state = %cfg.state_dir.display(), concurrency = cfg.queue.concurrency, "cutout is running; stop with Ctrl-C or SIGTERM");
-        let t = queue::run(ctx, Mode::Daemon, None).await;
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+        let reloader = crate::reload::Reloader {
+            path: loaded.path,
+            digests: config::provider_digests(&loaded.text),
+            current: ctx.clone(),
+            queue: reload_tx,
+            grace_ms,
+        };
+        if let Err(e) = crate::reload::spawn_on_sighup(reloader, rx.clone()) {
+            tracing::error!("cannot listen for SIGHUP ({e}); config reloads need a restart");
+        }
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let supervisor = tokio::spawn(crate::service::supervise(heartbeat.clone(), ready_rx));
+        tracing::info!(state = %cfg.state_dir.display(), concurrency = cfg.queue.concurrency, "cutout is running; stop with Ctrl-C or SIGTERM, reload the config with SIGHUP");
+        let hooks = queue::Hooks {
+            reloads: Some(reload_rx),
+            heartbeat: Some(heartbeat),
+            ready: Some(ready_tx),
+        };
+        let t = queue::run_with(ctx, Mode::Daemon, None, hooks).await;
+        supervisor.abort();
+        if let Some(task) = http_task {
+            let _ = http_stop.send(());
+            match tokio::time::timeout(Duration::from_secs(2), task).await {
+                Ok(Ok(Err(e))) => tracing::warn!("{e}"),
+                Ok(_) => {}
+                Err(_) => tracing::warn!("http: open connections did not close; stopping anyway"),
+            }
+        }
         tracing::info!(
             succeeded = t.succeeded,
             duplicates = t.duplicates,
@@ -208,9 +296,26 @@ fn run_daemon(cfg: Config, arg: &ConfigArg) -> i32 {
             left_queued = t.interrupted,
             "stopped"
         );
+        exit::OK
     });
     rt.shutdown_timeout(Duration::from_secs(2));
-    exit::OK
+    code
+}
+
+/// Once shutdown begins: `/healthz` turns 503 and the service manager gets
+/// `STOPPING=1`, with its stop timeout extended to cover the grace period.
+fn tell_manager_when_stopping(
+    mut rx: tokio::sync::watch::Receiver<bool>,
+    heartbeat: Arc<Heartbeat>,
+    grace_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
+    tokio::spawn(async move {
+        if rx.wait_for(|s| *s).await.is_ok() {
+            heartbeat.set_stopping();
+            let grace = Duration::from_millis(grace_ms.load(Ordering::Relaxed));
+            crate::service::stopping(grace);
+        }
+    });
 }
 
 /// Map PATH arguments to (inbox, path) roots; every path must be inside an
@@ -440,6 +545,10 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
         humantime::format_duration(cfg.rescan_interval),
         humantime::format_duration(cfg.shutdown_grace)
     );
+    match cfg.http.listen {
+        Some(a) => println!("http: /healthz and /metrics on http://{a}"),
+        None => println!("http: off (set [http] listen to serve /healthz and /metrics)"),
+    }
     for (i, ib) in cfg.inboxes.iter().enumerate() {
         println!("inbox[{i}] {:?}:", ib.name);
         for (key, dir) in ib.managed_folders() {

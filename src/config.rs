@@ -19,6 +19,15 @@ use serde::Deserialize;
 
 /// The environment variable naming a config file when `--config` is absent.
 pub const CONFIG_ENV: &str = "CUTOUT_CONFIG";
+/// systemd's `ConfigurationDirectory=`: `cutout.toml` there is the config
+/// when neither `--config` nor `$CUTOUT_CONFIG` names one.
+pub const CONFIGURATION_DIRECTORY_ENV: &str = "CONFIGURATION_DIRECTORY";
+/// systemd's `StateDirectory=`: the default `state_dir`.
+pub const STATE_DIRECTORY_ENV: &str = "STATE_DIRECTORY";
+/// systemd's `LogsDirectory=`: the default `log_dir`.
+pub const LOGS_DIRECTORY_ENV: &str = "LOGS_DIRECTORY";
+/// The config file name looked for in `$CONFIGURATION_DIRECTORY`.
+pub const CONFIG_FILE_NAME: &str = "cutout.toml";
 
 /// A config that cannot be used. Always names the file and, where there is
 /// one, the key.
@@ -65,6 +74,14 @@ pub struct Config {
     pub retry: RetryConfig,
     pub inboxes: Vec<Inbox>,
     pub providers: BTreeMap<String, ProviderConfig>,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the optional health and metrics endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Where to serve `/healthz` and `/metrics` (None: no HTTP endpoint).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,14 +187,101 @@ impl fmt::Debug for ProviderConfig {
 #[derive(Clone, Debug)]
 pub enum ProviderKind {
     Local(LocalConfig),
+    RembgCom(RembgConfig),
+    Verging(VergingConfig),
 }
 
 impl ProviderKind {
     pub fn name(&self) -> &'static str {
         match self {
             ProviderKind::Local(_) => "local",
+            ProviderKind::RembgCom(_) => "rembg-com",
+            ProviderKind::Verging(_) => "verging",
         }
     }
+}
+
+/// A secret (an API key). Its `Debug` never shows the value and it has no
+/// `Display`: the only way to the text is [`Secret::expose`], called where
+/// the key goes into a request header.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where a hosted provider's API key comes from. Files and environment
+/// variables are read when the provider is built (`provider::build`), not
+/// here: the config stays free of side effects.
+#[derive(Clone, Debug)]
+pub enum ApiKeySource {
+    /// `api_key = "…"` written in the config file `file`.
+    Inline { key: Secret, file: Option<PathBuf> },
+    /// `api_key_file`. `path` is resolved against the config folder; when
+    /// the value was a bare name (no `/`), `credential` holds it and
+    /// `$CREDENTIALS_DIRECTORY/<name>` (systemd `LoadCredential=`) is
+    /// tried first.
+    File {
+        path: PathBuf,
+        credential: Option<String>,
+    },
+    /// `api_key_env` (or the kind's default variable when `explicit` is false).
+    Env { var: String, explicit: bool },
+}
+
+/// The keys every hosted provider kind shares (checked types).
+#[derive(Clone, Debug)]
+pub struct HostedConfig {
+    /// API base URL, without a trailing `/`. https, or plain http on a
+    /// loopback address only.
+    pub base_url: String,
+    pub key: ApiKeySource,
+    /// Pictures this provider works on at once (on top of `queue.concurrency`).
+    pub concurrency: usize,
+    /// Requests per second to this provider's API (token bucket).
+    pub requests_per_second: f64,
+    /// Time limit of one HTTP request (upload, download, poll).
+    pub timeout: Duration,
+    /// Largest result (or error body) read from the provider.
+    pub max_result_size: u64,
+    /// While paused (no credits, key refused): how often to check again.
+    pub recheck_interval: Duration,
+    /// A copy of `[retry]`: the provider-wide cool-down after a 429 without
+    /// `Retry-After` uses the same backoff.
+    pub retry: RetryConfig,
+}
+
+/// `kind = "rembg-com"`.
+#[derive(Clone, Debug)]
+pub struct RembgConfig {
+    pub hosted: HostedConfig,
+    /// Full URL of the membership-usage (credits) endpoint.
+    pub usage_url: String,
+}
+
+/// `kind = "verging"`.
+#[derive(Clone, Debug)]
+pub struct VergingConfig {
+    pub hosted: HostedConfig,
+    /// Time between two polls of a job.
+    pub poll_interval: Duration,
+    /// How long one job may take (counted from when this run starts
+    /// polling it) before the file fails with `provider-job-timeout`.
+    pub job_timeout: Duration,
+    /// Upload through a presigned URL (`upload-video` + `PUT`) first.
+    pub presigned_upload: bool,
 }
 
 /// `kind = "local"`: the built-in engine.
@@ -206,6 +310,23 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_WEBP_QUALITY: u8 = 90;
 pub const DEFAULT_STATE_DIR: &str = ".cutout";
 pub const DEFAULT_PROVIDER: &str = "local";
+pub const DEFAULT_REMBG_URL: &str = "https://api.rembg.com";
+pub const DEFAULT_REMBG_USAGE_URL: &str = "https://www.rembg.com/api/membership-usage";
+pub const DEFAULT_REMBG_KEY_ENV: &str = "REMBG_API_KEY";
+pub const DEFAULT_VERGING_URL: &str = "https://verging.ai/api/v1";
+pub const DEFAULT_VERGING_KEY_ENV: &str = "VERGING_API_KEY";
+/// Overrides the default verging base URL (as the vendor's own tools do).
+pub const VERGING_URL_ENV: &str = "VERGING_API_URL";
+/// systemd's folder of `LoadCredential=` files.
+pub const CREDENTIALS_DIR_ENV: &str = "CREDENTIALS_DIRECTORY";
+pub const DEFAULT_HOSTED_CONCURRENCY: usize = 2;
+pub const DEFAULT_HOSTED_RPS: f64 = 2.0;
+pub const DEFAULT_HOSTED_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_RESULT_SIZE: u64 = 100 * 1024 * 1024;
+pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_VERGING_POLL: Duration = Duration::from_secs(5);
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
+const KNOWN_KINDS: &str = "\"local\", \"rembg-com\", \"verging\"";
 
 // ---------------------------------------------------------------------------
 // Raw serde shapes.
@@ -227,6 +348,14 @@ struct RawConfig {
     inbox: Vec<RawInbox>,
     #[serde(default)]
     providers: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +404,56 @@ struct RawInbox {
     options: toml::Table,
 }
 
+/// `[providers.NAME]` with `kind = "rembg-com"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRembg {
+    #[allow(dead_code)]
+    kind: String,
+    base_url: Option<String>,
+    usage_url: Option<String>,
+    api_key_env: Option<String>,
+    api_key_file: Option<PathBuf>,
+    api_key: Option<String>,
+    concurrency: Option<i64>,
+    requests_per_second: Option<f64>,
+    timeout: Option<HumanValue>,
+    max_result_size: Option<HumanValue>,
+    recheck_interval: Option<HumanValue>,
+}
+
+/// `[providers.NAME]` with `kind = "verging"`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVerging {
+    #[allow(dead_code)]
+    kind: String,
+    base_url: Option<String>,
+    api_key_env: Option<String>,
+    api_key_file: Option<PathBuf>,
+    api_key: Option<String>,
+    concurrency: Option<i64>,
+    requests_per_second: Option<f64>,
+    timeout: Option<HumanValue>,
+    max_result_size: Option<HumanValue>,
+    recheck_interval: Option<HumanValue>,
+    poll_interval: Option<HumanValue>,
+    job_timeout: Option<HumanValue>,
+    presigned_upload: Option<bool>,
+}
+
+/// The keys both hosted kinds share, borrowed from either raw shape.
+struct RawHosted<'a> {
+    api_key_env: &'a Option<String>,
+    api_key_file: &'a Option<PathBuf>,
+    api_key: &'a Option<String>,
+    concurrency: Option<i64>,
+    requests_per_second: Option<f64>,
+    timeout: &'a Option<HumanValue>,
+    max_result_size: &'a Option<HumanValue>,
+    recheck_interval: &'a Option<HumanValue>,
+}
+
 /// A size or duration: a human string ("10 MiB", "2s") or a bare number
 /// (bytes, seconds).
 #[derive(Debug, Clone, Deserialize)]
@@ -288,20 +467,55 @@ enum HumanValue {
 // ---------------------------------------------------------------------------
 // Loading.
 
-/// Where the config comes from, in precedence order.
+/// Where the config comes from, in precedence order: `--config`,
+/// `$CUTOUT_CONFIG`, `$CONFIGURATION_DIRECTORY/cutout.toml` (systemd's
+/// `ConfigurationDirectory=`); None: built-in defaults.
 pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
     if let Some(p) = flag {
         return Some(p.to_path_buf());
     }
     match std::env::var_os(CONFIG_ENV) {
         Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
-        _ => None,
+        _ => env_dir(CONFIGURATION_DIRECTORY_ENV).map(|d| d.join(CONFIG_FILE_NAME)),
+    }
+}
+
+/// The first folder of a systemd directory variable (they may list several,
+/// separated by `:`); relative or empty values are ignored.
+fn env_dir(var: &str) -> Option<PathBuf> {
+    let v = std::env::var_os(var)?;
+    let first = std::env::split_paths(&v).next()?;
+    first.is_absolute().then_some(first)
+}
+
+/// Defaults that systemd hands over in the environment: `$STATE_DIRECTORY`
+/// (`StateDirectory=`) and `$LOGS_DIRECTORY` (`LogsDirectory=`) are the
+/// defaults for `state_dir` and `log_dir` when the file does not set them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SystemdDirs {
+    pub state: Option<PathBuf>,
+    pub logs: Option<PathBuf>,
+}
+
+impl SystemdDirs {
+    pub fn from_env() -> SystemdDirs {
+        SystemdDirs {
+            state: env_dir(STATE_DIRECTORY_ENV),
+            logs: env_dir(LOGS_DIRECTORY_ENV),
+        }
     }
 }
 
 /// Load from a file, or the built-in defaults (current directory) when `path`
 /// is None.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+    load_with_text(path).map(|(c, _)| c)
+}
+
+/// [`load`], also returning the text it was read from (empty for the
+/// built-in defaults), so a reload can tell what changed.
+pub fn load_with_text(path: Option<&Path>) -> Result<(Config, String), ConfigError> {
+    let dirs = SystemdDirs::from_env();
     match path {
         Some(p) => {
             let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -319,20 +533,52 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
                 })
                 .unwrap_or(Path::new("."));
             let base = absolute(base);
-            from_str(&text, Some(p), &base)
+            let cfg = from_str_with(&text, Some(p), &base, &dirs)?;
+            Ok((cfg, text))
         }
         None => {
             let cwd = std::env::current_dir().map_err(|source| ConfigError::Read {
                 path: PathBuf::from("."),
                 source,
             })?;
-            from_str("", None, &cwd)
+            Ok((from_str_with("", None, &cwd, &dirs)?, String::new()))
         }
     }
 }
 
-/// Parse config text; `file` only names the origin in errors.
+/// A digest of each `[providers.NAME]` table as written in `text`, so a
+/// reload rebuilds only the providers whose settings changed (and keeps the
+/// state — pauses, rate limits — of the others). Never logged.
+pub fn provider_digests(text: &str) -> BTreeMap<String, String> {
+    use sha2::{Digest, Sha256};
+    let Ok(table) = toml::from_str::<toml::Table>(text) else {
+        return BTreeMap::new();
+    };
+    let Some(toml::Value::Table(providers)) = table.get("providers") else {
+        return BTreeMap::new();
+    };
+    providers
+        .iter()
+        .map(|(name, v)| {
+            let canonical = toml::to_string(v).unwrap_or_else(|_| format!("{v:?}"));
+            (name.clone(), hex::encode(Sha256::digest(canonical)))
+        })
+        .collect()
+}
+
+/// Parse config text; `file` only names the origin in errors. Ignores the
+/// systemd directory variables (see [`from_str_with`]).
 pub fn from_str(text: &str, file: Option<&Path>, base_dir: &Path) -> Result<Config, ConfigError> {
+    from_str_with(text, file, base_dir, &SystemdDirs::default())
+}
+
+/// [`from_str`] with systemd's directories as defaults.
+pub fn from_str_with(
+    text: &str,
+    file: Option<&Path>,
+    base_dir: &Path,
+    dirs: &SystemdDirs,
+) -> Result<Config, ConfigError> {
     let origin = match file {
         Some(f) => f.display().to_string(),
         None => "built-in defaults".to_string(),
@@ -344,6 +590,7 @@ pub fn from_str(text: &str, file: Option<&Path>, base_dir: &Path) -> Result<Conf
     let c = Checker {
         origin: origin.clone(),
         base: base_dir.to_path_buf(),
+        dirs: dirs.clone(),
     };
     c.build(raw, file)
 }
@@ -361,6 +608,7 @@ fn absolute(p: &Path) -> PathBuf {
 struct Checker {
     origin: String,
     base: PathBuf,
+    dirs: SystemdDirs,
 }
 
 impl Checker {
@@ -429,11 +677,17 @@ impl Checker {
     }
 
     fn build(&self, raw: RawConfig, file: Option<&Path>) -> Result<Config, ConfigError> {
-        let state_dir = match &raw.state_dir {
-            Some(p) => self.path(p),
-            None => self.path(Path::new(DEFAULT_STATE_DIR)),
+        let state_dir = match (&raw.state_dir, &self.dirs.state) {
+            (Some(p), _) => self.path(p),
+            (None, Some(systemd)) => normalize(systemd),
+            (None, None) => self.path(Path::new(DEFAULT_STATE_DIR)),
         };
-        let log_dir = raw.log_dir.as_deref().map(|p| self.path(p));
+        let log_dir = match (&raw.log_dir, &self.dirs.logs) {
+            (Some(p), _) => Some(self.path(p)),
+            (None, Some(systemd)) => Some(normalize(systemd)),
+            (None, None) => None,
+        };
+        let http = self.http(&raw.http)?;
         let limits = Limits {
             max_file_size: self.size(
                 "limits.max_file_size",
@@ -514,7 +768,7 @@ impl Checker {
         // under that name.
         let mut providers = BTreeMap::new();
         for (name, table) in &raw.providers {
-            providers.insert(name.clone(), self.provider(name, table)?);
+            providers.insert(name.clone(), self.provider(name, table, file, retry)?);
         }
         providers
             .entry(DEFAULT_PROVIDER.to_string())
@@ -548,10 +802,32 @@ impl Checker {
             retry,
             inboxes,
             providers,
+            http,
         })
     }
 
-    fn provider(&self, name: &str, table: &toml::Table) -> Result<ProviderConfig, ConfigError> {
+    fn http(&self, raw: &RawHttp) -> Result<HttpConfig, ConfigError> {
+        let listen = match raw.listen.as_deref() {
+            None => None,
+            Some(s) => Some(s.trim().parse::<std::net::SocketAddr>().map_err(|_| {
+                self.err(
+                    "http.listen",
+                    format!(
+                        "cannot read {s:?} as an address; write an IP address and a port, e.g. \"127.0.0.1:9808\" (\"[::1]:9808\" for IPv6)"
+                    ),
+                )
+            })?),
+        };
+        Ok(HttpConfig { listen })
+    }
+
+    fn provider(
+        &self,
+        name: &str,
+        table: &toml::Table,
+        file: Option<&Path>,
+        retry: RetryConfig,
+    ) -> Result<ProviderConfig, ConfigError> {
         let key = format!("providers.{name}");
         if name.is_empty()
             || !name
@@ -567,24 +843,247 @@ impl Checker {
             Some(toml::Value::String(k)) => k.as_str(),
             Some(_) => return Err(self.err(format!("{key}.kind"), "must be a string")),
             None => {
-                return Err(self.err(format!("{key}.kind"), "is missing; known kinds: \"local\""))
+                return Err(self.err(
+                    format!("{key}.kind"),
+                    format!("is missing; known kinds: {KNOWN_KINDS}"),
+                ))
             }
         };
         let value = toml::Value::Table(table.clone());
-        match kind {
+        let shape = |e: toml::de::Error| self.err(&key, e.message().to_string());
+        let kind = match kind {
             "local" => {
-                let cfg: LocalConfig = value
-                    .try_into()
-                    .map_err(|e: toml::de::Error| self.err(&key, e.message().to_string()))?;
-                Ok(ProviderConfig {
-                    kind: ProviderKind::Local(cfg),
+                let cfg: LocalConfig = value.try_into().map_err(shape)?;
+                ProviderKind::Local(cfg)
+            }
+            "rembg-com" => {
+                let raw: RawRembg = value.try_into().map_err(shape)?;
+                let hosted = self.hosted(
+                    &key,
+                    RawHosted {
+                        api_key_env: &raw.api_key_env,
+                        api_key_file: &raw.api_key_file,
+                        api_key: &raw.api_key,
+                        concurrency: raw.concurrency,
+                        requests_per_second: raw.requests_per_second,
+                        timeout: &raw.timeout,
+                        max_result_size: &raw.max_result_size,
+                        recheck_interval: &raw.recheck_interval,
+                    },
+                    (raw.base_url.as_deref(), "", DEFAULT_REMBG_URL),
+                    DEFAULT_REMBG_KEY_ENV,
+                    file,
+                    retry,
+                )?;
+                let usage_url = self.url(
+                    &format!("{key}.usage_url"),
+                    raw.usage_url.as_deref().unwrap_or(DEFAULT_REMBG_USAGE_URL),
+                )?;
+                ProviderKind::RembgCom(RembgConfig { hosted, usage_url })
+            }
+            "verging" => {
+                let raw: RawVerging = value.try_into().map_err(shape)?;
+                let env_url = std::env::var(VERGING_URL_ENV)
+                    .ok()
+                    .filter(|v| !v.trim().is_empty());
+                let (url, via) = match (&raw.base_url, &env_url) {
+                    (Some(u), _) => (u.as_str(), ""),
+                    (None, Some(u)) => (u.as_str(), VERGING_URL_ENV),
+                    (None, None) => (DEFAULT_VERGING_URL, ""),
+                };
+                let hosted = self.hosted(
+                    &key,
+                    RawHosted {
+                        api_key_env: &raw.api_key_env,
+                        api_key_file: &raw.api_key_file,
+                        api_key: &raw.api_key,
+                        concurrency: raw.concurrency,
+                        requests_per_second: raw.requests_per_second,
+                        timeout: &raw.timeout,
+                        max_result_size: &raw.max_result_size,
+                        recheck_interval: &raw.recheck_interval,
+                    },
+                    (Some(url), via, DEFAULT_VERGING_URL),
+                    DEFAULT_VERGING_KEY_ENV,
+                    file,
+                    retry,
+                )?;
+                let poll_interval = self.duration(
+                    &format!("{key}.poll_interval"),
+                    raw.poll_interval.as_ref(),
+                    DEFAULT_VERGING_POLL,
+                )?;
+                if poll_interval < Duration::from_millis(50) {
+                    return Err(self.err(format!("{key}.poll_interval"), "must be at least 50ms"));
+                }
+                let job_timeout = self.duration(
+                    &format!("{key}.job_timeout"),
+                    raw.job_timeout.as_ref(),
+                    DEFAULT_JOB_TIMEOUT,
+                )?;
+                if job_timeout < poll_interval {
+                    return Err(self.err(
+                        format!("{key}.job_timeout"),
+                        format!(
+                            "must not be shorter than poll_interval ({})",
+                            humantime::format_duration(poll_interval)
+                        ),
+                    ));
+                }
+                ProviderKind::Verging(VergingConfig {
+                    hosted,
+                    poll_interval,
+                    job_timeout,
+                    presigned_upload: raw.presigned_upload.unwrap_or(false),
                 })
             }
-            other => Err(self.err(
-                format!("{key}.kind"),
-                format!("unknown provider kind {other:?}; known kinds: \"local\""),
-            )),
+            other => {
+                return Err(self.err(
+                    format!("{key}.kind"),
+                    format!("unknown provider kind {other:?}; known kinds: {KNOWN_KINDS}"),
+                ))
+            }
+        };
+        Ok(ProviderConfig { kind })
+    }
+
+    /// A provider URL: http(s), and plain http only on a loopback address
+    /// (the API key would otherwise cross the network in the clear).
+    fn url(&self, key: &str, text: &str) -> Result<String, ConfigError> {
+        let url = reqwest::Url::parse(text.trim())
+            .map_err(|e| self.err(key, format!("{text:?} is not a URL ({e})")))?;
+        match url.scheme() {
+            "https" => {}
+            "http" if crate::provider::http::is_loopback(&url) => {}
+            "http" => {
+                return Err(self.err(
+                    key,
+                    format!(
+                        "{text:?} is plain http: only https is allowed (plain http only on a loopback address such as 127.0.0.1), so the API key never crosses the network in the clear"
+                    ),
+                ))
+            }
+            other => {
+                return Err(self.err(
+                    key,
+                    format!("{text:?} has the scheme {other:?}; use an https:// URL"),
+                ))
+            }
         }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(self.err(
+                key,
+                "must not carry a user name or password; put the key in api_key_env, api_key_file or api_key",
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(self.err(key, "must not have a query (`?…`) or fragment (`#…`)"));
+        }
+        Ok(url.as_str().trim_end_matches('/').to_string())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn hosted(
+        &self,
+        key: &str,
+        raw: RawHosted<'_>,
+        (base, base_via, base_default): (Option<&str>, &str, &str),
+        default_env: &str,
+        file: Option<&Path>,
+        retry: RetryConfig,
+    ) -> Result<HostedConfig, ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        let base_key = if base_via.is_empty() {
+            k("base_url")
+        } else {
+            format!("{} (from ${base_via})", k("base_url"))
+        };
+        let base_url = self.url(&base_key, base.unwrap_or(base_default))?;
+        let given = [
+            raw.api_key.is_some(),
+            raw.api_key_file.is_some(),
+            raw.api_key_env.is_some(),
+        ];
+        if given.iter().filter(|g| **g).count() > 1 {
+            return Err(self.err(key, "set only one of api_key_env, api_key_file and api_key"));
+        }
+        let source = if let Some(v) = raw.api_key {
+            let v = v.trim();
+            if v.is_empty() {
+                return Err(self.err(k("api_key"), "is empty"));
+            }
+            ApiKeySource::Inline {
+                key: Secret::new(v),
+                file: file.map(absolute),
+            }
+        } else if let Some(p) = raw.api_key_file {
+            if p.as_os_str().is_empty() {
+                return Err(self.err(k("api_key_file"), "is empty"));
+            }
+            let text = p.to_string_lossy();
+            let bare = !text.contains('/') && !text.starts_with('~');
+            ApiKeySource::File {
+                path: self.path(p),
+                credential: bare.then(|| text.into_owned()),
+            }
+        } else if let Some(v) = raw.api_key_env {
+            if v.is_empty() || v.contains('=') || v.contains('\0') {
+                return Err(self.err(
+                    k("api_key_env"),
+                    format!("{v:?} is not a usable environment variable name"),
+                ));
+            }
+            ApiKeySource::Env {
+                var: v.clone(),
+                explicit: true,
+            }
+        } else {
+            ApiKeySource::Env {
+                var: default_env.to_string(),
+                explicit: false,
+            }
+        };
+        let concurrency = self.int(
+            &k("concurrency"),
+            raw.concurrency,
+            DEFAULT_HOSTED_CONCURRENCY as i64,
+            1,
+            256,
+        )? as usize;
+        let rps = raw.requests_per_second.unwrap_or(DEFAULT_HOSTED_RPS);
+        if !(rps.is_finite() && (0.01..=1000.0).contains(&rps)) {
+            return Err(self.err(
+                k("requests_per_second"),
+                format!("must be between 0.01 and 1000, got {rps}"),
+            ));
+        }
+        let timeout = self.duration(&k("timeout"), raw.timeout.as_ref(), DEFAULT_HOSTED_TIMEOUT)?;
+        if timeout < Duration::from_millis(100) {
+            return Err(self.err(k("timeout"), "must be at least 100ms"));
+        }
+        let max_result_size = self.size(
+            &k("max_result_size"),
+            raw.max_result_size.as_ref(),
+            DEFAULT_MAX_RESULT_SIZE,
+        )?;
+        let recheck_interval = self.duration(
+            &k("recheck_interval"),
+            raw.recheck_interval.as_ref(),
+            DEFAULT_RECHECK_INTERVAL,
+        )?;
+        if recheck_interval < Duration::from_millis(100) {
+            return Err(self.err(k("recheck_interval"), "must be at least 100ms"));
+        }
+        Ok(HostedConfig {
+            base_url,
+            key: source,
+            concurrency,
+            requests_per_second: rps,
+            timeout,
+            max_result_size,
+            recheck_interval,
+            retry,
+        })
     }
 
     fn inbox(
@@ -954,6 +1453,192 @@ mod tests {
             assert!(s.contains(key), "{text:?} → {s}");
             assert!(s.contains("cutout.toml"), "{s}");
         }
+    }
+
+    #[test]
+    fn http_listen_is_checked() {
+        let c = parse("[http]\nlisten = \"127.0.0.1:9808\"\n").expect("loads");
+        assert_eq!(c.http.listen, Some("127.0.0.1:9808".parse().expect("addr")));
+        assert_eq!(parse("").expect("loads").http.listen, None);
+        for bad in [
+            "[http]\nlisten = \"localhost\"\n",
+            "[http]\nlisten = \"127.0.0.1:99999\"\n",
+        ] {
+            let s = parse(bad).expect_err(bad).to_string();
+            assert!(s.contains("`http.listen`"), "{s}");
+            assert!(s.contains("cutout.toml"), "{s}");
+        }
+        let s = parse("[http]\nlistn = \"127.0.0.1:1\"\n")
+            .expect_err("unknown key")
+            .to_string();
+        assert!(s.contains("listn"), "{s}");
+    }
+
+    #[test]
+    fn systemd_directories_are_defaults_only() {
+        let dirs = SystemdDirs {
+            state: Some(PathBuf::from("/var/lib/cutout")),
+            logs: Some(PathBuf::from("/var/log/cutout")),
+        };
+        let f = Some(Path::new("/etc/cutout/cutout.toml"));
+        let c = from_str_with("", f, Path::new("/etc/cutout"), &dirs).expect("loads");
+        assert_eq!(c.state_dir, Path::new("/var/lib/cutout"));
+        assert_eq!(c.log_dir.as_deref(), Some(Path::new("/var/log/cutout")));
+        let c = from_str_with(
+            "state_dir = \"/srv/state\"\nlog_dir = \"logs\"\n",
+            f,
+            Path::new("/etc/cutout"),
+            &dirs,
+        )
+        .expect("loads");
+        assert_eq!(c.state_dir, Path::new("/srv/state"));
+        assert_eq!(c.log_dir.as_deref(), Some(Path::new("/etc/cutout/logs")));
+        let c = from_str("", f, Path::new("/etc/cutout")).expect("loads");
+        assert_eq!(c.state_dir, Path::new("/etc/cutout/.cutout"));
+        assert_eq!(c.log_dir, None);
+    }
+
+    #[test]
+    fn provider_digests_change_only_with_the_table() {
+        let a = provider_digests(
+            "[providers.local]\nkind = \"local\"\n[providers.x]\nkind = \"local\"\n",
+        );
+        let b = provider_digests(
+            "# comment\n[providers.x]\nkind = \"local\"\n\n[providers.local]\nkind=\"local\"\n",
+        );
+        assert_eq!(a, b, "formatting and order do not matter");
+        assert_eq!(a.len(), 2);
+        let c = provider_digests("[providers.x]\nkind = \"other\"\n");
+        assert_ne!(a.get("x"), c.get("x"));
+        assert!(provider_digests("not toml [").is_empty());
+    }
+
+    #[test]
+    fn hosted_providers_with_their_defaults() {
+        let c = parse(
+            "[providers.r]\nkind = \"rembg-com\"\n[providers.v]\nkind = \"verging\"\napi_key_file = \"vkey\"\npresigned_upload = true\n",
+        )
+        .expect("loads");
+        match &c.providers["r"].kind {
+            ProviderKind::RembgCom(r) => {
+                assert_eq!(r.hosted.base_url, DEFAULT_REMBG_URL);
+                assert_eq!(r.usage_url, DEFAULT_REMBG_USAGE_URL);
+                assert_eq!(r.hosted.concurrency, DEFAULT_HOSTED_CONCURRENCY);
+                assert!(matches!(
+                    &r.hosted.key,
+                    ApiKeySource::Env { var, explicit: false } if var == DEFAULT_REMBG_KEY_ENV
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.providers["v"].kind {
+            ProviderKind::Verging(v) => {
+                assert_eq!(v.poll_interval, DEFAULT_VERGING_POLL);
+                assert!(v.presigned_upload);
+                assert!(matches!(
+                    &v.hosted.key,
+                    ApiKeySource::File { path, credential: Some(n) }
+                        if path == Path::new("/srv/cutout/vkey") && n == "vkey"
+                ));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn hosted_provider_mistakes_name_the_key() {
+        for (text, key) in [
+            (
+                "[providers.r]\nkind = \"rembg-com\"\napi_kye = \"x\"\n",
+                "api_kye",
+            ),
+            (
+                "[providers.r]\nkind = \"rembg-com\"\nbase_url = \"http://api.example.com\"\n",
+                "providers.r.base_url",
+            ),
+            (
+                "[providers.r]\nkind = \"rembg-com\"\nusage_url = \"ftp://x\"\n",
+                "providers.r.usage_url",
+            ),
+            (
+                "[providers.r]\nkind = \"rembg-com\"\nconcurrency = 0\n",
+                "providers.r.concurrency",
+            ),
+            (
+                "[providers.r]\nkind = \"rembg-com\"\nrequests_per_second = 0\n",
+                "providers.r.requests_per_second",
+            ),
+            (
+                "[providers.r]\nkind = \"rembg-com\"\npoll_interval = \"1s\"\n",
+                "poll_interval",
+            ),
+            (
+                "[providers.v]\nkind = \"verging\"\njob_timeout = \"1ms\"\n",
+                "providers.v.job_timeout",
+            ),
+            (
+                "[providers.v]\nkind = \"verging\"\napi_key = \"a\"\napi_key_env = \"B\"\n",
+                "providers.v",
+            ),
+        ] {
+            let s = parse(text).expect_err(text).to_string();
+            assert!(s.contains(key), "{text:?} → {s}");
+            assert!(s.contains("cutout.toml"), "{s}");
+        }
+        // Plain http is fine on loopback (tests, local proxies).
+        assert!(parse(
+            "[providers.r]\nkind = \"rembg-com\"\nbase_url = \"http://127.0.0.1:8080/\"\n"
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn example_config_documents_the_hosted_defaults() {
+        // Uncomment the two provider examples and load them: the documented
+        // values must be the defaults.
+        let text = include_str!("../config.example.toml");
+        let mut out = String::new();
+        let mut in_block = false;
+        for line in text.lines() {
+            if line == "# [providers.rembg]" || line == "# [providers.verging]" {
+                in_block = true;
+            } else if line.is_empty() {
+                in_block = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(rest) if in_block && !rest.starts_with('#') => out.push_str(rest),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        let c = parse(&out).unwrap_or_else(|e| panic!("{e}"));
+        let ProviderKind::RembgCom(r) = &c.providers["rembg"].kind else {
+            panic!("rembg example missing");
+        };
+        let ProviderKind::Verging(v) = &c.providers["verging"].kind else {
+            panic!("verging example missing");
+        };
+        assert_eq!(r.hosted.base_url, DEFAULT_REMBG_URL);
+        assert_eq!(r.usage_url, DEFAULT_REMBG_USAGE_URL);
+        assert_eq!(v.hosted.base_url, DEFAULT_VERGING_URL);
+        for h in [&r.hosted, &v.hosted] {
+            assert_eq!(h.concurrency, DEFAULT_HOSTED_CONCURRENCY);
+            assert_eq!(h.requests_per_second, DEFAULT_HOSTED_RPS);
+            assert_eq!(h.timeout, DEFAULT_HOSTED_TIMEOUT);
+            assert_eq!(h.max_result_size, DEFAULT_MAX_RESULT_SIZE);
+            assert_eq!(h.recheck_interval, DEFAULT_RECHECK_INTERVAL);
+        }
+        assert_eq!(v.poll_interval, DEFAULT_VERGING_POLL);
+        assert_eq!(v.job_timeout, DEFAULT_JOB_TIMEOUT);
+        assert!(!v.presigned_upload);
+    }
+
+    #[test]
+    fn inline_keys_never_show_in_debug() {
+        let c = parse("[providers.r]\nkind = \"rembg-com\"\napi_key = \"sk-very-secret\"\n")
+            .expect("loads");
+        let dbg = format!("{:?} {:?}", c, c.providers["r"].kind);
+        assert!(!dbg.contains("sk-very-secret"), "{dbg}");
     }
 
     #[test]

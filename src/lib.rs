@@ -15,6 +15,11 @@
 //! `config` turns TOML into checked types before anything runs; `commands`
 //! holds the CLI verbs; `fsutil` the durable file operations everything
 //! shares; `engine` the pixel-level background removers.
+//!
+//! Running as a service: `service` speaks `sd_notify` (ready, status,
+//! watchdog on the dispatcher's heartbeat, reloading, stopping), `metrics`
+//! keeps the counters, and `http` serves `/healthz` and `/metrics`. A SIGHUP
+//! reload is built and checked in `commands`, then switched in by `queue`.
 
 pub mod audit;
 pub mod cli;
@@ -22,11 +27,15 @@ pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod fsutil;
+pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
 pub mod provider;
 pub mod queue;
+pub mod reload;
+pub mod service;
 pub mod settle;
 pub mod store;
 pub mod validate;

@@ -112,6 +112,12 @@ impl JobJournal for Journal {
     }
 }
 
+/// How soon a file of a paused provider is looked at again (the queue holds
+/// it anyway while the provider stays paused).
+const PAUSED_LATER: Duration = Duration::from_secs(1);
+/// 429 answers one file may take in a row before it goes back to the queue.
+const MAX_FREE_RETRIES: u32 = 20;
+
 /// Full-jitter exponential backoff: a random delay in [0, min(max, initial·2ⁿ)].
 pub fn backoff_delay(retry: u32, initial: Duration, max: Duration) -> Duration {
     let cap = initial
@@ -320,6 +326,7 @@ async fn run_job(
     };
     let retry = ctx.cfg.retry;
     let mut attempts = job.attempts;
+    let mut free_retries = 0u32;
     let mut shutdown = ctx.shutdown.clone();
     let outcome = loop {
         attempts += 1;
@@ -340,6 +347,7 @@ async fn run_job(
         };
         let t0 = Instant::now();
         let res = provider.remove_background(req).await;
+        crate::metrics::global().observe_latency(provider.name(), t0.elapsed().as_secs_f64());
         tracing::debug!(input = %rel.display(), ms = t0.elapsed().as_millis() as u64, ok = res.is_ok(), "provider call");
         let err = match res {
             Ok(o) => break o,
@@ -350,30 +358,57 @@ async fn run_job(
                 return fail(ctx, inbox, rel, &job, attempts, &err, v, started).await;
             }
             Disposition::PauseProvider => {
-                // Not the file's fault: give the attempt back and keep it queued.
+                // Not the file's fault: give the attempt back and keep it
+                // queued. The provider has logged its one line for the
+                // operator; while it stays paused the queue holds its files
+                // (`Provider::is_paused`), so a short delay costs nothing.
                 let (store, id) = (ctx.store.clone(), job.id);
                 let _ = blocking("count attempt", move || {
                     store.set_attempts(id, attempts - 1)
                 })
                 .await;
-                tracing::warn!(
+                tracing::debug!(
                     provider = provider.name(),
                     code = err.code(),
                     "{err}; keeping {} queued",
                     rel.display()
                 );
-                return FileResult::Later(Duration::from_secs(60));
+                return FileResult::Later(PAUSED_LATER);
             }
             Disposition::Retry => {
-                if attempts >= retry.max_attempts {
+                if err.is_free_retry() {
+                    // 429: the provider's gate slows every request down and
+                    // cools off; the attempt says nothing about the file and
+                    // is given back. Only a long run of them hands the file
+                    // back to the queue (never to failed/).
+                    attempts -= 1;
+                    let (store, id) = (ctx.store.clone(), job.id);
+                    let _ =
+                        blocking("count attempt", move || store.set_attempts(id, attempts)).await;
+                    free_retries += 1;
+                    if free_retries > MAX_FREE_RETRIES {
+                        tracing::warn!(input = %rel.display(), code = err.code(), "{err}; still rate limited after {MAX_FREE_RETRIES} tries, putting it back in the queue");
+                        return FileResult::Later(retry.max_delay.max(Duration::from_secs(1)));
+                    }
+                } else if attempts >= err.attempt_cap(retry.max_attempts) {
                     return fail(ctx, inbox, rel, &job, attempts, &err, v, started).await;
+                }
+                let cap = retry.max_delay.max(Duration::from_secs(1)) * 4;
+                if let Some(ra) = err.retry_after().filter(|ra| *ra > cap) {
+                    // Asked to come back much later: free the worker.
+                    tracing::warn!(input = %rel.display(), code = err.code(), "{err}; the provider asked for {}; putting it back in the queue", humantime::format_duration(round_ms(ra)));
+                    return FileResult::Later(ra);
                 }
                 let delay = err
                     .retry_after()
                     .unwrap_or_else(|| {
-                        backoff_delay(attempts - 1, retry.initial_delay, retry.max_delay)
+                        backoff_delay(
+                            attempts.saturating_sub(1),
+                            retry.initial_delay,
+                            retry.max_delay,
+                        )
                     })
-                    .min(retry.max_delay.max(Duration::from_secs(1)) * 4);
+                    .min(cap);
                 let mut r = base_record(inbox, rel, &job, Some(v));
                 r.event = "retry".into();
                 r.attempts = attempts;
@@ -386,6 +421,7 @@ async fn run_job(
                 if let Err(e) = ctx.audit.append(&r) {
                     tracing::error!("{e}");
                 }
+                crate::metrics::global().record_retry(provider.name());
                 tracing::warn!(input = %rel.display(), attempt = attempts, code = err.code(), "{err}; retrying in {}", humantime::format_duration(round_ms(delay)));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}

@@ -8,7 +8,14 @@
 //! Must not: touch the inbox/outbox (the output stage does), retry on its own
 //! (the queue owns retries and backoff), or log secrets.
 
+pub mod gate;
+pub mod hosted;
+pub mod http;
+pub mod key;
 pub mod local;
+pub mod rembg_com;
+pub mod verging;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -93,6 +100,12 @@ pub enum ProviderError {
     /// This file can never succeed with this provider (e.g. 400 validation).
     #[error("{message}")]
     Permanent { code: &'static str, message: String },
+    /// The provider said "success" but sent something that is not the
+    /// asked-for picture (an HTML page, bytes that do not decode, an opaque
+    /// picture where transparency was asked for). Retried, since it may be
+    /// a glitch, but only once: a retry may be charged again.
+    #[error("{message}")]
+    BadResult { message: String },
 }
 
 /// What the queue does with an error.
@@ -112,19 +125,35 @@ impl ProviderError {
             ProviderError::QuotaExhausted { .. } => "provider-quota-exhausted",
             ProviderError::Auth { .. } => "provider-auth-failed",
             ProviderError::Permanent { code, .. } => code,
+            ProviderError::BadResult { .. } => "provider-bad-result",
         }
     }
 
     pub fn disposition(&self) -> Disposition {
         match self {
-            ProviderError::Transient { .. } | ProviderError::RateLimited { .. } => {
-                Disposition::Retry
-            }
+            ProviderError::Transient { .. }
+            | ProviderError::RateLimited { .. }
+            | ProviderError::BadResult { .. } => Disposition::Retry,
             ProviderError::QuotaExhausted { .. } | ProviderError::Auth { .. } => {
                 Disposition::PauseProvider
             }
             ProviderError::Permanent { .. } => Disposition::Fail,
         }
+    }
+
+    /// How many attempts this kind of error may use, given the configured
+    /// `retry.max_attempts`: bad results get at most two (each may be paid).
+    pub fn attempt_cap(&self, max_attempts: u32) -> u32 {
+        match self {
+            ProviderError::BadResult { .. } => max_attempts.min(2),
+            _ => max_attempts,
+        }
+    }
+
+    /// Whether this attempt should not count against `max_attempts`: the
+    /// provider asked us to slow down, which says nothing about the file.
+    pub fn is_free_retry(&self) -> bool {
+        matches!(self, ProviderError::RateLimited { .. })
     }
 
     /// A server-given delay before the next attempt, if any.
@@ -146,6 +175,48 @@ pub struct Health {
     pub ok: bool,
 }
 
+/// Why a provider stopped taking work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PauseReason {
+    /// No credits left, or the plan's daily/monthly limit is reached.
+    Quota,
+    /// The API key was refused.
+    Auth,
+}
+
+impl PauseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::Quota => "out-of-credits",
+            PauseReason::Auth => "key-refused",
+        }
+    }
+}
+
+/// A provider's pause, as the status shows it.
+#[derive(Debug, Clone)]
+pub struct PauseInfo {
+    pub reason: PauseReason,
+    /// What the provider said (no secrets).
+    pub message: String,
+    pub since: std::time::SystemTime,
+}
+
+/// A read-only snapshot of a provider's client state, for status/metrics.
+#[derive(Debug, Clone, Default)]
+pub struct ProviderStatus {
+    /// Set while the provider takes no work (files stay queued).
+    pub paused: Option<PauseInfo>,
+    /// Credits left at the last check, when known.
+    pub credits_left: Option<f64>,
+    /// 429 answers seen since start.
+    pub rate_limited: u64,
+    /// Pictures allowed at once right now (adaptive; ≤ `concurrency`).
+    pub concurrency: usize,
+    /// Requests per second allowed right now (adaptive; ≤ `requests_per_second`).
+    pub requests_per_second: f64,
+}
+
 /// A background-removal engine.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -159,6 +230,15 @@ pub trait Provider: Send + Sync {
     async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError>;
     /// Check reachability, key and credits (for `cutout check`).
     async fn health(&self) -> Health;
+    /// Whether the provider is paused (out of credits, key refused): the
+    /// queue then leaves its files queued instead of starting them. Cheap.
+    fn is_paused(&self) -> bool {
+        false
+    }
+    /// A snapshot of the client state (pause, credits, 429s).
+    fn status(&self) -> ProviderStatus {
+        ProviderStatus::default()
+    }
     /// Check that per-inbox `options` are ones this provider accepts.
     fn check_options(&self, options: &toml::Table) -> Result<(), String> {
         match options.keys().next() {
@@ -175,6 +255,8 @@ pub trait Provider: Send + Sync {
 pub fn build(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, BuildError> {
     match &cfg.kind {
         ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(name, local)?)),
+        ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::new(name, c)?)),
+        ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::new(name, c)?)),
     }
 }
 

@@ -97,6 +97,36 @@ impl Site {
         Daemon { child, log }
     }
 
+    /// Start `cutout run` with extra environment variables (the service
+    /// manager's: NOTIFY_SOCKET, WATCHDOG_USEC, CREDENTIALS_DIRECTORY…).
+    /// Those the test process itself may have inherited are cleared first.
+    pub fn spawn_daemon_env(&self, env: &[(&str, &std::ffi::OsStr)]) -> Daemon {
+        let log = self.root().join(format!("daemon-{}.log", fastrand_u32()));
+        let f = std::fs::File::create(&log).expect("log file");
+        let mut cmd = self.cmd(&["run"]);
+        for var in [
+            "NOTIFY_SOCKET",
+            "WATCHDOG_USEC",
+            "WATCHDOG_PID",
+            "STATE_DIRECTORY",
+            "LOGS_DIRECTORY",
+            "CONFIGURATION_DIRECTORY",
+            "CREDENTIALS_DIRECTORY",
+        ] {
+            cmd.env_remove(var);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn cutout run");
+        Daemon { child, log }
+    }
+
     /// Drop a file into the inbox (written to a hidden temp name, then
     /// renamed, as a careful uploader does).
     pub fn drop_file(&self, rel: &str, bytes: &[u8]) -> PathBuf {

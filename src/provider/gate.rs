@@ -1,0 +1,487 @@
+//! The per-provider client discipline of a hosted provider: how many
+//! pictures may be at the provider at once, how fast requests may go out,
+//! what one 429 does to everyone, and the pause (no credits, key refused)
+//! with its periodic re-check.
+//!
+//! - Picture slots: at most `concurrency` pictures at once (on top of
+//!   `queue.concurrency`); the allowed number shrinks and grows adaptively.
+//! - Request pacing: a token bucket of size one, i.e. requests are spaced at
+//!   least `1 / rate` apart. Each request reserves the next free moment, so
+//!   waiters are served in order and never wake as a herd.
+//! - Adaptive (AIMD): the first 429 of an "epoch" halves the rate and the
+//!   allowed concurrency (never below 1/64 of the configured values and one
+//!   slot) and starts a provider-wide cool-down: `Retry-After` when the
+//!   provider sent one, otherwise full-jitter exponential backoff between
+//!   `[retry] initial_delay` and `max_delay` over the 429s in a row. Every
+//!   reservation made before the 429 is void: nothing goes out before the
+//!   cool-down ends, and then only at the reduced rate. 429s of requests that
+//!   were already on their way count but do not halve again. After
+//!   [`RECOVERY_HOLD`] without a 429, each success adds back
+//!   [`RECOVERY_STEP`] of the configured values.
+//! - Pause: set by the provider on quota/auth answers, with ONE log line for
+//!   the operator; a background task re-checks every `recheck_interval` and
+//!   resumes by itself. While paused the queue holds the provider's files
+//!   (see `Provider::is_paused`).
+//!
+//! Must not: make HTTP requests itself (the re-check is a closure the
+//! provider hands over), sleep while holding its lock, or log secrets.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Notify;
+
+use super::{PauseInfo, PauseReason, ProviderStatus};
+
+/// How long after the last slow-down before recovery starts.
+pub const RECOVERY_HOLD: Duration = Duration::from_secs(5);
+/// Share of the configured rate/concurrency given back per success.
+pub const RECOVERY_STEP: f64 = 0.05;
+/// The adaptive factor never drops below this.
+pub const MIN_FACTOR: f64 = 1.0 / 64.0;
+/// The adaptive rate never drops below this (requests per second).
+pub const MIN_RATE: f64 = 1.0 / 60.0;
+
+/// The fixed limits of one provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub concurrency: usize,
+    pub requests_per_second: f64,
+    /// Cool-down backoff bounds (from `[retry]`).
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+}
+
+#[derive(Debug)]
+struct State {
+    /// Adaptive share of the configured limits, in [MIN_FACTOR, 1].
+    factor: f64,
+    in_use: usize,
+    /// Bumped whenever earlier reservations become void (a cool-down).
+    epoch: u64,
+    /// The next moment a request may go out.
+    next_free: Instant,
+    /// No request before this (cool-down).
+    not_before: Instant,
+    last_decrease: Option<Instant>,
+    /// 429s in a row (reset by a success), for the backoff.
+    in_a_row: u32,
+    pause: Option<PauseInfo>,
+    credits: Option<(f64, Instant)>,
+}
+
+/// One provider's gate. Shared (`Arc`) by its calls and its re-check task.
+#[derive(Debug)]
+pub struct Gate {
+    limits: Limits,
+    state: Mutex<State>,
+    changed: Notify,
+    paused: AtomicBool,
+    rate_limited: AtomicU64,
+    rechecking: AtomicBool,
+}
+
+/// Permission for one request, from [`Gate::ticket`]; hand it back with
+/// the answer through [`Gate::feedback`].
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket {
+    epoch: u64,
+}
+
+/// What became of a request, for the adaptive limits.
+#[derive(Debug, Clone, Copy)]
+pub enum Feedback {
+    /// A 2xx answer.
+    Ok,
+    /// 429 "too many requests" (not a quota answer).
+    RateLimited { retry_after: Option<Duration> },
+    /// 503 or another answer that asked to come back later.
+    Busy { retry_after: Option<Duration> },
+    /// Anything else (errors that say nothing about load).
+    Other,
+}
+
+/// A picture slot; freed on drop.
+#[derive(Debug)]
+pub struct Slot<'a> {
+    gate: &'a Gate,
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        let mut st = self.gate.lock();
+        st.in_use = st.in_use.saturating_sub(1);
+        drop(st);
+        self.gate.changed.notify_waiters();
+    }
+}
+
+/// What a pause re-check found.
+#[derive(Debug, Clone)]
+pub enum Recheck {
+    /// Key accepted and credits available (or not reported).
+    Ready { credits: Option<f64> },
+    /// Key accepted but no credits.
+    NoCredits { credits: f64, message: String },
+    /// The key is still refused.
+    KeyRefused { message: String },
+    /// The check itself failed (network, 5xx): try again later.
+    Unknown { message: String },
+}
+
+impl Gate {
+    pub fn new(limits: Limits) -> Gate {
+        let now = Instant::now();
+        Gate {
+            limits,
+            state: Mutex::new(State {
+                factor: 1.0,
+                in_use: 0,
+                epoch: 0,
+                next_free: now,
+                not_before: now,
+                last_decrease: None,
+                in_a_row: 0,
+                pause: None,
+                credits: None,
+            }),
+            changed: Notify::new(),
+            paused: AtomicBool::new(false),
+            rate_limited: AtomicU64::new(0),
+            rechecking: AtomicBool::new(false),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves plain numbers
+        // behind: keep going with them.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn allowed(&self, st: &State) -> usize {
+        ((self.limits.concurrency as f64 * st.factor).floor() as usize).max(1)
+    }
+
+    fn rate(&self, st: &State) -> f64 {
+        // Slowed down, but never below one request a minute (unless the
+        // configuration itself asks for less).
+        let rps = self.limits.requests_per_second;
+        (rps * st.factor).max(rps.min(MIN_RATE)).max(1e-3)
+    }
+
+    /// Wait for a picture slot.
+    pub async fn slot(&self) -> Slot<'_> {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = self.lock();
+                if st.in_use < self.allowed(&st) {
+                    st.in_use += 1;
+                    return Slot { gate: self };
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Wait until one request may go out (pacing and cool-down).
+    pub async fn ticket(&self) -> Ticket {
+        loop {
+            let (at, epoch) = {
+                let mut st = self.lock();
+                let now = Instant::now();
+                let at = now.max(st.next_free).max(st.not_before);
+                st.next_free = at + Duration::from_secs_f64(1.0 / self.rate(&st));
+                (at, st.epoch)
+            };
+            tokio::time::sleep_until(at.into()).await;
+            let st = self.lock();
+            if st.epoch == epoch && Instant::now() >= st.not_before {
+                return Ticket { epoch };
+            }
+            // A cool-down began while we waited: queue up again behind it.
+        }
+    }
+
+    /// Report what became of the request made with `ticket`.
+    pub fn feedback(&self, ticket: Ticket, fb: Feedback) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        match fb {
+            Feedback::Ok => {
+                st.in_a_row = 0;
+                let quiet = st
+                    .last_decrease
+                    .is_none_or(|t| now.duration_since(t) >= RECOVERY_HOLD);
+                if st.factor < 1.0 && quiet {
+                    st.factor = (st.factor + RECOVERY_STEP).min(1.0);
+                    drop(st);
+                    self.changed.notify_waiters();
+                }
+            }
+            Feedback::RateLimited { retry_after } => {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                st.in_a_row = st.in_a_row.saturating_add(1);
+                if ticket.epoch == st.epoch {
+                    // The first 429 for requests sent at the current pace.
+                    st.factor = (st.factor / 2.0).max(MIN_FACTOR);
+                    st.last_decrease = Some(now);
+                }
+                let cool = retry_after.unwrap_or_else(|| {
+                    crate::pipeline::backoff_delay(
+                        st.in_a_row - 1,
+                        self.limits.initial_delay,
+                        self.limits.max_delay,
+                    )
+                });
+                self.cool_down(&mut st, now, cool);
+            }
+            Feedback::Busy {
+                retry_after: Some(cool),
+            } => self.cool_down(&mut st, now, cool),
+            Feedback::Busy { retry_after: None } | Feedback::Other => {}
+        }
+    }
+
+    /// Nothing goes out before `now + cool`, then only at the current rate.
+    fn cool_down(&self, st: &mut State, now: Instant, cool: Duration) {
+        let until = now + cool.min(super::http::MAX_RETRY_AFTER);
+        st.not_before = st.not_before.max(until);
+        let spaced = now + Duration::from_secs_f64(1.0 / self.rate(st));
+        st.next_free = st.not_before.max(spaced);
+        st.epoch += 1;
+    }
+
+    /// Remaining cool-down, if any.
+    pub fn cooling_for(&self) -> Option<Duration> {
+        let st = self.lock();
+        st.not_before.checked_duration_since(Instant::now())
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    pub fn pause_info(&self) -> Option<PauseInfo> {
+        self.lock().pause.clone()
+    }
+
+    /// Pause (or change the reason of a pause). Returns true when this is a
+    /// new pause or a new reason (the caller logs its one line then).
+    pub fn pause(&self, reason: PauseReason, message: &str) -> bool {
+        let mut st = self.lock();
+        let fresh = st.pause.as_ref().is_none_or(|p| p.reason != reason);
+        if fresh {
+            st.pause = Some(PauseInfo {
+                reason,
+                message: message.to_string(),
+                since: SystemTime::now(),
+            });
+        }
+        self.paused.store(true, Ordering::Release);
+        fresh
+    }
+
+    /// Lift the pause; returns what it was.
+    pub fn resume(&self) -> Option<PauseInfo> {
+        let mut st = self.lock();
+        let was = st.pause.take();
+        self.paused.store(false, Ordering::Release);
+        was
+    }
+
+    /// Remember the credits left (from a credits check or a count-down).
+    pub fn set_credits(&self, credits: Option<f64>) {
+        self.lock().credits = credits.map(|c| (c, Instant::now()));
+    }
+
+    /// Credits known from a check no older than `fresh`.
+    pub fn credits_within(&self, fresh: Duration) -> Option<f64> {
+        let st = self.lock();
+        st.credits
+            .filter(|(_, at)| at.elapsed() <= fresh)
+            .map(|(c, _)| c)
+    }
+
+    /// Count one credit spent (keeps the cached figure honest between checks).
+    pub fn spend_credit(&self) {
+        let mut st = self.lock();
+        if let Some((c, _)) = st.credits.as_mut() {
+            *c -= 1.0;
+        }
+    }
+
+    pub fn status(&self) -> ProviderStatus {
+        let st = self.lock();
+        ProviderStatus {
+            paused: st.pause.clone(),
+            credits_left: st.credits.map(|(c, _)| c),
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+            concurrency: self.allowed(&st),
+            requests_per_second: self.rate(&st),
+        }
+    }
+
+    /// Start the background re-check of a pause, unless one runs already.
+    /// `check` asks the provider (credits endpoint); `announce` is called
+    /// with each new state worth one log line.
+    pub fn spawn_recheck<C, F>(self: &Arc<Self>, every: Duration, check: C, announce: Announce)
+    where
+        C: Fn() -> F + Send + Sync + 'static,
+        F: Future<Output = Recheck> + Send + 'static,
+    {
+        if self.rechecking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let gate = self.clone();
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            self.rechecking.store(false, Ordering::Release);
+            return;
+        };
+        handle.spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if !gate.is_paused() {
+                    break;
+                }
+                match check().await {
+                    Recheck::Ready { credits } => {
+                        gate.set_credits(credits);
+                        if let Some(was) = gate.resume() {
+                            announce(Announced::Resumed {
+                                was: was.reason,
+                                credits,
+                            });
+                        }
+                        break;
+                    }
+                    Recheck::NoCredits { credits, message } => {
+                        gate.set_credits(Some(credits));
+                        if gate.pause(PauseReason::Quota, &message) {
+                            announce(Announced::Paused {
+                                reason: PauseReason::Quota,
+                                message,
+                            });
+                        }
+                    }
+                    Recheck::KeyRefused { message } => {
+                        if gate.pause(PauseReason::Auth, &message) {
+                            announce(Announced::Paused {
+                                reason: PauseReason::Auth,
+                                message,
+                            });
+                        }
+                    }
+                    Recheck::Unknown { message } => {
+                        tracing::debug!("pause re-check inconclusive: {message}");
+                    }
+                }
+            }
+            gate.rechecking.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// A state change worth the operator's attention.
+#[derive(Debug, Clone)]
+pub enum Announced {
+    Paused {
+        reason: PauseReason,
+        message: String,
+    },
+    Resumed {
+        was: PauseReason,
+        credits: Option<f64>,
+    },
+}
+
+/// The provider's one-line announcer.
+pub type Announce = Arc<dyn Fn(Announced) + Send + Sync>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate(conc: usize, rps: f64) -> Gate {
+        Gate::new(Limits {
+            concurrency: conc,
+            requests_per_second: rps,
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+        })
+    }
+
+    #[tokio::test]
+    async fn requests_are_spaced_by_the_rate() {
+        let g = gate(4, 20.0);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            let t = g.ticket().await;
+            g.feedback(t, Feedback::Ok);
+        }
+        // 5 requests at 20/s: the 5th no sooner than 4 × 50 ms.
+        assert!(
+            t0.elapsed() >= Duration::from_millis(195),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_halves_once_per_epoch_and_cools_down() {
+        let g = gate(8, 100.0);
+        let a = g.ticket().await;
+        let b = g.ticket().await;
+        g.feedback(
+            a,
+            Feedback::RateLimited {
+                retry_after: Some(Duration::from_millis(150)),
+            },
+        );
+        // b was sent before the first 429 was known: counts, no second halving.
+        g.feedback(b, Feedback::RateLimited { retry_after: None });
+        let s = g.status();
+        assert_eq!(s.concurrency, 4);
+        assert!((s.requests_per_second - 50.0).abs() < 1e-9);
+        assert_eq!(s.rate_limited, 2);
+        let t0 = Instant::now();
+        let c = g.ticket().await;
+        assert!(
+            t0.elapsed() >= Duration::from_millis(140),
+            "went out during the cool-down: {:?}",
+            t0.elapsed()
+        );
+        g.feedback(c, Feedback::RateLimited { retry_after: None });
+        assert_eq!(g.status().concurrency, 2);
+    }
+
+    #[tokio::test]
+    async fn slots_follow_the_adaptive_limit() {
+        let g = gate(2, 1000.0);
+        let s1 = g.slot().await;
+        let _s2 = g.slot().await;
+        let t = g.ticket().await;
+        g.feedback(t, Feedback::RateLimited { retry_after: None });
+        // Limit is now 1 and two are in use: a third must wait for two drops.
+        drop(s1);
+        let waited = tokio::time::timeout(Duration::from_millis(50), g.slot())
+            .await
+            .is_err();
+        assert!(waited, "a slot was handed out above the reduced limit");
+    }
+
+    #[test]
+    fn pause_is_announced_once_per_reason() {
+        let g = gate(1, 1.0);
+        assert!(g.pause(PauseReason::Quota, "no credits"));
+        assert!(!g.pause(PauseReason::Quota, "no credits"));
+        assert!(g.is_paused());
+        assert!(g.pause(PauseReason::Auth, "bad key"));
+        assert_eq!(g.resume().map(|p| p.reason), Some(PauseReason::Auth));
+        assert!(!g.is_paused());
+    }
+}

@@ -1,0 +1,255 @@
+//! The core both hosted providers are built on: the provider's name, its
+//! HTTP clients, its [`Gate`], its API key (re-read from its source while
+//! paused for a refused key), and the one place that sends an API request
+//! through the gate and turns the answer into a [`ProviderError`].
+//!
+//! Owns: "send one API request politely" and "pause with one clear line,
+//! re-check, resume by itself".
+//!
+//! Must not: know endpoint paths or response shapes (the vendor modules
+//! do), or let the key out of a request header.
+
+use std::future::Future;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+
+use super::gate::{Announce, Announced, Feedback, Gate, Limits, Recheck};
+use super::http::{self, Http, Refusal};
+use super::{key, BuildError, PauseReason, ProviderError};
+use crate::config::{ApiKeySource, HostedConfig, Secret};
+
+pub struct Hosted {
+    pub name: String,
+    pub kind: &'static str,
+    pub cfg: HostedConfig,
+    pub http: Http,
+    pub gate: Arc<Gate>,
+    key: RwLock<Secret>,
+}
+
+/// How a refusal is read: vendor rules for "this is a quota answer".
+pub type QuotaRule = fn(&Refusal) -> bool;
+
+impl Hosted {
+    pub fn new(name: &str, kind: &'static str, cfg: &HostedConfig) -> Result<Hosted, BuildError> {
+        let err = |message: String| BuildError {
+            provider: name.to_string(),
+            message,
+        };
+        let key = key::load(name, &cfg.key).map_err(err)?;
+        let http = Http::new(cfg).map_err(err)?;
+        let gate = Arc::new(Gate::new(Limits {
+            concurrency: cfg.concurrency,
+            requests_per_second: cfg.requests_per_second,
+            initial_delay: cfg.retry.initial_delay,
+            max_delay: cfg.retry.max_delay,
+        }));
+        Ok(Hosted {
+            name: name.to_string(),
+            kind,
+            cfg: cfg.clone(),
+            http,
+            gate,
+            key: RwLock::new(key),
+        })
+    }
+
+    /// The key, for one request header (marked sensitive).
+    pub fn key_header(&self, prefix: &str) -> Result<HeaderValue, ProviderError> {
+        let k = self.key.read().unwrap_or_else(|p| p.into_inner());
+        let mut v = HeaderValue::from_str(&format!("{prefix}{}", k.expose())).map_err(|_| {
+            ProviderError::Auth {
+                message: format!(
+                    "the API key of provider `{}` cannot be sent as a header",
+                    self.name
+                ),
+            }
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
+    /// The key text, only to redact it from provider messages.
+    pub(crate) fn key_text(&self) -> String {
+        self.key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .expose()
+            .to_string()
+    }
+
+    /// Read the key again from its file (a fixed key file resumes a pause
+    /// for a refused key without a restart). Env and inline keys cannot
+    /// change while running.
+    pub fn reload_key(&self) {
+        if !matches!(self.cfg.key, ApiKeySource::File { .. }) {
+            return;
+        }
+        match key::load(&self.name, &self.cfg.key) {
+            Ok(k) => {
+                let mut g = self.key.write().unwrap_or_else(|p| p.into_inner());
+                *g = k;
+            }
+            Err(e) => tracing::debug!(provider = %self.name, "cannot re-read the API key: {e}"),
+        }
+    }
+
+    /// The error to return at once while paused (nothing is sent).
+    pub fn refuse_if_paused(&self) -> Result<(), ProviderError> {
+        if !self.gate.is_paused() {
+            return Ok(());
+        }
+        match self.gate.pause_info() {
+            None => Ok(()),
+            Some(p) => Err(match p.reason {
+                PauseReason::Auth => ProviderError::Auth { message: p.message },
+                PauseReason::Quota => ProviderError::QuotaExhausted { message: p.message },
+            }),
+        }
+    }
+
+    /// Send one API request through the gate. 2xx answers come back as the
+    /// response; anything else as the mapped error (pausing the provider on
+    /// quota/auth answers, slowing it down on 429s).
+    pub async fn send(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+        quota: QuotaRule,
+    ) -> Result<reqwest::Response, ProviderError> {
+        self.refuse_if_paused()?;
+        let ticket = self.gate.ticket().await;
+        self.refuse_if_paused()?;
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.gate.feedback(ticket, Feedback::Other);
+                return Err(http::send_error(what, e));
+            }
+        };
+        if resp.status().is_success() {
+            self.gate.feedback(ticket, Feedback::Ok);
+            return Ok(resp);
+        }
+        let refusal = Refusal::read(resp, &self.key_text()).await;
+        let is_quota = quota(&refusal);
+        let err = refusal.clone().into_error(what, is_quota);
+        let fb = match &err {
+            ProviderError::RateLimited { retry_after, .. } => Feedback::RateLimited {
+                retry_after: *retry_after,
+            },
+            ProviderError::Transient { retry_after, .. } if refusal.status.as_u16() == 503 => {
+                Feedback::Busy {
+                    retry_after: *retry_after,
+                }
+            }
+            _ => Feedback::Other,
+        };
+        self.gate.feedback(ticket, fb);
+        Err(err)
+    }
+
+    /// On a quota or auth error: pause (one log line when the state is
+    /// new) and start the periodic re-check that resumes by itself.
+    pub fn pause_on<C, F>(&self, err: &ProviderError, check: C)
+    where
+        C: Fn() -> F + Send + Sync + 'static,
+        F: Future<Output = Recheck> + Send + 'static,
+    {
+        let (reason, message) = match err {
+            ProviderError::QuotaExhausted { message } => (PauseReason::Quota, message),
+            ProviderError::Auth { message } => (PauseReason::Auth, message),
+            _ => return,
+        };
+        if self.gate.pause(reason, message) {
+            (self.announcer())(Announced::Paused {
+                reason,
+                message: message.clone(),
+            });
+        }
+        self.gate
+            .spawn_recheck(self.cfg.recheck_interval, check, self.announcer());
+    }
+
+    /// The operator-facing lines for pause and resume.
+    pub fn announcer(&self) -> Announce {
+        let name = self.name.clone();
+        let kind = self.kind;
+        let every = humantime::format_duration(self.cfg.recheck_interval).to_string();
+        let source = key::describe(&self.cfg.key);
+        Arc::new(move |a: Announced| match a {
+            Announced::Paused {
+                reason: PauseReason::Quota,
+                message,
+            } => tracing::error!(
+                provider = %name,
+                "provider `{name}` ({kind}) is out of credits: {message}. RECHARGE the account; \
+                 its files stay queued (none fail) and cutout checks the credits every {every} \
+                 and resumes by itself"
+            ),
+            Announced::Paused {
+                reason: PauseReason::Auth,
+                message,
+            } => tracing::error!(
+                provider = %name,
+                "provider `{name}` ({kind}) refused the API key: {message}. FIX THE KEY (read from \
+                 {source}); its files stay queued (none fail) and cutout tries again every \
+                 {every} and resumes by itself"
+            ),
+            Announced::Resumed { was, credits } => {
+                let what = match was {
+                    PauseReason::Quota => "credits are available again",
+                    PauseReason::Auth => "the API key is accepted again",
+                };
+                match credits {
+                    Some(c) => tracing::info!(
+                        provider = %name,
+                        "provider `{name}`: {what} ({c} credits left); resuming"
+                    ),
+                    None => tracing::info!(provider = %name, "provider `{name}`: {what}; resuming"),
+                }
+            }
+        })
+    }
+
+    /// A picture slot, waiting politely.
+    pub async fn slot(&self) -> super::gate::Slot<'_> {
+        self.gate.slot().await
+    }
+
+    /// Time limit of one request.
+    pub fn timeout(&self) -> Duration {
+        self.http.timeout
+    }
+}
+
+/// How a credits check ends, for `health` and the pause re-check.
+#[derive(Debug, Clone)]
+pub enum Credits {
+    /// Key accepted; `left` when the answer said so, `detail` for humans.
+    Known { left: Option<f64>, detail: String },
+    /// The key was refused.
+    Refused(String),
+    /// Could not ask (network, 5xx, unexpected answer).
+    Unreachable(String),
+}
+
+impl Credits {
+    /// The pause re-check's reading of a credits check.
+    pub fn recheck(self) -> Recheck {
+        match self {
+            Credits::Known {
+                left: Some(c),
+                detail,
+            } if c < 1.0 => Recheck::NoCredits {
+                credits: c,
+                message: detail,
+            },
+            Credits::Known { left, .. } => Recheck::Ready { credits: left },
+            Credits::Refused(message) => Recheck::KeyRefused { message },
+            Credits::Unreachable(message) => Recheck::Unknown { message },
+        }
+    }
+}

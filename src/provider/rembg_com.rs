@@ -1,0 +1,541 @@
+//! `kind = "rembg-com"`: the rembg.com hosted API. One synchronous call per
+//! picture — `POST {base_url}/rmbg` with the key in `x-api-key`, the picture
+//! as the multipart part `image` plus the per-inbox options — answered with
+//! the cut-out's bytes. Credits come from the membership-usage endpoint
+//! (`usage_url`, on another host).
+//!
+//! Owns: the option table (checked at start-up), the request shape, the
+//! reading of rembg's answers (a 429 that speaks of a daily/monthly limit is
+//! quota, not a burst) and of its usage report.
+//!
+//! Must not: retry (the queue does), send the key anywhere but the two
+//! configured URLs, or return bytes it has not verified as a picture.
+//!
+//! Not documented by the vendor, so decided here: the credits a picture
+//! used are not reported (the audit line's `credits` stays empty); the
+//! output `format` sent is the inbox's `output_format` unless the options
+//! name one, so the provider's bytes can be written untouched.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use reqwest::multipart::{Form, Part};
+
+use super::hosted::{Credits, Hosted};
+use super::http::{self, Refusal};
+use super::verify::{self, Expect};
+use super::{key, BuildError, Health, Outcome, Provider, ProviderError, ProviderStatus, Request};
+use crate::config::{OutputFormat, RembgConfig};
+use crate::validate::ImageKind;
+
+/// The option keys rembg.com documents.
+const OPTION_KEYS: &[&str] = &[
+    "format",
+    "w",
+    "h",
+    "exact_resize",
+    "mask",
+    "bg_color",
+    "angle",
+    "expand",
+];
+const MAX_SIDE: i64 = 10_000;
+/// Largest upload rembg.com accepts.
+const MAX_UPLOAD: usize = 50 * 1024 * 1024;
+
+pub struct RembgCom {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    core: Hosted,
+    usage_url: String,
+}
+
+impl RembgCom {
+    pub fn new(name: &str, cfg: &RembgConfig) -> Result<RembgCom, BuildError> {
+        Ok(RembgCom {
+            inner: Arc::new(Inner {
+                core: Hosted::new(name, "rembg-com", &cfg.hosted)?,
+                usage_url: cfg.usage_url.clone(),
+            }),
+        })
+    }
+
+    fn pause_on(&self, err: &ProviderError) {
+        let inner = self.inner.clone();
+        self.inner.core.pause_on(err, move || {
+            let inner = inner.clone();
+            async move {
+                inner.core.reload_key();
+                inner.credits().await.recheck()
+            }
+        });
+    }
+}
+
+/// rembg says "daily limit" / "monthly limit … purchase more credits" on a
+/// 429 when the plan is used up: that is quota, not a burst.
+fn is_quota(r: &Refusal) -> bool {
+    let m = r.message.to_ascii_lowercase();
+    r.status.as_u16() == 429
+        && (m.contains("daily") || m.contains("monthly") || m.contains("credit"))
+}
+
+impl Inner {
+    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+        self.core.refuse_if_paused()?;
+        let opts = Options::parse(req.options).map_err(|m| ProviderError::Permanent {
+            code: "provider-bad-options",
+            message: format!("options for provider `{}`: {m}", self.core.name),
+        })?;
+        if req.input.bytes.len() > MAX_UPLOAD {
+            return Err(ProviderError::Permanent {
+                code: "provider-input-too-large",
+                message: format!(
+                    "the picture is {} bytes; rembg.com accepts at most 50 MB",
+                    req.input.bytes.len()
+                ),
+            });
+        }
+        let _slot = self.core.slot().await;
+        let kind = req.input.kind;
+        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
+            .file_name(upload_name(req.file_name, kind))
+            .mime_str(kind.mime())
+            .map_err(|e| ProviderError::Permanent {
+                code: "internal-error",
+                message: format!("cannot build the upload: {e}"),
+            })?;
+        let mut form = Form::new().part("image", image);
+        for (k, v) in opts.parts(req.output_format) {
+            form = form.text(k, v);
+        }
+        let what = format!("provider `{}`: POST /rmbg", self.core.name);
+        let rb = self
+            .core
+            .http
+            .api
+            .post(format!("{}/rmbg", self.core.cfg.base_url))
+            .header("x-api-key", self.core.key_header("")?)
+            .multipart(form);
+        let resp = self.core.send(&what, rb, is_quota).await?;
+        let bytes = http::read_capped(resp, self.core.http.max_body)
+            .await
+            .map_err(|e| e.into_provider_error(&what))?;
+        let expect = opts.expect();
+        let want = req.output_format;
+        let cutout = tokio::task::spawn_blocking(move || verify::check(bytes, expect, want))
+            .await
+            .map_err(|e| ProviderError::Transient {
+                code: "internal-error",
+                message: format!("checking the result stopped unexpectedly: {e}"),
+                retry_after: None,
+            })??;
+        Ok(Outcome {
+            cutout,
+            remote_job: None,
+            credits_used: None,
+        })
+    }
+
+    /// Ask the usage endpoint (not through the gate: another host, and it
+    /// must work while paused).
+    async fn credits(&self) -> Credits {
+        let key = match self.core.key_header("") {
+            Ok(k) => k,
+            Err(e) => return Credits::Refused(e.to_string()),
+        };
+        let rb = self
+            .core
+            .http
+            .api
+            .get(&self.usage_url)
+            .query(&[("expand", "billing_cycle")])
+            .header("x-api-key", key)
+            .timeout(self.core.timeout().min(std::time::Duration::from_secs(20)));
+        let what = format!("provider `{}`: GET membership-usage", self.core.name);
+        let resp = match rb.send().await {
+            Ok(r) => r,
+            Err(e) => return Credits::Unreachable(http::send_error(&what, e).to_string()),
+        };
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let r = Refusal::read(resp, &self.core.key_text()).await;
+            let msg = format!("{what} answered HTTP {status}: {}", r.message);
+            return if status == 401 || status == 403 {
+                Credits::Refused(msg)
+            } else {
+                Credits::Unreachable(msg)
+            };
+        }
+        let body = match http::read_capped(resp, 1 << 20).await {
+            Ok(b) => b,
+            Err(e) => return Credits::Unreachable(format!("{what}: {e}")),
+        };
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(v) => parse_usage(&v),
+            Err(_) => Credits::Unreachable(format!("{what}: the answer is not JSON")),
+        }
+    }
+}
+
+/// `billingCycle.remainingIncludedCredits + prepaidCredits`.
+fn parse_usage(v: &serde_json::Value) -> Credits {
+    let num = |v: Option<&serde_json::Value>| v.and_then(|x| x.as_f64());
+    let plan = v
+        .get("membership")
+        .and_then(|m| m.as_str())
+        .map(|m| format!("plan {m}; "))
+        .unwrap_or_default();
+    let cycle = v.get("billingCycle");
+    let included = num(cycle.and_then(|c| c.get("remainingIncludedCredits")));
+    let prepaid = num(cycle.and_then(|c| c.get("prepaidCredits"))).or(num(v.get("prepaidCredits")));
+    match (included, prepaid) {
+        (Some(i), p) => {
+            let p = p.unwrap_or(0.0);
+            let left = i + p;
+            Credits::Known {
+                left: Some(left),
+                detail: format!("{plan}{left} credits left ({i} included + {p} prepaid)"),
+            }
+        }
+        (None, _) => Credits::Known {
+            left: None,
+            detail: format!("{plan}the usage answer does not say how many credits are left"),
+        },
+    }
+}
+
+/// `<stem>.<ext of the sniffed type>`: rembg checks that the extension
+/// matches the file's signature, and the customer's file name need not
+/// leave the building in full.
+pub(crate) fn upload_name(file_name: &str, kind: ImageKind) -> String {
+    let stem = std::path::Path::new(file_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut clean: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect();
+    if clean.trim_matches('_').is_empty() {
+        clean = "image".into();
+    }
+    let ext = match kind {
+        ImageKind::Jpeg => "jpg",
+        ImageKind::Png => "png",
+        ImageKind::Webp => "webp",
+    };
+    format!("{clean}.{ext}")
+}
+
+/// The per-inbox options, checked.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Options {
+    format: Option<OutputFormat>,
+    w: Option<i64>,
+    h: Option<i64>,
+    exact_resize: Option<bool>,
+    mask: Option<bool>,
+    bg_color: Option<String>,
+    angle: Option<f64>,
+    expand: Option<bool>,
+}
+
+impl Options {
+    /// Check an `options = { … }` table; errors name the key.
+    pub fn parse(t: &toml::Table) -> Result<Options, String> {
+        let mut o = Options::default();
+        for (k, v) in t {
+            let bool_of = |v: &toml::Value| {
+                v.as_bool()
+                    .ok_or_else(|| format!("`{k}` must be true or false, got {v}"))
+            };
+            let side = |v: &toml::Value| match v.as_integer() {
+                Some(n) if (1..=MAX_SIDE).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "`{k}` must be a whole number of pixels from 1 to {MAX_SIDE}, got {v}"
+                )),
+            };
+            match k.as_str() {
+                "format" => {
+                    o.format = Some(match v.as_str() {
+                        Some("png") => OutputFormat::Png,
+                        Some("webp") => OutputFormat::Webp,
+                        _ => return Err(format!("`format` must be \"png\" or \"webp\", got {v}")),
+                    })
+                }
+                "w" => o.w = Some(side(v)?),
+                "h" => o.h = Some(side(v)?),
+                "exact_resize" => o.exact_resize = Some(bool_of(v)?),
+                "mask" => o.mask = Some(bool_of(v)?),
+                "expand" => o.expand = Some(bool_of(v)?),
+                "angle" => {
+                    let a = v
+                        .as_float()
+                        .or_else(|| v.as_integer().map(|i| i as f64))
+                        .filter(|a| a.is_finite() && (-360.0..=360.0).contains(a))
+                        .ok_or_else(|| {
+                            format!("`angle` must be a number from -360 to 360, got {v}")
+                        })?;
+                    o.angle = Some(a);
+                }
+                "bg_color" => {
+                    let c = v
+                        .as_str()
+                        .filter(|c| is_color(c))
+                        .ok_or_else(|| {
+                            format!(
+                                "`bg_color` must be \"#RGB\", \"#RGBA\", \"#RRGGBB\", \"#RRGGBBAA\" or a CSS colour name, got {v}"
+                            )
+                        })?;
+                    o.bg_color = Some(c.to_string());
+                }
+                other => {
+                    return Err(format!(
+                        "unknown option `{other}` for rembg-com; known options: {}",
+                        OPTION_KEYS.join(", ")
+                    ))
+                }
+            }
+        }
+        if o.mask == Some(true) && o.bg_color.is_some() {
+            return Err("`mask = true` cannot be combined with `bg_color`; choose one".into());
+        }
+        if o.exact_resize == Some(true) && o.w.is_none() && o.h.is_none() {
+            return Err("`exact_resize = true` needs `w` and/or `h`".into());
+        }
+        Ok(o)
+    }
+
+    /// What the answer must look like.
+    fn expect(&self) -> Expect {
+        if self.mask == Some(true) || self.bg_color.is_some() {
+            Expect::AnyPicture
+        } else {
+            Expect::Alpha
+        }
+    }
+
+    /// The text parts to send.
+    fn parts(&self, output: OutputFormat) -> Vec<(&'static str, String)> {
+        let format = self.format.unwrap_or(output);
+        let mut p = vec![("format", format.extension().to_string())];
+        let b = |v: bool| if v { "true" } else { "false" }.to_string();
+        if let Some(w) = self.w {
+            p.push(("w", w.to_string()));
+        }
+        if let Some(h) = self.h {
+            p.push(("h", h.to_string()));
+        }
+        if let Some(v) = self.exact_resize {
+            p.push(("exact_resize", b(v)));
+        }
+        if let Some(v) = self.mask {
+            p.push(("mask", b(v)));
+        }
+        if let Some(c) = &self.bg_color {
+            p.push(("bg_color", c.clone()));
+        }
+        if let Some(a) = self.angle {
+            p.push(("angle", format!("{a}")));
+        }
+        if let Some(v) = self.expand {
+            p.push(("expand", b(v)));
+        }
+        p
+    }
+}
+
+fn is_color(c: &str) -> bool {
+    if let Some(hex) = c.strip_prefix('#') {
+        return matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    let lower = c.to_ascii_lowercase();
+    lower == "transparent" || CSS_COLOR_NAMES.split_whitespace().any(|n| n == lower)
+}
+
+/// The CSS named colours (the names rembg.com's "colour name" accepts, as
+/// far as its docs say).
+const CSS_COLOR_NAMES: &str = "aliceblue antiquewhite aqua aquamarine azure beige bisque black \
+blanchedalmond blue blueviolet brown burlywood cadetblue chartreuse chocolate coral \
+cornflowerblue cornsilk crimson cyan darkblue darkcyan darkgoldenrod darkgray darkgreen \
+darkgrey darkkhaki darkmagenta darkolivegreen darkorange darkorchid darkred darksalmon \
+darkseagreen darkslateblue darkslategray darkslategrey darkturquoise darkviolet deeppink \
+deepskyblue dimgray dimgrey dodgerblue firebrick floralwhite forestgreen fuchsia gainsboro \
+ghostwhite gold goldenrod gray green greenyellow grey honeydew hotpink indianred indigo ivory \
+khaki lavender lavenderblush lawngreen lemonchiffon lightblue lightcoral lightcyan \
+lightgoldenrodyellow lightgray lightgreen lightgrey lightpink lightsalmon lightseagreen \
+lightskyblue lightslategray lightslategrey lightsteelblue lightyellow lime limegreen linen \
+magenta maroon mediumaquamarine mediumblue mediumorchid mediumpurple mediumseagreen \
+mediumslateblue mediumspringgreen mediumturquoise mediumvioletred midnightblue mintcream \
+mistyrose moccasin navajowhite navy oldlace olive olivedrab orange orangered orchid \
+palegoldenrod palegreen paleturquoise palevioletred papayawhip peachpuff peru pink plum \
+powderblue purple rebeccapurple red rosybrown royalblue saddlebrown salmon sandybrown seagreen \
+seashell sienna silver skyblue slateblue slategray slategrey snow springgreen steelblue tan \
+teal thistle tomato turquoise violet wheat white whitesmoke yellow yellowgreen";
+
+#[async_trait]
+impl Provider for RembgCom {
+    fn name(&self) -> &str {
+        &self.inner.core.name
+    }
+
+    fn kind(&self) -> &'static str {
+        "rembg-com"
+    }
+
+    fn wants_pixels(&self) -> bool {
+        false
+    }
+
+    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
+        let r = self.inner.remove(&req).await;
+        if let Err(e) = &r {
+            self.pause_on(e);
+        }
+        r
+    }
+
+    async fn health(&self) -> Health {
+        let core = &self.inner.core;
+        let mut lines = vec![format!("API key from {}", key::describe(&core.cfg.key))];
+        lines.extend(key::inline_key_warning(&core.cfg.key));
+        // Reachability of the processing host, without the key.
+        let probe = core
+            .http
+            .api
+            .get(format!("{}/rmbg", core.cfg.base_url))
+            .timeout(core.timeout().min(std::time::Duration::from_secs(20)))
+            .send()
+            .await;
+        let mut ok = match probe {
+            Ok(r) => {
+                lines.push(format!(
+                    "{}: reachable (HTTP {} to a key-less GET /rmbg)",
+                    core.cfg.base_url,
+                    r.status().as_u16()
+                ));
+                true
+            }
+            Err(e) => {
+                lines.push(format!(
+                    "{}: NOT reachable: {}",
+                    core.cfg.base_url,
+                    http::send_error("GET /rmbg", e)
+                ));
+                false
+            }
+        };
+        match self.inner.credits().await {
+            Credits::Known { left, detail } => {
+                lines.push(format!("{}: key accepted; {detail}", self.inner.usage_url));
+                if left.is_some_and(|c| c < 1.0) {
+                    lines.push("no credits left: recharge the account".into());
+                    ok = false;
+                }
+                core.gate.set_credits(left);
+            }
+            Credits::Refused(m) => {
+                lines.push(format!("key REFUSED: {m}"));
+                ok = false;
+            }
+            Credits::Unreachable(m) => {
+                lines.push(format!("credits unknown: {m}"));
+                ok = false;
+            }
+        }
+        Health { lines, ok }
+    }
+
+    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
+        Options::parse(options).map(|_| ())
+    }
+
+    fn is_paused(&self) -> bool {
+        self.inner.core.gate.is_paused()
+    }
+
+    fn status(&self) -> ProviderStatus {
+        self.inner.core.gate.status()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).expect("toml")
+    }
+
+    #[test]
+    fn options_are_checked_by_name() {
+        let o = Options::parse(&table("w = 2000\nbg_color = \"#ffffff\"")).expect("ok");
+        assert_eq!(o.expect(), Expect::AnyPicture);
+        let parts = o.parts(OutputFormat::Png);
+        assert!(parts.contains(&("format", "png".into())));
+        assert!(parts.contains(&("w", "2000".into())));
+        assert!(parts.contains(&("bg_color", "#ffffff".into())));
+        for (bad, key) in [
+            ("w = \"big\"", "`w`"),
+            ("w = 0", "`w`"),
+            ("h = 10001", "`h`"),
+            ("mask = \"yes\"", "`mask`"),
+            ("bg_color = \"#12345\"", "`bg_color`"),
+            ("bg_color = \"notacolour\"", "`bg_color`"),
+            ("angle = 400", "`angle`"),
+            ("format = \"gif\"", "`format`"),
+            ("colour = \"red\"", "`colour`"),
+            ("mask = true\nbg_color = \"red\"", "bg_color"),
+        ] {
+            let e = Options::parse(&table(bad)).expect_err(bad);
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        assert!(Options::parse(&table("bg_color = \"White\"\nangle = 90.5")).is_ok());
+    }
+
+    #[test]
+    fn quota_429s_are_told_from_bursts() {
+        let r = |m: &str| Refusal {
+            status: reqwest::StatusCode::TOO_MANY_REQUESTS,
+            retry_after: None,
+            message: m.into(),
+            error_code: None,
+        };
+        assert!(is_quota(&r(
+            "You've reached your monthly limit. Consider purchasing more credits."
+        )));
+        assert!(is_quota(&r("You've reached your daily limit")));
+        assert!(!is_quota(&r(
+            "You're making requests too quickly. Please slow down"
+        )));
+    }
+
+    #[test]
+    fn usage_answer_gives_credits_left() {
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"membership":"Pro","credits":1000,"prepaidCredits":5,
+                "billingCycle":{"remainingIncludedCredits":7,"prepaidCredits":5}}"#,
+        )
+        .expect("json");
+        match parse_usage(&v) {
+            Credits::Known { left, .. } => assert_eq!(left, Some(12.0)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn upload_names_carry_the_real_type() {
+        assert_eq!(upload_name("Shoe 1.JPG", ImageKind::Png), "Shoe_1.png");
+        assert_eq!(upload_name("ä.jpeg", ImageKind::Jpeg), "image.jpg");
+    }
+}
