@@ -225,6 +225,7 @@ fn run_daemon(cfg: Config, loaded: Loaded, arg: &ConfigArg) -> i32 {
             cfg.shutdown_grace.as_millis() as u64,
         ));
         tell_manager_when_stopping(rx.clone(), heartbeat.clone(), grace_ms.clone());
+        let (stop_heartbeat, stop_grace) = (heartbeat.clone(), grace_ms.clone());
 
         // The HTTP endpoint binds before READY=1: a bad address fails the start.
         let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -245,8 +246,10 @@ fn run_daemon(cfg: Config, loaded: Loaded, arg: &ConfigArg) -> i32 {
                     })))
                 }
                 Err(e) => {
+                    // Not exit::CONFIG: a busy port may free up, so the
+                    // service manager should try again.
                     tracing::error!("{}: {e}", origin(&cfg));
-                    return exit::CONFIG;
+                    return exit::RUNTIME;
                 }
             },
         };
@@ -279,6 +282,8 @@ fn run_daemon(cfg: Config, loaded: Loaded, arg: &ConfigArg) -> i32 {
             ready: Some(ready_tx),
         };
         let t = queue::run_with(ctx, Mode::Daemon, None, hooks).await;
+        // The queue can be done before the task above got to run.
+        announce_stopping(&stop_heartbeat, &stop_grace);
         supervisor.abort();
         if let Some(task) = http_task {
             let _ = http_stop.send(());
@@ -302,8 +307,17 @@ fn run_daemon(cfg: Config, loaded: Loaded, arg: &ConfigArg) -> i32 {
     code
 }
 
-/// Once shutdown begins: `/healthz` turns 503 and the service manager gets
-/// `STOPPING=1`, with its stop timeout extended to cover the grace period.
+/// `/healthz` turns 503 and the service manager gets `STOPPING=1`, with its
+/// stop timeout extended to cover the grace period; once only.
+fn announce_stopping(heartbeat: &Heartbeat, grace_ms: &std::sync::atomic::AtomicU64) {
+    if heartbeat.set_stopping() {
+        let grace = Duration::from_millis(grace_ms.load(Ordering::Relaxed));
+        crate::service::stopping(grace);
+    }
+}
+
+/// Announce the stop as soon as shutdown begins (the queue may still be
+/// finishing in-flight work for a while).
 fn tell_manager_when_stopping(
     mut rx: tokio::sync::watch::Receiver<bool>,
     heartbeat: Arc<Heartbeat>,
@@ -311,9 +325,7 @@ fn tell_manager_when_stopping(
 ) {
     tokio::spawn(async move {
         if rx.wait_for(|s| *s).await.is_ok() {
-            heartbeat.set_stopping();
-            let grace = Duration::from_millis(grace_ms.load(Ordering::Relaxed));
-            crate::service::stopping(grace);
+            announce_stopping(&heartbeat, &grace_ms);
         }
     });
 }

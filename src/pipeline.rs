@@ -532,15 +532,22 @@ async fn duplicate(
     let out_path = if same_kind && earlier_out == natural {
         earlier_out.clone()
     } else {
-        let (store, id) = (ctx.store.clone(), job.id);
-        let reserved = match blocking("reserve output", move || {
-            store.reserve_output(id, &natural, fsutil::numbered)
-        })
-        .await
-        {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
-            Err(e) => return FileResult::Trouble(e),
+        // A name reserved before a restart is kept (the copy may be there
+        // already: writing it again is a no-op).
+        let reserved = match job.output.clone() {
+            Some(p) => p,
+            None => {
+                let (store, id) = (ctx.store.clone(), job.id);
+                match blocking("reserve output", move || {
+                    store.reserve_output(id, &natural, fsutil::numbered)
+                })
+                .await
+                {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
+                    Err(e) => return FileResult::Trouble(e),
+                }
+            }
         };
         let (src, dst, fmt, q) = (
             earlier_out.clone(),

@@ -71,9 +71,9 @@ impl Heartbeat {
         }
     }
 
-    /// Shutdown has begun (health turns 503).
-    pub fn set_stopping(&self) {
-        self.stopping.store(true, Ordering::Relaxed);
+    /// Shutdown has begun (health turns 503). True the first time only.
+    pub fn set_stopping(&self) -> bool {
+        !self.stopping.swap(true, Ordering::Relaxed)
     }
 
     pub fn stopping(&self) -> bool {

@@ -382,8 +382,17 @@ impl Store {
                     params![job.id, size as i64, mtime_ns, now_ms()],
                 )
                 .map_err(|e| self.e(e))?;
+                // A job interrupted while it was being handled as a duplicate
+                // stays a duplicate: resuming it as a new job would pay again.
+                let earlier = Self::earlier_success(&tx, sha, job.id).map_err(|e| self.e(e))?;
                 tx.commit().map_err(|e| self.e(e))?;
-                return Ok(Claim::Resume(job));
+                return Ok(match earlier {
+                    Some(earlier) => Claim::Duplicate {
+                        job,
+                        earlier: Box::new(earlier),
+                    },
+                    None => Claim::Resume(job),
+                });
             }
             if job.outcome.is_some() {
                 // Decided but not finished: recovery owns it.
@@ -428,16 +437,7 @@ impl Store {
         if busy > 0 {
             return Ok(Claim::Busy);
         }
-        let earlier: Option<Job> = tx
-            .query_row(
-                "SELECT * FROM jobs WHERE sha256 = ?1 AND outcome = 'succeeded' AND output IS NOT NULL
-                   ORDER BY id DESC LIMIT 1",
-                [sha],
-                Self::row,
-            )
-            .optional()
-            .map_err(|e| self.e(e))?;
-        let earlier = earlier.filter(|j| j.output.as_deref().is_some_and(Path::exists));
+        let earlier = Self::earlier_success(&tx, sha, -1).map_err(|e| self.e(e))?;
         let now = now_ms();
         tx.execute(
             "INSERT INTO jobs (inbox, rel_path, sha256, size, mtime_ns, provider, created_ms, updated_ms)
@@ -457,6 +457,24 @@ impl Store {
             },
             None => Claim::New(job),
         })
+    }
+
+    /// The latest success for this content (other than job `not`) whose
+    /// cut-out is still on disk.
+    fn earlier_success(
+        tx: &rusqlite::Transaction<'_>,
+        sha: &str,
+        not: i64,
+    ) -> rusqlite::Result<Option<Job>> {
+        let earlier: Option<Job> = tx
+            .query_row(
+                "SELECT * FROM jobs WHERE sha256 = ?1 AND outcome = 'succeeded' AND output IS NOT NULL
+                   AND id != ?2 ORDER BY id DESC LIMIT 1",
+                params![sha, not],
+                Self::row,
+            )
+            .optional()?;
+        Ok(earlier.filter(|j| j.output.as_deref().is_some_and(Path::exists)))
     }
 
     /// A job for a file rejected before it could be hashed (or claimed).
@@ -720,6 +738,41 @@ mod tests {
             .expect("claim")
         {
             Claim::Duplicate { earlier, .. } => assert_eq!(earlier.id, a.id),
+            other => panic!("expected Duplicate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_interrupted_duplicate_is_not_resumed_as_a_new_job() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(d.path()).expect("open");
+        let Claim::New(a) = s
+            .claim("in", Path::new("a.jpg"), "h1", 1, 1, "p", false)
+            .expect("claim")
+        else {
+            panic!("expected New");
+        };
+        let out = d.path().join("a.png");
+        std::fs::write(&out, b"x").expect("write");
+        s.decide(a.id, Outcome::Succeeded, Some(&out), None, None, "{}")
+            .expect("decide");
+        s.finish(a.id).expect("finish");
+        // b.jpg is claimed as a duplicate, then the process dies before deciding
+        let Claim::Duplicate { job: b, .. } = s
+            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false)
+            .expect("claim")
+        else {
+            panic!("expected Duplicate");
+        };
+        // after a restart the same file must come back as a duplicate again
+        match s
+            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false)
+            .expect("claim")
+        {
+            Claim::Duplicate { job, earlier } => {
+                assert_eq!(job.id, b.id);
+                assert_eq!(earlier.id, a.id);
+            }
             other => panic!("expected Duplicate, got {other:?}"),
         }
     }

@@ -384,6 +384,8 @@ mod tests {
         let mut bomb = good_png.clone();
         bomb[16..20].copy_from_slice(&100_000u32.to_be_bytes());
         bomb[20..24].copy_from_slice(&100_000u32.to_be_bytes());
+        let crc = crc32fast::hash(&bomb[12..29]); // keep the IHDR checksum valid
+        bomb[29..33].copy_from_slice(&crc.to_be_bytes());
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
             ("zero bytes", vec![], "empty-file"),
             (

@@ -86,11 +86,18 @@ fn corpus(n: usize, seed: u64) -> Vec<(Input, Vec<u8>)> {
                     .nth(rng.usize(0..i / 2))
                     .map(|(x, b)| (x.rel.clone(), b.clone()))
                     .expect("an earlier good picture");
-                let ext = if earlier.0.ends_with(".png") { "png" } else { "jpg" };
+                let ext = if earlier.0.ends_with(".png") {
+                    "png"
+                } else {
+                    "jpg"
+                };
                 (format!("copy{i:04}.{ext}"), earlier.1)
             }
             Kind::Bad => match (i / 20) % 3 {
-                0 => (format!("notes{i:04}.jpg"), b"not a picture at all\n".to_vec()),
+                0 => (
+                    format!("notes{i:04}.jpg"),
+                    b"not a picture at all\n".to_vec(),
+                ),
                 1 => (format!("empty{i:04}.jpg"), Vec::new()),
                 _ => {
                     let mut b = jpeg(w, h, seed32);
@@ -269,11 +276,21 @@ fn assert_all_in_place(site: &Site, inputs: &[Input]) {
             Kind::Doomed => ("failed", &["failed"]),
         };
         if places != [want_place] {
-            problems.push(format!("{rel}: in {places:?}, expected [{want_place}]"));
+            let why = places
+                .iter()
+                .filter(|p| **p != "archive")
+                .map(|p| read_text(&site.root().join(p).join(format!("{rel}.reason.json"))))
+                .collect::<Vec<_>>()
+                .join(" ");
+            problems.push(format!(
+                "{rel}: in {places:?}, expected [{want_place}] {why}"
+            ));
         }
         let evs = outcomes.get(rel).cloned().unwrap_or_default();
         if evs.len() != 1 || !want_events.contains(&evs[0]) {
-            problems.push(format!("{rel}: audit outcomes {evs:?}, expected one of {want_events:?}"));
+            problems.push(format!(
+                "{rel}: audit outcomes {evs:?}, expected one of {want_events:?}"
+            ));
         }
         match inp.kind {
             Kind::Good | Kind::Dup => {
@@ -283,7 +300,11 @@ fn assert_all_in_place(site: &Site, inputs: &[Input]) {
                 }
             }
             Kind::Bad | Kind::Doomed => {
-                let list = if inp.kind == Kind::Bad { &rejected } else { &failed };
+                let list = if inp.kind == Kind::Bad {
+                    &rejected
+                } else {
+                    &failed
+                };
                 if !has(list, &format!("{rel}.reason.json")) {
                     problems.push(format!("{rel}: no reason file"));
                 }
@@ -300,7 +321,13 @@ fn assert_all_in_place(site: &Site, inputs: &[Input]) {
             outbox.len()
         ));
     }
-    for dir in [site.outbox(), site.archive(), site.rejected(), site.failed(), site.inbox()] {
+    for dir in [
+        site.outbox(),
+        site.archive(),
+        site.rejected(),
+        site.failed(),
+        site.inbox(),
+    ] {
         for f in site.files(&dir) {
             if f.ends_with(".cutout-tmp") {
                 problems.push(format!("temp file left: {}", dir.join(f).display()));
@@ -320,7 +347,15 @@ fn assert_all_in_place(site: &Site, inputs: &[Input]) {
     }
     for (h, (ok, _dup)) in &per_hash {
         if *ok != 1 {
-            problems.push(format!("picture {h}: {ok} `succeeded` lines, expected 1"));
+            let lines: Vec<String> = audit
+                .iter()
+                .filter(|r| r["sha256"] == *h)
+                .map(|r| r.to_string())
+                .collect();
+            problems.push(format!(
+                "picture {h}: {ok} `succeeded` lines, expected 1:\n  {}",
+                lines.join("\n  ")
+            ));
         }
     }
     // Outcome lines with an input we never dropped would be a mix-up.
@@ -329,17 +364,44 @@ fn assert_all_in_place(site: &Site, inputs: &[Input]) {
             problems.push(format!("audit outcome for an unknown input {input:?}"));
         }
     }
-    assert!(problems.is_empty(), "{} problem(s):\n{}", problems.len(), problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "{} problem(s):\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
     // A few cut-outs, opened: real transparency.
     for inp in inputs.iter().filter(|i| i.kind == Kind::Good).take(3) {
         assert_cutout(&site.outbox().join(output_of(&inp.rel)));
     }
 }
 
+/// `CRASH_KEEP=DIR`: copy the site (folders, state database, audit log,
+/// daemon logs) to DIR/<seed> for a post-mortem.
+fn keep_for_inspection(site: &Site, seed: u64) {
+    if let Ok(dir) = std::env::var("CRASH_KEEP") {
+        let to = std::path::Path::new(&dir).join(seed.to_string());
+        let _ = std::fs::create_dir_all(&to);
+        let _ = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", site.root().display()))
+            .arg(&to)
+            .status();
+    }
+}
+
+fn read_text(p: &std::path::Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
 fn wait_drained(site: &Site, d: &Daemon, inputs: usize) {
     let t = Instant::now();
     loop {
-        let outcomes = site.audit().iter().filter(|r| r["event"] != "retry").count();
+        let outcomes = site
+            .audit()
+            .iter()
+            .filter(|r| r["event"] != "retry")
+            .count();
         if waiting(site) == 0 && outcomes >= inputs {
             return;
         }
@@ -368,9 +430,8 @@ fn stop(mut d: Daemon) -> String {
 struct KillRun {
     files: usize,
     kills: usize,
+    /// Kills that came while pictures were still waiting in the inbox.
     kills_mid_work: usize,
-    /// Requests the provider had in hand at the kills, summed.
-    requests_at_kills: usize,
     charges: Charges,
     seed: u64,
     elapsed: Duration,
@@ -395,6 +456,7 @@ fn kill_run(files: usize, kills: usize, latency: Duration, concurrency: usize) -
     }
     let per_kill = (files / (kills + 1)).max(1) as u64;
     let mut kill_times = Vec::new();
+    let mut kills_mid_work = 0;
     for k in 0..kills {
         let mut d = site.spawn_daemon();
         if k == 1 {
@@ -417,6 +479,9 @@ fn kill_run(files: usize, kills: usize, latency: Duration, concurrency: usize) -
             }
             std::thread::sleep(Duration::from_millis(rng.u64(0..40)));
         }
+        if waiting(&site) > 0 {
+            kills_mid_work += 1;
+        }
         kill_times.push(Instant::now());
         d.kill9();
     }
@@ -429,17 +494,9 @@ fn kill_run(files: usize, kills: usize, latency: Duration, concurrency: usize) -
     wait_drained(&site, &d, files);
     stop(d);
     let inputs: Vec<Input> = all.into_iter().map(|(i, _)| i).collect();
+    keep_for_inspection(&site, seed);
     assert_all_in_place(&site, &inputs);
-    let log = fake.log();
-    let charges = account(&log, &kill_times);
-    // Requests the provider was working on when a kill came.
-    let in_flight = |k: &Instant| {
-        log.iter()
-            .filter(|e| e.endpoint == Endpoint::RembgRemove && e.at <= *k && *k <= e.at + e.duration)
-            .count()
-    };
-    let kills_mid_work = kill_times.iter().filter(|k| in_flight(k) > 0).count();
-    let requests_at_kills = kill_times.iter().map(in_flight).sum();
+    let charges = account(&fake.log(), &kill_times);
     // Every picture the provider worked on was charged at least once, and
     // pictures never reach it twice more than the kills can explain.
     let sent_hashes: std::collections::HashSet<String> =
@@ -449,12 +506,14 @@ fn kill_run(files: usize, kills: usize, latency: Duration, concurrency: usize) -
         .iter()
         .filter_map(|r| r["sha256"].as_str().map(str::to_string))
         .collect();
-    assert!(goods.is_subset(&sent_hashes), "a success the provider never charged for");
+    assert!(
+        goods.is_subset(&sent_hashes),
+        "a success the provider never charged for"
+    );
     KillRun {
         files,
         kills,
         kills_mid_work,
-        requests_at_kills,
         charges,
         seed,
         elapsed: started.elapsed(),
@@ -464,11 +523,10 @@ fn kill_run(files: usize, kills: usize, latency: Duration, concurrency: usize) -
 fn report(r: &KillRun) {
     // One line the bench script greps into its report.
     println!(
-        "CRASH-RESULT files={} kills={} kills_mid_work={} requests_in_flight_at_kills={} charged={} doubly_charged={} at_a_kill={} cut_by_provider={} seed={} seconds={:.1}",
+        "CRASH-RESULT files={} kills={} kills_mid_work={} charged={} doubly_charged={} at_a_kill={} cut_by_provider={} seed={} seconds={:.1}",
         r.files,
         r.kills,
         r.kills_mid_work,
-        r.requests_at_kills,
         r.charges.charged,
         r.charges.doubly,
         r.charges.at_a_kill,
@@ -515,7 +573,9 @@ fn provider_outage_then_back_resumes_by_itself() {
         site.drop_file(&inp.rel, bytes);
     }
     let mut d = site.spawn_daemon();
-    wait_until(LONG, "some pictures done", || fake.charged_count(fake_provider::Api::Rembg) >= 8);
+    wait_until(LONG, "some pictures done", || {
+        fake.charged_count(fake_provider::Api::Rembg) >= 8
+    });
     let down_at = Instant::now();
     fake.stop();
     let before = fake.log();
@@ -539,7 +599,10 @@ fn provider_outage_then_back_resumes_by_itself() {
         "OUTAGE-RESULT charged={} doubly_charged={} at_the_outage={}",
         c.charged, c.doubly, c.at_a_kill
     );
-    assert!(back.charged_count(fake_provider::Api::Rembg) > 0, "resumed:\n{log}");
+    assert!(
+        back.charged_count(fake_provider::Api::Rembg) > 0,
+        "resumed:\n{log}"
+    );
 }
 
 /// Bursts of 500/502/503, bodies cut short, connections dropped before and
@@ -549,9 +612,21 @@ fn provider_outage_then_back_resumes_by_itself() {
 #[test]
 fn bursts_of_5xx_and_cut_answers_through_kills() {
     let fake = fake_with(Config::default().with_latency(Duration::from_millis(20)));
-    fake.inject(FaultRule::always(Fault::Truncate).endpoint(Endpoint::RembgRemove).probability(0.08));
-    fake.inject(FaultRule::always(Fault::DropConnection).endpoint(Endpoint::RembgRemove).probability(0.05));
-    fake.inject(FaultRule::always(Fault::DropAfterCharge).endpoint(Endpoint::RembgRemove).probability(0.03));
+    fake.inject(
+        FaultRule::always(Fault::Truncate)
+            .endpoint(Endpoint::RembgRemove)
+            .probability(0.08),
+    );
+    fake.inject(
+        FaultRule::always(Fault::DropConnection)
+            .endpoint(Endpoint::RembgRemove)
+            .probability(0.05),
+    );
+    fake.inject(
+        FaultRule::always(Fault::DropAfterCharge)
+            .endpoint(Endpoint::RembgRemove)
+            .probability(0.03),
+    );
     // Ten attempts: a picture unlucky ten times in a row is ~1e-7.
     let site = site_for(&fake.base_url_rembg(), 4, 10);
     let all = corpus(60, 11);
@@ -559,15 +634,25 @@ fn bursts_of_5xx_and_cut_answers_through_kills() {
         site.drop_file(&inp.rel, bytes);
     }
     let stop_bursts = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Six bursts of five 5xx answers, one after every 15 requests (tied to
+    // traffic, not time: a burst must not outlast a picture's retries just
+    // because few pictures are left).
     let bursts = {
         let (fake, stop) = (fake.clone(), stop_bursts.clone());
         std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut mark = 15;
+            for i in 0..6u64 {
+                while fake.log().len() < mark {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 let status = [500, 502, 503][(i % 3) as usize];
-                fake.inject(FaultRule::next(6, Fault::Status(status)).endpoint(Endpoint::RembgRemove));
-                i += 1;
-                std::thread::sleep(Duration::from_millis(400));
+                fake.inject(
+                    FaultRule::next(5, Fault::Status(status)).endpoint(Endpoint::RembgRemove),
+                );
+                mark = fake.log().len() + 15;
             }
         })
     };
@@ -575,7 +660,9 @@ fn bursts_of_5xx_and_cut_answers_through_kills() {
     for _ in 0..2 {
         let mut d = site.spawn_daemon();
         let target = fake.log().len() + 15;
-        wait_until(LONG, "some requests", || fake.log().len() >= target || waiting(&site) == 0);
+        wait_until(LONG, "some requests", || {
+            fake.log().len() >= target || waiting(&site) == 0
+        });
         kills.push(Instant::now());
         d.kill9();
     }
@@ -587,7 +674,10 @@ fn bursts_of_5xx_and_cut_answers_through_kills() {
     let inputs: Vec<Input> = all.into_iter().map(|(i, _)| i).collect();
     assert_all_in_place(&site, &inputs);
     let statuses = |s: u16| fake.count_status(s);
-    assert!(statuses(500) + statuses(502) + statuses(503) > 0, "the bursts happened");
+    assert!(
+        statuses(500) + statuses(502) + statuses(503) > 0,
+        "the bursts happened"
+    );
     let c = account(&fake.log(), &kills);
     println!(
         "FAULTS-RESULT requests={} 5xx={} truncated={} dropped={} charged={} doubly_charged={} at_a_kill={} cut_by_provider={}",

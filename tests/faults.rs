@@ -64,7 +64,11 @@ fn cmyk_jpeg(w: u32, h: u32) -> Vec<u8> {
     let rgb = packshot(w, h, 79);
     let mut cmyk = Vec::with_capacity((w * h * 4) as usize);
     for p in rgb.pixels() {
-        let (r, g, b) = (p[0] as f32 / 255.0, p[1] as f32 / 255.0, p[2] as f32 / 255.0);
+        let (r, g, b) = (
+            p[0] as f32 / 255.0,
+            p[1] as f32 / 255.0,
+            p[2] as f32 / 255.0,
+        );
         let k = 1.0 - r.max(g).max(b);
         let d = (1.0 - k).max(1e-6);
         for v in [(1.0 - r - k) / d, (1.0 - g - k) / d, (1.0 - b - k) / d, k] {
@@ -138,23 +142,59 @@ fn hostile_corpus_ends_where_the_table_says() {
 
     let corpus: Vec<(&str, Vec<u8>, Expect)> = vec![
         ("zero.jpg", vec![], Expect::Rejected("empty-file")),
-        ("truncated.jpg", good_jpeg[..good_jpeg.len() * 2 / 3].to_vec(), Expect::Rejected("truncated-image")),
-        ("truncated.png", good_png[..good_png.len() - 40].to_vec(), Expect::Rejected("truncated-image")),
+        (
+            "truncated.jpg",
+            good_jpeg[..good_jpeg.len() * 2 / 3].to_vec(),
+            Expect::Rejected("truncated-image"),
+        ),
+        (
+            "truncated.png",
+            good_png[..good_png.len() - 40].to_vec(),
+            Expect::Rejected("truncated-image"),
+        ),
         ("bomb.png", bomb, Expect::Rejected("image-too-wide")),
         ("tall.png", tall, Expect::Rejected("image-too-tall")),
-        ("text.jpg", b"Lorem ipsum dolor sit amet\n".to_vec(), Expect::Rejected("not-an-image")),
-        ("anim.gif", b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(), Expect::Rejected("unsupported-format")),
-        ("bitmap.jpg", [b"BM".as_slice(), &[0u8; 60]].concat(), Expect::Rejected("unsupported-format")),
-        ("phone.jpg", [b"\0\0\0\x18ftypheic".as_slice(), &[0u8; 40]].concat(), Expect::Rejected("unsupported-format")),
+        (
+            "text.jpg",
+            b"Lorem ipsum dolor sit amet\n".to_vec(),
+            Expect::Rejected("not-an-image"),
+        ),
+        (
+            "anim.gif",
+            b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+            Expect::Rejected("unsupported-format"),
+        ),
+        (
+            "bitmap.jpg",
+            [b"BM".as_slice(), &[0u8; 60]].concat(),
+            Expect::Rejected("unsupported-format"),
+        ),
+        (
+            "phone.jpg",
+            [b"\0\0\0\x18ftypheic".as_slice(), &[0u8; 40]].concat(),
+            Expect::Rejected("unsupported-format"),
+        ),
         ("badcrc.png", bad_crc, Expect::Rejected("corrupt-image")),
-        ("anim.webp", animated_webp_header(), Expect::Rejected("animated-image")),
+        (
+            "anim.webp",
+            animated_webp_header(),
+            Expect::Rejected("animated-image"),
+        ),
         ("huge-exif.jpg", huge_exif_jpeg(), Expect::Cutout(300, 200)),
         ("sixteen.png", png16(180, 120), Expect::Cutout(180, 120)),
         ("cmyk.jpg", cmyk_jpeg(200, 160), Expect::Cutout(200, 160)),
-        ("rotated.jpg", exif_rotated_jpeg(240, 160), Expect::Cutout(160, 240)),
+        (
+            "rotated.jpg",
+            exif_rotated_jpeg(240, 160),
+            Expect::Cutout(160, 240),
+        ),
         ("grey.png", grey_png(160, 120), Expect::Cutout(160, 120)),
         ("lossy.webp", lossy_webp(200, 150), Expect::Cutout(200, 150)),
-        ("named-wrong.png", good_jpeg.clone(), Expect::Cutout(200, 150)),
+        (
+            "named-wrong.png",
+            good_jpeg.clone(),
+            Expect::Cutout(200, 150),
+        ),
     ];
     for (name, bytes, _) in &corpus {
         site.drop_file(name, bytes);
@@ -163,15 +203,24 @@ fn hostile_corpus_ends_where_the_table_says() {
     let secret = site.root().join("secret.jpg");
     std::fs::write(&secret, &good_jpeg).expect("write");
     std::os::unix::fs::symlink(&secret, site.inbox().join("link.jpg")).expect("symlink");
-    let fifo = std::ffi::CString::new(site.inbox().join("pipe.jpg").to_str().expect("utf8")).expect("c");
+    let fifo =
+        std::ffi::CString::new(site.inbox().join("pipe.jpg").to_str().expect("utf8")).expect("c");
     // SAFETY: mkfifo with a valid C string.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0, "mkfifo");
 
     let out = site.process(&[]);
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     for (name, _, expect) in &corpus {
-        let stem = Path::new(name).file_stem().and_then(|s| s.to_str()).expect("stem");
+        let stem = Path::new(name)
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("stem");
         match expect {
             Expect::Cutout(w, h) => {
                 let img = assert_cutout(&site.outbox().join(format!("{stem}.png")));
@@ -185,19 +234,26 @@ fn hostile_corpus_ends_where_the_table_says() {
                 )
                 .expect("json");
                 assert_eq!(v["code"], *code, "{name}: {v}");
-                assert!(site.rejected().join(name).exists(), "{name} moved to rejected/");
+                assert!(
+                    site.rejected().join(name).exists(),
+                    "{name} moved to rejected/"
+                );
             }
         }
     }
     for special in ["link.jpg", "pipe.jpg"] {
         let v: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(site.rejected().join(format!("{special}.reason.json"))).expect("reason"),
+            &std::fs::read_to_string(site.rejected().join(format!("{special}.reason.json")))
+                .expect("reason"),
         )
         .expect("json");
         assert_eq!(v["code"], "not-a-regular-file", "{special}");
     }
     let moved_link = site.rejected().join("link.jpg");
-    assert!(std::fs::symlink_metadata(&moved_link).expect("moved").file_type().is_symlink());
+    assert!(std::fs::symlink_metadata(&moved_link)
+        .expect("moved")
+        .file_type()
+        .is_symlink());
     assert_eq!(std::fs::read(&secret).expect("target untouched"), good_jpeg);
     assert!(site.files(&site.inbox()).is_empty());
 }
@@ -212,7 +268,10 @@ fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
         .map(|s| s.success())
         .unwrap_or(false);
     if !ok {
-        eprintln!("SKIPPED: cannot mount a tmpfs at {} (needs root and mount(8))", dir.display());
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs at {} (needs root and mount(8))",
+            dir.display()
+        );
         return None;
     }
     Some(Mount(dir.to_path_buf()))
@@ -241,23 +300,42 @@ impl Drop for Mount {
 #[test]
 fn a_full_outbox_disk_keeps_inputs_and_resumes_when_space_returns() {
     let site = Site::new("[queue]\nconcurrency = 2\n");
-    let Some(m) = tmpfs(&site.outbox(), "300k") else { return };
+    let Some(m) = tmpfs(&site.outbox(), "300k") else {
+        return;
+    };
     let mut d = site.spawn_daemon();
-    wait_until(LONG, "daemon ready", || d.log_text().contains("cutout is running"));
+    wait_until(LONG, "daemon ready", || {
+        d.log_text().contains("cutout is running")
+    });
     let mut names = Vec::new();
     for i in 0..12u32 {
         let n = format!("big{i:02}.png");
         site.drop_file(&n, &png(400, 300, 500 + i));
         names.push(n);
     }
-    wait_until(LONG, "disk-full reported", || d.log_text().contains("No space left"));
-    assert!(d.child.try_wait().expect("wait").is_none(), "daemon stays up");
-    assert!(site.files(&site.failed()).is_empty(), "a full disk is not the file's fault");
+    wait_until(LONG, "disk-full reported", || {
+        d.log_text().contains("No space left")
+    });
+    assert!(
+        d.child.try_wait().expect("wait").is_none(),
+        "daemon stays up"
+    );
+    assert!(
+        site.files(&site.failed()).is_empty(),
+        "a full disk is not the file's fault"
+    );
     let left = site.files(&site.inbox()).len();
-    assert!(left > 0, "inputs without a durable result stay in the inbox");
+    assert!(
+        left > 0,
+        "inputs without a durable result stay in the inbox"
+    );
     m.remount("size=50m");
-    wait_until(LONG, "all done after space returns", || site.files(&site.inbox()).is_empty());
-    wait_until(LONG, "all audited", || site.audit_events("succeeded").len() == 12);
+    wait_until(LONG, "all done after space returns", || {
+        site.files(&site.inbox()).is_empty()
+    });
+    wait_until(LONG, "all audited", || {
+        site.audit_events("succeeded").len() == 12
+    });
     d.term();
     assert!(d.wait(LONG).success());
     assert_eq!(site.files(&site.archive()).len(), 12);
@@ -265,25 +343,43 @@ fn a_full_outbox_disk_keeps_inputs_and_resumes_when_space_returns() {
         let stem = n.trim_end_matches(".png");
         assert_cutout(&site.outbox().join(format!("{stem}.png")));
     }
-    assert!(site.files(&site.outbox()).iter().all(|f| !f.ends_with(".cutout-tmp")));
+    assert!(site
+        .files(&site.outbox())
+        .iter()
+        .all(|f| !f.ends_with(".cutout-tmp")));
 }
 
 #[test]
 fn a_read_only_outbox_mid_run_then_writable_again() {
     let site = Site::new("");
-    let Some(m) = tmpfs(&site.outbox(), "50m") else { return };
+    let Some(m) = tmpfs(&site.outbox(), "50m") else {
+        return;
+    };
     let mut d = site.spawn_daemon();
-    wait_until(LONG, "daemon ready", || d.log_text().contains("cutout is running"));
+    wait_until(LONG, "daemon ready", || {
+        d.log_text().contains("cutout is running")
+    });
     site.drop_file("first.jpg", &jpeg(200, 150, 600));
-    wait_until(LONG, "first done", || site.outbox().join("first.png").exists());
+    wait_until(LONG, "first done", || {
+        site.outbox().join("first.png").exists()
+    });
     m.remount("ro");
     site.drop_file("second.jpg", &jpeg(200, 150, 601));
-    wait_until(LONG, "read-only reported", || d.log_text().contains("Read-only file system"));
-    assert!(site.inbox().join("second.jpg").exists(), "kept in the inbox");
+    wait_until(LONG, "read-only reported", || {
+        d.log_text().contains("Read-only file system")
+    });
+    assert!(
+        site.inbox().join("second.jpg").exists(),
+        "kept in the inbox"
+    );
     assert!(site.files(&site.failed()).is_empty());
     m.remount("rw");
-    wait_until(LONG, "second done", || site.outbox().join("second.png").exists());
-    wait_until(LONG, "second archived", || site.archive().join("second.jpg").exists());
+    wait_until(LONG, "second done", || {
+        site.outbox().join("second.png").exists()
+    });
+    wait_until(LONG, "second archived", || {
+        site.archive().join("second.jpg").exists()
+    });
     d.term();
     assert!(d.wait(LONG).success());
     assert_eq!(site.audit_events("succeeded").len(), 2);
@@ -293,14 +389,20 @@ fn a_read_only_outbox_mid_run_then_writable_again() {
 fn the_inbox_folder_deleted_and_recreated_under_the_daemon() {
     let site = Site::new("");
     let mut d = site.spawn_daemon();
-    wait_until(LONG, "daemon ready", || d.log_text().contains("cutout is running"));
+    wait_until(LONG, "daemon ready", || {
+        d.log_text().contains("cutout is running")
+    });
     site.drop_file("before.jpg", &jpeg(160, 120, 700));
-    wait_until(LONG, "before done", || site.outbox().join("before.png").exists());
+    wait_until(LONG, "before done", || {
+        site.outbox().join("before.png").exists()
+    });
     std::fs::remove_dir_all(site.inbox()).expect("rm inbox");
     std::thread::sleep(Duration::from_millis(300));
     std::fs::create_dir_all(site.inbox()).expect("mkdir inbox");
     site.drop_file("after.jpg", &jpeg(160, 120, 701));
-    wait_until(LONG, "after done", || site.outbox().join("after.png").exists());
+    wait_until(LONG, "after done", || {
+        site.outbox().join("after.png").exists()
+    });
     d.term();
     assert!(d.wait(LONG).success());
     assert_eq!(site.audit_events("succeeded").len(), 2);

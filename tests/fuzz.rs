@@ -18,9 +18,15 @@ fn limits() -> Limits {
 }
 
 fn seed_images() -> Vec<Vec<u8>> {
-    let img = image::RgbImage::from_fn(24, 16, |x, y| image::Rgb([(x * 9) as u8, (y * 13) as u8, 77]));
+    let img = image::RgbImage::from_fn(24, 16, |x, y| {
+        image::Rgb([(x * 9) as u8, (y * 13) as u8, 77])
+    });
     let mut out = Vec::new();
-    for fmt in [image::ImageFormat::Png, image::ImageFormat::Jpeg, image::ImageFormat::WebP] {
+    for fmt in [
+        image::ImageFormat::Png,
+        image::ImageFormat::Jpeg,
+        image::ImageFormat::WebP,
+    ] {
         let mut b = Vec::new();
         image::DynamicImage::ImageRgb8(img.clone())
             .write_to(&mut std::io::Cursor::new(&mut b), fmt)

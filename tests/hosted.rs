@@ -92,15 +92,22 @@ fn reason(site: &Site, rel: &str) -> serde_json::Value {
     serde_json::from_str(&t).expect("reason.json is JSON")
 }
 
-/// Requests to `ep`, in arrival order.
+/// Requests to `ep`, in arrival order (for `/rmbg` only the uploads, not
+/// a paused provider's key-less `GET` probe).
 fn requests(fake: &FakeProvider, ep: Endpoint) -> Vec<LogEntry> {
     let mut v: Vec<LogEntry> = fake
         .log()
         .into_iter()
-        .filter(|e| e.endpoint == ep)
+        .filter(|e| e.endpoint == ep && (ep != Endpoint::RembgRemove || e.method == "POST"))
         .collect();
     v.sort_by_key(|e| e.at);
     v
+}
+
+/// Pictures sent to rembg (`POST /rmbg`; a paused provider's key-less
+/// reachability probe is a `GET`).
+fn uploads(fake: &FakeProvider) -> usize {
+    fake.count(|e| e.endpoint == Endpoint::RembgRemove && e.method == "POST")
 }
 
 fn for_file(fake: &FakeProvider, ep: Endpoint, name: &str) -> usize {
@@ -181,7 +188,7 @@ fn rembg_result_is_written_untouched_when_the_format_matches() {
         .all(|r| r["provider"] == "r" && r["attempts"] == 1));
     // Exactly one charged request per picture.
     assert_eq!(fake.charged_count(Api::Rembg), 3); // two + the direct call above
-    assert!(fake.count_requests(Endpoint::RembgRemove) >= 2);
+    assert!(uploads(&fake) >= 2);
 }
 
 #[test]
@@ -470,18 +477,14 @@ fn quota_exhaustion_pauses_and_resumes_by_itself() {
         site.files(&site.outbox()).len() == 2
             && fake.count(|e| e.fault.as_deref() == Some("quota")) >= 1
     });
-    let sent = fake.count_requests(Endpoint::RembgRemove);
+    let sent = uploads(&fake);
     std::thread::sleep(Duration::from_millis(1500));
     assert!(
         site.files(&site.failed()).is_empty(),
         "nothing fails during a pause"
     );
     assert_eq!(site.files(&site.inbox()).len(), 3, "still queued");
-    assert_eq!(
-        fake.count_requests(Endpoint::RembgRemove),
-        sent,
-        "no pictures are sent while paused"
-    );
+    assert_eq!(uploads(&fake), sent, "no pictures are sent while paused");
     assert!(
         fake.count_requests(Endpoint::RembgUsage) >= 2,
         "credits are re-checked"
@@ -561,6 +564,43 @@ fn a_bad_key_pauses_and_a_fixed_key_file_resumes() {
     d.term();
     d.wait(LONG);
     no_secret_anywhere(&site, wrong, &[&d.log_text()]);
+}
+
+#[test]
+fn an_unreachable_provider_pauses_and_resumes_when_it_is_back() {
+    let fake = FakeProvider::start(Config::default());
+    let addr = fake.addr();
+    let site = verging_site(&fake, "", "");
+    fake.stop();
+    for i in 0..3 {
+        site.drop_file(&format!("p{i}.jpg"), &jpeg(64, 48, 550 + i));
+    }
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the outage noticed", || {
+        d.log_text().contains("cannot be reached")
+    });
+    // Longer than the whole retry budget of one picture.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        site.files(&site.failed()).is_empty(),
+        "an outage fails nothing"
+    );
+    assert_eq!(site.files(&site.inbox()).len(), 3);
+    let log = d.log_text();
+    assert_eq!(log.matches("cannot be reached").count(), 1, "{log}");
+
+    let back = FakeProvider::start_on(addr, Config::default());
+    wait_until(LONG, "all done once the provider is back", || {
+        site.files(&site.outbox()).len() == 3
+    });
+    d.term();
+    d.wait(LONG);
+    assert!(d.log_text().contains("reachable again"));
+    assert_eq!(back.charged_count(Api::Verging), 3);
+    assert!(site
+        .audit_events("succeeded")
+        .iter()
+        .all(|r| r["attempts"] == 1));
 }
 
 #[test]

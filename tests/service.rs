@@ -58,7 +58,7 @@ impl Notify {
 
     /// Wait for the next message (after the last one matched) satisfying
     /// `pred`; returns it.
-    fn next(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    fn next(&mut self, d: &Daemon, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let deadline = std::time::Instant::now() + LONG;
         loop {
             if let Some(i) = (self.cursor..self.all.len()).find(|i| pred(&self.all[*i])) {
@@ -70,8 +70,9 @@ impl Notify {
                 Ok(m) => self.all.push(m),
                 Err(mpsc::RecvTimeoutError::Timeout) if !left.is_zero() => {}
                 Err(_) => panic!(
-                    "no sd_notify message {what} within {LONG:?}; got: {:#?}",
-                    self.all
+                    "no sd_notify message {what} within {LONG:?}; got: {:#?}\ndaemon log:\n{}",
+                    self.all,
+                    d.log_text()
                 ),
             }
         }
@@ -203,33 +204,33 @@ fn notify_socket_gets_ready_status_watchdog_reloading_and_stopping() {
     let mut d =
         site.spawn_daemon_env(&[n.env(), ("WATCHDOG_USEC", std::ffi::OsStr::new("400000"))]);
 
-    n.next("READY=1", |m| m == "READY=1");
-    let status = n.next("a STATUS= line", |m| m.starts_with("STATUS="));
+    n.next(&d, "READY=1", |m| m == "READY=1");
+    let status = n.next(&d, "a STATUS= line", |m| m.starts_with("STATUS="));
     assert!(
         status.starts_with("STATUS=watching 1 inbox;") && status.contains(" queued"),
         "{status}"
     );
     // The watchdog is pinged from a task that checks the heartbeat, and only
     // after READY=1.
-    n.next("WATCHDOG=1", |m| m == "WATCHDOG=1");
-    n.next("a second WATCHDOG=1", |m| m == "WATCHDOG=1");
+    n.next(&d, "WATCHDOG=1", |m| m == "WATCHDOG=1");
+    n.next(&d, "a second WATCHDOG=1", |m| m == "WATCHDOG=1");
 
     // The status line follows the work.
     site.drop_file("shoe.jpg", &jpeg(400, 300, 1));
     wait_until(LONG, "shoe.jpg to be processed", || finished(&site) == 1);
     let done = site.audit_events("succeeded").len();
-    n.next("a STATUS= line counting the finished file", |m| {
+    n.next(&d, "a STATUS= line counting the finished file", |m| {
         m.starts_with("STATUS=") && m.contains(&format!("; {done} done"))
     });
 
     // SIGHUP: RELOADING=1, then READY=1 again.
     d.signal(libc::SIGHUP);
-    n.next("RELOADING=1", |m| m == "RELOADING=1");
-    n.next("READY=1 after the reload", |m| m == "READY=1");
+    n.next(&d, "RELOADING=1", |m| m == "RELOADING=1");
+    n.next(&d, "READY=1 after the reload", |m| m == "READY=1");
 
     // SIGTERM: STOPPING=1, and a clean exit.
     d.term();
-    n.next("STOPPING=1", |m| m == "STOPPING=1");
+    n.next(&d, "STOPPING=1", |m| m == "STOPPING=1");
     let st = d.wait(LONG);
     assert!(st.success(), "exit {st:?}; log:\n{}", d.log_text());
     let first_ready = n.all.iter().position(|m| m == "READY=1");
@@ -245,15 +246,15 @@ fn sighup_adds_and_removes_inboxes_without_dropping_work_in_flight() {
     let base = config_text(&site);
     let mut n = Notify::bind(site.root());
     let d = site.spawn_daemon_env(&[n.env()]);
-    n.next("READY=1", |m| m == "READY=1");
+    n.next(&d, "READY=1", |m| m == "READY=1");
     let addr = http_addr(&d);
 
     // 1. Add a second inbox.
     let second = "[[inbox]]\nname = \"second\"\npath = \"in2\"\noutbox = \"out2\"\narchive = \"archive2\"\nrejected = \"rejected2\"\nfailed = \"failed2\"\nsettle = \"300ms\"\n";
     site.write_config(&format!("{base}{second}"));
     d.signal(libc::SIGHUP);
-    n.next("RELOADING=1", |m| m == "RELOADING=1");
-    n.next("READY=1 after adding an inbox", |m| m == "READY=1");
+    n.next(&d, "RELOADING=1", |m| m == "RELOADING=1");
+    n.next(&d, "READY=1 after adding an inbox", |m| m == "READY=1");
     assert!(
         d.log_text().contains("inboxes added: second;"),
         "{}",
@@ -285,7 +286,7 @@ fn sighup_adds_and_removes_inboxes_without_dropping_work_in_flight() {
         base.replace("[[inbox]]\npath = \"inbox\"\nsettle = \"300ms\"\n", "")
     ));
     d.signal(libc::SIGHUP);
-    n.next("READY=1 after removing an inbox", |m| m == "READY=1");
+    n.next(&d, "READY=1 after removing an inbox", |m| m == "READY=1");
     let log = d.log_text();
     let line = log
         .lines()
@@ -346,14 +347,14 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     let good = config_text(&site);
     let mut n = Notify::bind(site.root());
     let mut d = site.spawn_daemon_env(&[n.env()]);
-    n.next("READY=1", |m| m == "READY=1");
+    n.next(&d, "READY=1", |m| m == "READY=1");
     let addr = http_addr(&d);
 
     // A bad value: the log names the file and the key.
     site.write_config(&format!("{good}[queue]\nconcurrency = 0\n"));
     d.signal(libc::SIGHUP);
-    n.next("RELOADING=1", |m| m == "RELOADING=1");
-    n.next("READY=1 (still running)", |m| m == "READY=1");
+    n.next(&d, "RELOADING=1", |m| m == "RELOADING=1");
+    n.next(&d, "READY=1 (still running)", |m| m == "READY=1");
     let config = site.config().display().to_string();
     wait_until(LONG, "the rejection to be logged", || {
         d.log_text().contains("reload rejected")
@@ -373,12 +374,14 @@ fn sighup_with_a_broken_config_keeps_the_running_one() {
     // Not TOML at all, and an inbox naming a provider that does not exist.
     site.write_config(&format!("{good}[[inbox]\n"));
     d.signal(libc::SIGHUP);
-    n.next("READY=1 after the second bad reload", |m| m == "READY=1");
+    n.next(&d, "READY=1 after the second bad reload", |m| {
+        m == "READY=1"
+    });
     site.write_config(&format!(
         "{good}[[inbox]]\npath = \"in2\"\nprovider = \"nowhere\"\n"
     ));
     d.signal(libc::SIGHUP);
-    n.next("READY=1 after the third bad reload", |m| m == "READY=1");
+    n.next(&d, "READY=1 after the third bad reload", |m| m == "READY=1");
     wait_until(LONG, "three rejections", || {
         d.log_text().matches("reload rejected").count() == 3
     });
@@ -473,6 +476,28 @@ fn healthz_and_metrics_report_what_was_processed() {
     assert_eq!(code, 404);
     d.term();
     assert!(d.wait(LONG).success(), "{}", d.log_text());
+}
+
+#[test]
+fn a_busy_http_address_fails_the_start_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let site = Site::new(&format!("[http]\nlisten = \"{addr}\"\n"));
+    let mut n = Notify::bind(site.root());
+    let mut d = site.spawn_daemon_env(&[n.env()]);
+    let st = d.wait(LONG);
+    assert_eq!(
+        st.code(),
+        Some(cutout::commands::exit::RUNTIME),
+        "{}",
+        d.log_text()
+    );
+    assert!(d.log_text().contains("`http.listen`"), "{}", d.log_text());
+    // It never said it was ready.
+    while let Ok(m) = n.rx.try_recv() {
+        n.all.push(m);
+    }
+    assert!(!n.all.iter().any(|m| m == "READY=1"), "{:#?}", n.all);
 }
 
 #[test]
@@ -639,11 +664,11 @@ fn a_paused_provider_shows_in_status_healthz_and_metrics() {
     .expect("chmod");
     let mut n = Notify::bind(site.root());
     let mut d = site.spawn_daemon_env(&[n.env()]);
-    n.next("READY=1", |m| m == "READY=1");
+    n.next(&d, "READY=1", |m| m == "READY=1");
     let addr = http_addr(&d);
     site.drop_file("shoe.jpg", &jpeg(400, 300, 12));
 
-    let status = n.next("a STATUS= line naming the paused provider", |m| {
+    let status = n.next(&d, "a STATUS= line naming the paused provider", |m| {
         m.starts_with("STATUS=") && m.contains("rembg paused: ")
     });
     assert!(
@@ -689,6 +714,11 @@ fn unit_settings_fit_the_daemon() {
     assert_eq!(unit_value(&unit, "Type"), ["notify"]);
     assert_eq!(unit_value(&unit, "ExecReload"), ["/bin/kill -HUP $MAINPID"]);
     assert_eq!(unit_value(&unit, "Restart"), ["on-failure"]);
+    // Only an unusable config is not restarted.
+    assert_eq!(
+        unit_value(&unit, "RestartPreventExitStatus"),
+        [cutout::commands::exit::CONFIG.to_string()]
+    );
     assert_eq!(unit_value(&unit, "CapabilityBoundingSet"), [""]);
     assert_eq!(unit_value(&unit, "StateDirectory"), ["cutout"]);
     assert_eq!(unit_value(&unit, "ConfigurationDirectory"), ["cutout"]);

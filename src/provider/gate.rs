@@ -18,10 +18,11 @@
 //!   were already on their way count but do not halve again. After
 //!   [`RECOVERY_HOLD`] without a 429, each success adds back
 //!   [`RECOVERY_STEP`] of the configured values.
-//! - Pause: set by the provider on quota/auth answers, with ONE log line for
-//!   the operator; a background task re-checks every `recheck_interval` and
-//!   resumes by itself. While paused the queue holds the provider's files
-//!   (see `Provider::is_paused`).
+//! - Pause: set by the provider on quota/auth answers and outages (no
+//!   connection at all), with ONE log line for the operator; a background
+//!   task re-checks every `recheck_interval` (outages: backing off from
+//!   `[retry] initial_delay`) and resumes by itself. While paused the queue
+//!   holds the provider's files (see `Provider::is_paused`).
 //!
 //! Must not: make HTTP requests itself (the re-check is a closure the
 //! provider hands over), sleep while holding its lock, or log secrets.
@@ -127,8 +128,12 @@ pub enum Recheck {
     NoCredits { credits: f64, message: String },
     /// The key is still refused.
     KeyRefused { message: String },
+    /// Still no connection.
+    Down { message: String },
     /// The check itself failed (network, 5xx): try again later.
     Unknown { message: String },
+    /// The provider no longer exists (replaced by a config reload): stop.
+    Gone,
 }
 
 impl Gate {
@@ -328,9 +333,16 @@ impl Gate {
 
     /// Start the background re-check of a pause, unless one runs already.
     /// `check` asks the provider (credits endpoint); `announce` is called
-    /// with each new state worth one log line.
-    pub fn spawn_recheck<C, F>(self: &Arc<Self>, every: Duration, check: C, announce: Announce)
-    where
+    /// with each new state worth one log line. Checks come every `every`;
+    /// while the provider is unreachable they start at `first` and double
+    /// up to `every` (an outage is often short).
+    pub fn spawn_recheck<C, F>(
+        self: &Arc<Self>,
+        every: Duration,
+        first: Duration,
+        check: C,
+        announce: Announce,
+    ) where
         C: Fn() -> F + Send + Sync + 'static,
         F: Future<Output = Recheck> + Send + 'static,
     {
@@ -343,8 +355,21 @@ impl Gate {
             return;
         };
         handle.spawn(async move {
+            let mut down_checks = 0u32;
             loop {
-                tokio::time::sleep(every).await;
+                let outage = gate
+                    .pause_info()
+                    .is_some_and(|p| p.reason == PauseReason::Unreachable);
+                let wait = if outage {
+                    let d = first
+                        .max(Duration::from_millis(100))
+                        .saturating_mul(1u32 << down_checks.min(16));
+                    down_checks += 1;
+                    d.min(every)
+                } else {
+                    every
+                };
+                tokio::time::sleep(wait).await;
                 if !gate.is_paused() {
                     break;
                 }
@@ -376,9 +401,18 @@ impl Gate {
                             });
                         }
                     }
+                    Recheck::Down { message } => {
+                        if gate.pause(PauseReason::Unreachable, &message) {
+                            announce(Announced::Paused {
+                                reason: PauseReason::Unreachable,
+                                message,
+                            });
+                        }
+                    }
                     Recheck::Unknown { message } => {
                         tracing::debug!("pause re-check inconclusive: {message}");
                     }
+                    Recheck::Gone => break,
                 }
             }
             gate.rechecking.store(false, Ordering::Release);

@@ -106,13 +106,15 @@ impl Hosted {
             Some(p) => Err(match p.reason {
                 PauseReason::Auth => ProviderError::Auth { message: p.message },
                 PauseReason::Quota => ProviderError::QuotaExhausted { message: p.message },
+                PauseReason::Unreachable => ProviderError::Unavailable { message: p.message },
             }),
         }
     }
 
     /// Send one API request through the gate. 2xx answers come back as the
-    /// response; anything else as the mapped error (pausing the provider on
-    /// quota/auth answers, slowing it down on 429s).
+    /// response; anything else as the mapped error (no connection at all is
+    /// `Unavailable`). 429s and 503s slow the gate down here; pausing on
+    /// quota/auth/outage errors is the caller's `pause_on`.
     pub async fn send(
         &self,
         what: &str,
@@ -126,7 +128,17 @@ impl Hosted {
             Ok(r) => r,
             Err(e) => {
                 self.gate.feedback(ticket, Feedback::Other);
-                return Err(http::send_error(what, e));
+                let connect = e.is_connect();
+                let err = http::send_error(what, e);
+                // Not even a connection: the provider is down (or the
+                // network, DNS, TLS): pause instead of failing every file.
+                return Err(if connect {
+                    ProviderError::Unavailable {
+                        message: err.to_string(),
+                    }
+                } else {
+                    err
+                });
             }
         };
         if resp.status().is_success() {
@@ -161,6 +173,7 @@ impl Hosted {
         let (reason, message) = match err {
             ProviderError::QuotaExhausted { message } => (PauseReason::Quota, message),
             ProviderError::Auth { message } => (PauseReason::Auth, message),
+            ProviderError::Unavailable { message } => (PauseReason::Unreachable, message),
             _ => return,
         };
         if self.gate.pause(reason, message) {
@@ -169,8 +182,12 @@ impl Hosted {
                 message: message.clone(),
             });
         }
-        self.gate
-            .spawn_recheck(self.cfg.recheck_interval, check, self.announcer());
+        self.gate.spawn_recheck(
+            self.cfg.recheck_interval,
+            self.cfg.retry.initial_delay,
+            check,
+            self.announcer(),
+        );
     }
 
     /// The operator-facing lines for pause and resume.
@@ -180,28 +197,15 @@ impl Hosted {
         let every = humantime::format_duration(self.cfg.recheck_interval).to_string();
         let source = key::describe(&self.cfg.key);
         Arc::new(move |a: Announced| match a {
-            Announced::Paused {
-                reason: PauseReason::Quota,
-                message,
-            } => tracing::error!(
-                provider = %name,
-                "provider `{name}` ({kind}) is out of credits: {message}. RECHARGE the account; \
-                 its files stay queued (none fail) and cutout checks the credits every {every} \
-                 and resumes by itself"
-            ),
-            Announced::Paused {
-                reason: PauseReason::Auth,
-                message,
-            } => tracing::error!(
-                provider = %name,
-                "provider `{name}` ({kind}) refused the API key: {message}. FIX THE KEY (read from \
-                 {source}); its files stay queued (none fail) and cutout tries again every \
-                 {every} and resumes by itself"
-            ),
+            Announced::Paused { reason, message } => {
+                let message = message.trim_end_matches(['.', '!']);
+                announce_paused(&name, kind, reason, message, &every, &source)
+            }
             Announced::Resumed { was, credits } => {
                 let what = match was {
                     PauseReason::Quota => "credits are available again",
                     PauseReason::Auth => "the API key is accepted again",
+                    PauseReason::Unreachable => "reachable again",
                 };
                 match credits {
                     Some(c) => tracing::info!(
@@ -225,9 +229,42 @@ impl Hosted {
     }
 }
 
+/// The one line an operator needs when a provider pauses.
+fn announce_paused(
+    name: &str,
+    kind: &str,
+    reason: PauseReason,
+    message: &str,
+    every: &str,
+    source: &str,
+) {
+    match reason {
+        PauseReason::Quota => tracing::error!(
+            provider = %name,
+            "provider `{name}` ({kind}) is out of credits ({message}). RECHARGE the account; \
+             its files stay queued (none fail) and cutout checks the credits every {every} \
+             and resumes by itself"
+        ),
+        PauseReason::Auth => tracing::error!(
+            provider = %name,
+            "provider `{name}` ({kind}) refused the API key ({message}). FIX THE KEY (read from \
+             {source}); its files stay queued (none fail) and cutout tries again every \
+             {every} and resumes by itself"
+        ),
+        PauseReason::Unreachable => tracing::error!(
+            provider = %name,
+            "provider `{name}` ({kind}) cannot be reached ({message}). Check the network and \
+             the provider's status; its files stay queued (none fail) and cutout tries again \
+             (backing off up to every {every}) and resumes by itself"
+        ),
+    }
+}
+
 /// How a credits check ends, for `health` and the pause re-check.
 #[derive(Debug, Clone)]
 pub enum Credits {
+    /// Not even a connection (the provider is down).
+    Down(String),
     /// Key accepted; `left` when the answer said so, `detail` for humans.
     Known { left: Option<f64>, detail: String },
     /// The key was refused.
@@ -249,6 +286,7 @@ impl Credits {
             },
             Credits::Known { left, .. } => Recheck::Ready { credits: left },
             Credits::Refused(message) => Recheck::KeyRefused { message },
+            Credits::Down(message) => Recheck::Down { message },
             Credits::Unreachable(message) => Recheck::Unknown { message },
         }
     }

@@ -97,6 +97,11 @@ pub enum ProviderError {
     /// The key was refused: pause the provider, keep files queued.
     #[error("authentication failed: {message}")]
     Auth { message: String },
+    /// The provider cannot be reached at all (connection refused, name not
+    /// resolved, connect timeout, TLS handshake failed): an outage, not the
+    /// file's fault. Pause the provider, keep files queued.
+    #[error("provider unreachable: {message}")]
+    Unavailable { message: String },
     /// This file can never succeed with this provider (e.g. 400 validation).
     #[error("{message}")]
     Permanent { code: &'static str, message: String },
@@ -124,6 +129,7 @@ impl ProviderError {
             ProviderError::RateLimited { .. } => "provider-rate-limited",
             ProviderError::QuotaExhausted { .. } => "provider-quota-exhausted",
             ProviderError::Auth { .. } => "provider-auth-failed",
+            ProviderError::Unavailable { .. } => "provider-unreachable",
             ProviderError::Permanent { code, .. } => code,
             ProviderError::BadResult { .. } => "provider-bad-result",
         }
@@ -134,9 +140,9 @@ impl ProviderError {
             ProviderError::Transient { .. }
             | ProviderError::RateLimited { .. }
             | ProviderError::BadResult { .. } => Disposition::Retry,
-            ProviderError::QuotaExhausted { .. } | ProviderError::Auth { .. } => {
-                Disposition::PauseProvider
-            }
+            ProviderError::QuotaExhausted { .. }
+            | ProviderError::Auth { .. }
+            | ProviderError::Unavailable { .. } => Disposition::PauseProvider,
             ProviderError::Permanent { .. } => Disposition::Fail,
         }
     }
@@ -182,6 +188,8 @@ pub enum PauseReason {
     Quota,
     /// The API key was refused.
     Auth,
+    /// The provider cannot be reached (an outage).
+    Unreachable,
 }
 
 impl PauseReason {
@@ -189,6 +197,7 @@ impl PauseReason {
         match self {
             PauseReason::Quota => "out-of-credits",
             PauseReason::Auth => "key-refused",
+            PauseReason::Unreachable => "unreachable",
         }
     }
 }

@@ -21,10 +21,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use reqwest::multipart::{Form, Part};
 
+use super::gate::Recheck;
 use super::hosted::{Credits, Hosted};
 use super::http::{self, Refusal};
 use super::verify::{self, Expect};
-use super::{key, BuildError, Health, Outcome, Provider, ProviderError, ProviderStatus, Request};
+use super::{
+    key, BuildError, Health, Outcome, PauseReason, Provider, ProviderError, ProviderStatus, Request,
+};
 use crate::config::{OutputFormat, RembgConfig};
 use crate::validate::ImageKind;
 
@@ -63,12 +66,15 @@ impl RembgCom {
     }
 
     fn pause_on(&self, err: &ProviderError) {
-        let inner = self.inner.clone();
+        // Weak: a provider dropped by a config reload ends its re-check.
+        let inner = Arc::downgrade(&self.inner);
         self.inner.core.pause_on(err, move || {
-            let inner = inner.clone();
+            let inner = inner.upgrade();
             async move {
-                inner.core.reload_key();
-                inner.credits().await.recheck()
+                match inner {
+                    Some(inner) => inner.recheck().await,
+                    None => Recheck::Gone,
+                }
             }
         });
     }
@@ -139,6 +145,41 @@ impl Inner {
         })
     }
 
+    /// The pause re-check: the processing host must answer at all, then
+    /// the usage endpoint tells about key and credits.
+    async fn recheck(&self) -> Recheck {
+        self.core.reload_key();
+        if let Err(message) = self.probe().await {
+            return Recheck::Down { message };
+        }
+        let outage = self
+            .core
+            .gate
+            .pause_info()
+            .is_some_and(|p| p.reason == PauseReason::Unreachable);
+        match self.credits().await {
+            // Paused for an outage and the processing host answers again:
+            // go; a real request will tell about key and credits.
+            Credits::Unreachable(_) | Credits::Down(_) if outage => {
+                Recheck::Ready { credits: None }
+            }
+            c => c.recheck(),
+        }
+    }
+
+    /// A key-less `GET {base_url}/rmbg`: any HTTP answer means reachable.
+    async fn probe(&self) -> Result<u16, String> {
+        self.core
+            .http
+            .api
+            .get(format!("{}/rmbg", self.core.cfg.base_url))
+            .timeout(self.core.timeout().min(std::time::Duration::from_secs(20)))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .map_err(|e| http::send_error("GET /rmbg", e).to_string())
+    }
+
     /// Ask the usage endpoint (not through the gate: another host, and it
     /// must work while paused).
     async fn credits(&self) -> Credits {
@@ -157,6 +198,9 @@ impl Inner {
         let what = format!("provider `{}`: GET membership-usage", self.core.name);
         let resp = match rb.send().await {
             Ok(r) => r,
+            Err(e) if e.is_connect() => {
+                return Credits::Down(http::send_error(&what, e).to_string())
+            }
             Err(e) => return Credits::Unreachable(http::send_error(&what, e).to_string()),
         };
         if !resp.status().is_success() {
@@ -410,28 +454,16 @@ impl Provider for RembgCom {
         let mut lines = vec![format!("API key from {}", key::describe(&core.cfg.key))];
         lines.extend(key::inline_key_warning(&core.cfg.key));
         // Reachability of the processing host, without the key.
-        let probe = core
-            .http
-            .api
-            .get(format!("{}/rmbg", core.cfg.base_url))
-            .timeout(core.timeout().min(std::time::Duration::from_secs(20)))
-            .send()
-            .await;
-        let mut ok = match probe {
-            Ok(r) => {
+        let mut ok = match self.inner.probe().await {
+            Ok(status) => {
                 lines.push(format!(
-                    "{}: reachable (HTTP {} to a key-less GET /rmbg)",
-                    core.cfg.base_url,
-                    r.status().as_u16()
+                    "{}: reachable (HTTP {status} to a key-less GET /rmbg)",
+                    core.cfg.base_url
                 ));
                 true
             }
-            Err(e) => {
-                lines.push(format!(
-                    "{}: NOT reachable: {}",
-                    core.cfg.base_url,
-                    http::send_error("GET /rmbg", e)
-                ));
+            Err(m) => {
+                lines.push(format!("{}: NOT reachable: {m}", core.cfg.base_url));
                 false
             }
         };
@@ -448,7 +480,7 @@ impl Provider for RembgCom {
                 lines.push(format!("key REFUSED: {m}"));
                 ok = false;
             }
-            Credits::Unreachable(m) => {
+            Credits::Unreachable(m) | Credits::Down(m) => {
                 lines.push(format!("credits unknown: {m}"));
                 ok = false;
             }

@@ -34,11 +34,14 @@ use reqwest::header::AUTHORIZATION;
 use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
+use super::gate::Recheck;
 use super::hosted::{Credits, Hosted};
 use super::http::{self, Refusal};
 use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
-use super::{key, BuildError, Health, Outcome, Provider, ProviderError, ProviderStatus, Request};
+use super::{
+    key, BuildError, Health, Outcome, PauseReason, Provider, ProviderError, ProviderStatus, Request,
+};
 use crate::config::VergingConfig;
 
 const JOB_TYPE: &str = "background-removal";
@@ -79,12 +82,26 @@ impl Verging {
     }
 
     fn pause_on(&self, err: &ProviderError) {
-        let inner = self.inner.clone();
+        // Weak: a provider dropped by a config reload ends its re-check.
+        let inner = Arc::downgrade(&self.inner);
         self.inner.core.pause_on(err, move || {
-            let inner = inner.clone();
+            let inner = inner.upgrade();
             async move {
+                let Some(inner) = inner else {
+                    return Recheck::Gone;
+                };
                 inner.core.reload_key();
-                inner.credits().await.recheck()
+                let outage = inner
+                    .core
+                    .gate
+                    .pause_info()
+                    .is_some_and(|p| p.reason == PauseReason::Unreachable);
+                match inner.credits().await {
+                    // The API answers again (if not well): end the outage
+                    // pause; real requests decide what comes next.
+                    Credits::Unreachable(_) if outage => Recheck::Ready { credits: None },
+                    c => c.recheck(),
+                }
             }
         });
     }
@@ -279,6 +296,7 @@ impl Inner {
             Err(
                 e @ (ProviderError::Auth { .. }
                 | ProviderError::QuotaExhausted { .. }
+                | ProviderError::Unavailable { .. }
                 | ProviderError::RateLimited { .. }),
             ) => return Err(e),
             Err(e) => {
@@ -456,9 +474,13 @@ impl Inner {
                     Some(_) => {}
                     None => last_problem = Some(format!("job {id} is not in the job list")),
                 },
-                Err(e @ (ProviderError::Auth { .. } | ProviderError::QuotaExhausted { .. })) => {
-                    return Err(e)
-                }
+                // Pauses end the wait; the job stays remembered and polling
+                // resumes once the provider works again.
+                Err(
+                    e @ (ProviderError::Auth { .. }
+                    | ProviderError::QuotaExhausted { .. }
+                    | ProviderError::Unavailable { .. }),
+                ) => return Err(e),
                 Err(e) => {
                     tracing::debug!(provider = %self.core.name, job = %id, "poll failed ({e}); polling on");
                     last_problem = Some(e.to_string());
@@ -523,6 +545,9 @@ impl Inner {
             .await
         {
             Ok(r) => r,
+            Err(e) if e.is_connect() => {
+                return Credits::Down(http::send_error(&what, e).to_string())
+            }
             Err(e) => return Credits::Unreachable(http::send_error(&what, e).to_string()),
         };
         let status = resp.status().as_u16();
@@ -595,8 +620,12 @@ impl Provider for Verging {
                 lines.push(format!("reachable; key REFUSED: {m}"));
                 false
             }
+            Credits::Down(m) => {
+                lines.push(format!("NOT reachable: {m}"));
+                false
+            }
             Credits::Unreachable(m) => {
-                lines.push(format!("NOT reachable or unexpected answer: {m}"));
+                lines.push(format!("unexpected answer: {m}"));
                 false
             }
         };
