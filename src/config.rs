@@ -284,14 +284,59 @@ pub struct VergingConfig {
     pub presigned_upload: bool,
 }
 
-/// `kind = "local"`: the built-in engine.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `kind = "local"`: an engine on this machine, no network, no key.
+#[derive(Clone, Debug, Default)]
 pub struct LocalConfig {
-    /// The provider kind (always "local" here).
-    #[serde(default)]
-    pub kind: String,
+    pub engine: LocalEngine,
+    /// The ONNX model and its pre/post-processing (engine onnx/auto).
+    pub model: Option<PathBuf>,
+    pub model_kind: Option<String>,
+    /// `libonnxruntime.so.1.xx`; else `$ORT_DYLIB_PATH`, else the model's folder.
+    pub onnxruntime: Option<PathBuf>,
+    /// ONNX Runtime threads per inference.
+    pub threads: usize,
+    /// Inferences at the same time (each on its own blocking thread).
+    pub parallel: usize,
+    /// ONNX Runtime's memory arena (faster reuse, about twice the memory).
+    pub memory_arena: bool,
+    pub remove_specks: bool,
+    pub fill_holes: bool,
+    pub feather: f32,
+    pub decontaminate: bool,
 }
+
+/// Which local engine runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LocalEngine {
+    /// The built-in backdrop segmenter (packshots on plain backdrops).
+    #[default]
+    Builtin,
+    /// An ONNX model through ONNX Runtime (U²-Net, IS-Net, BiRefNet…).
+    Onnx,
+    /// The model when its file and the runtime are there, else built-in.
+    Auto,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLocal {
+    #[allow(dead_code)]
+    kind: String,
+    engine: Option<String>,
+    model: Option<PathBuf>,
+    model_kind: Option<String>,
+    onnxruntime: Option<PathBuf>,
+    threads: Option<i64>,
+    parallel: Option<i64>,
+    memory_arena: Option<bool>,
+    remove_specks: Option<bool>,
+    fill_holes: Option<bool>,
+    feather: Option<f64>,
+    decontaminate: Option<bool>,
+}
+
+pub const DEFAULT_ONNX_THREADS: usize = 2;
+pub const DEFAULT_ONNX_PARALLEL: usize = 1;
 
 // ---------------------------------------------------------------------------
 // Defaults (also documented in config.example.toml; keep them in step).
@@ -853,8 +898,8 @@ impl Checker {
         let shape = |e: toml::de::Error| self.err(&key, e.message().to_string());
         let kind = match kind {
             "local" => {
-                let cfg: LocalConfig = value.try_into().map_err(shape)?;
-                ProviderKind::Local(cfg)
+                let raw: RawLocal = value.try_into().map_err(shape)?;
+                ProviderKind::Local(self.local(&key, raw)?)
             }
             "rembg-com" => {
                 let raw: RawRembg = value.try_into().map_err(shape)?;
@@ -1083,6 +1128,63 @@ impl Checker {
             max_result_size,
             recheck_interval,
             retry,
+        })
+    }
+
+    fn local(&self, key: &str, raw: RawLocal) -> Result<LocalConfig, ConfigError> {
+        let engine = match raw.engine.as_deref() {
+            None | Some("builtin") => LocalEngine::Builtin,
+            Some("onnx") => LocalEngine::Onnx,
+            Some("auto") => LocalEngine::Auto,
+            Some(other) => {
+                return Err(self.err(
+                    format!("{key}.engine"),
+                    format!("must be \"builtin\", \"onnx\" or \"auto\", got {other:?}"),
+                ))
+            }
+        };
+        if engine == LocalEngine::Onnx && raw.model.is_none() {
+            return Err(self.err(
+                format!("{key}.model"),
+                "is missing: engine = \"onnx\" needs the path of an .onnx model (get one with `scripts/fetch-model.sh isnet-general-use models`)",
+            ));
+        }
+        if let Some(k) = &raw.model_kind {
+            if let Err(e) = k.parse::<crate::engine::onnx::ModelKind>() {
+                return Err(self.err(format!("{key}.model_kind"), e.to_string()));
+            }
+        }
+        let feather = raw.feather.unwrap_or(0.0);
+        if !(0.0..=50.0).contains(&feather) {
+            return Err(self.err(
+                format!("{key}.feather"),
+                "must be between 0 and 50 (pixels)",
+            ));
+        }
+        Ok(LocalConfig {
+            engine,
+            model: raw.model.as_deref().map(|p| self.path(p)),
+            model_kind: raw.model_kind,
+            onnxruntime: raw.onnxruntime.as_deref().map(|p| self.path(p)),
+            threads: self.int(
+                &format!("{key}.threads"),
+                raw.threads,
+                DEFAULT_ONNX_THREADS as i64,
+                1,
+                256,
+            )? as usize,
+            parallel: self.int(
+                &format!("{key}.parallel"),
+                raw.parallel,
+                DEFAULT_ONNX_PARALLEL as i64,
+                1,
+                64,
+            )? as usize,
+            memory_arena: raw.memory_arena.unwrap_or(false),
+            remove_specks: raw.remove_specks.unwrap_or(false),
+            fill_holes: raw.fill_holes.unwrap_or(false),
+            feather: feather as f32,
+            decontaminate: raw.decontaminate.unwrap_or(false),
         })
     }
 

@@ -1,7 +1,10 @@
 //! Engines: the pixel-level background removers that the `local` provider
 //! runs on blocking threads.
 //!
-//! Owns: pure functions from pixels to cut-outs. Must not: do I/O, touch the
-//! queue, or run on the async executor.
+//! Owns: functions from pixels to cut-outs (`backdrop`: the built-in
+//! segmenter; `onnx`: U²-Net/IS-Net/BiRefNet models through ONNX Runtime,
+//! which loads its model file once at start). Must not: touch the drop
+//! folders, the queue, or run on the async executor.
 
 pub mod backdrop;
+pub mod onnx;

@@ -1,28 +1,120 @@
-//! The `local` provider: the built-in engine, no network, no API key, no
-//! per-picture cost.
+//! The `local` provider: an engine on this machine — the built-in backdrop
+//! segmenter, or an ONNX model (U²-Net, IS-Net, BiRefNet…) through ONNX
+//! Runtime. No network, no API key, no per-picture cost.
 //!
-//! Owns: running the engine on the blocking pool with the decoded,
-//! EXIF-oriented pixels, and mapping engine errors to provider errors.
+//! Owns: choosing the engine at start (`engine = "builtin" | "onnx" |
+//! "auto"`), loading the ONNX session once per process, and running
+//! inference on at most `parallel` blocking threads with the decoded,
+//! EXIF-oriented pixels.
 //!
 //! Must not: run pixel work on the async executor or touch files.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
+use tokio::sync::Semaphore;
 
 use super::{BuildError, Cutout, Health, Outcome, Provider, ProviderError, Request};
-use crate::config::LocalConfig;
+use crate::config::{LocalConfig, LocalEngine};
 use crate::engine::backdrop::{self, BackdropOptions, SegmentError};
+use crate::engine::onnx::{ModelKind, OnnxEngine, OnnxError, OnnxOptions, PostOptions};
+
+enum Engine {
+    Builtin(BackdropOptions),
+    Onnx(Arc<OnnxEngine>),
+}
 
 pub struct LocalProvider {
     name: String,
-    options: BackdropOptions,
+    engine: Arc<Engine>,
+    /// Bounds concurrent inferences (each holds one blocking thread).
+    slots: Arc<Semaphore>,
+    description: String,
+}
+
+fn onnx_options(cfg: &LocalConfig) -> Option<OnnxOptions> {
+    let model = cfg.model.clone()?;
+    let kind = match &cfg.model_kind {
+        Some(k) => k.parse().ok()?,
+        None => guess_kind(&model),
+    };
+    let mut o = OnnxOptions::new(model, kind);
+    o.runtime = cfg.onnxruntime.clone();
+    o.threads = cfg.threads;
+    o.memory_arena = cfg.memory_arena;
+    o.post = PostOptions {
+        remove_specks: cfg.remove_specks,
+        fill_holes: cfg.fill_holes,
+        feather_px: cfg.feather,
+        decontaminate: cfg.decontaminate,
+    };
+    Some(o)
+}
+
+/// `model_kind` defaults to what the file name says (rembg's names).
+fn guess_kind(model: &std::path::Path) -> ModelKind {
+    let stem = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    stem.parse().unwrap_or(ModelKind::IsnetGeneralUse)
 }
 
 impl LocalProvider {
-    pub fn new(name: &str, _cfg: &LocalConfig) -> Result<Self, BuildError> {
+    pub fn new(name: &str, cfg: &LocalConfig) -> Result<Self, BuildError> {
+        let err = |message: String| BuildError {
+            provider: name.to_string(),
+            message,
+        };
+        let (engine, description, parallel) = match cfg.engine {
+            LocalEngine::Builtin => (
+                Engine::Builtin(BackdropOptions::default()),
+                "built-in backdrop segmenter (no network, no key)".to_string(),
+                usize::MAX,
+            ),
+            LocalEngine::Onnx | LocalEngine::Auto => {
+                let loaded = match onnx_options(cfg) {
+                    Some(o) => OnnxEngine::load(&o).map_err(|e| e.to_string()),
+                    None => Err("no `model` configured".to_string()),
+                };
+                match (loaded, cfg.engine) {
+                    (Ok(e), _) => {
+                        let d = format!("ONNX model {}", e.describe());
+                        (Engine::Onnx(Arc::new(e)), d, cfg.parallel)
+                    }
+                    (Err(m), LocalEngine::Onnx) => return Err(err(m)),
+                    (Err(m), _) => {
+                        tracing::warn!(provider = name, "engine = \"auto\": the model cannot be used ({m}); using the built-in segmenter");
+                        (
+                            Engine::Builtin(BackdropOptions::default()),
+                            format!("built-in backdrop segmenter (engine = \"auto\"; model not usable: {m})"),
+                            usize::MAX,
+                        )
+                    }
+                }
+            }
+        };
+        tracing::info!(provider = name, "local engine: {description}");
         Ok(LocalProvider {
             name: name.to_string(),
-            options: BackdropOptions::default(),
+            engine: Arc::new(engine),
+            slots: Arc::new(Semaphore::new(parallel.min(Semaphore::MAX_PERMITS))),
+            description,
         })
+    }
+}
+
+fn onnx_error(e: OnnxError) -> ProviderError {
+    match e {
+        OnnxError::Inference { .. } => ProviderError::Transient {
+            code: "engine-inference-failed",
+            message: e.to_string(),
+            retry_after: None,
+        },
+        other => ProviderError::Permanent {
+            code: "engine-failed",
+            message: other.to_string(),
+        },
     }
 }
 
@@ -45,38 +137,52 @@ impl Provider for LocalProvider {
             code: "internal-no-pixels",
             message: "the local engine was given no decoded pixels".into(),
         })?;
-        let options = self.options.clone();
+        let _slot =
+            self.slots
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| ProviderError::Transient {
+                    code: "engine-stopped",
+                    message: "the local engine is shutting down".into(),
+                    retry_after: None,
+                })?;
+        let engine = self.engine.clone();
         let span = tracing::debug_span!("local-engine", file = req.file_name);
         let result = tokio::task::spawn_blocking(move || {
             let _g = span.enter();
-            backdrop::cut_out(&decoded.rgba, &options).map(|img| (img, decoded.icc.clone()))
+            let image = match &*engine {
+                Engine::Builtin(o) => backdrop::cut_out(&decoded.rgba, o).map_err(|e| match e {
+                    SegmentError::TooSmall { .. } => ProviderError::Permanent {
+                        code: "image-too-small",
+                        message: e.to_string(),
+                    },
+                    SegmentError::NoObject => ProviderError::Permanent {
+                        code: "no-object-found",
+                        message: e.to_string(),
+                    },
+                })?,
+                Engine::Onnx(m) => m.cut_out(&decoded.rgba).map_err(onnx_error)?,
+            };
+            Ok::<_, ProviderError>((image, decoded.icc.clone()))
         })
         .await
         .map_err(|e| ProviderError::Transient {
             code: "engine-crashed",
-            message: format!("the built-in engine stopped unexpectedly: {e}"),
+            message: format!("the local engine stopped unexpectedly: {e}"),
             retry_after: None,
         })?;
-        match result {
-            Ok((image, icc)) => Ok(Outcome {
-                cutout: Cutout::Pixels { image, icc },
-                remote_job: None,
-                credits_used: None,
-            }),
-            Err(e @ SegmentError::TooSmall { .. }) => Err(ProviderError::Permanent {
-                code: "image-too-small",
-                message: e.to_string(),
-            }),
-            Err(e @ SegmentError::NoObject) => Err(ProviderError::Permanent {
-                code: "no-object-found",
-                message: e.to_string(),
-            }),
-        }
+        let (image, icc) = result?;
+        Ok(Outcome {
+            cutout: Cutout::Pixels { image, icc },
+            remote_job: None,
+            credits_used: None,
+        })
     }
 
     async fn health(&self) -> Health {
         Health {
-            lines: vec!["built-in backdrop segmenter (no network, no key)".into()],
+            lines: vec![self.description.clone()],
             ok: true,
         }
     }
