@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ -x scripts/fetch-onnxruntime.sh ] && [ -z "${ORT_DYLIB_PATH:-}" ]; then
-  if lib=$(scripts/fetch-onnxruntime.sh models 2>&1 | tail -n 1) && [ -f "$lib" ]; then
+  if lib=$(scripts/fetch-onnxruntime.sh models | tail -n 1) && [ -f "$lib" ]; then
     export ORT_DYLIB_PATH="$lib"
     echo "test.sh: ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
   else
