@@ -47,7 +47,8 @@ struct Knobs {
     /// level lasts about per_slot × latency (20 s) and concurrency 1 does
     /// not take 400 s.
     per_slot: usize,
-    /// Concurrency levels (`BENCH_CONCURRENCY`, "1,4,16,64").
+    /// Concurrency levels (`BENCH_CONCURRENCY`, "1,4,16,64,128,256": the
+    /// issue's four, then higher to find where the machine is the limit).
     levels: Vec<usize>,
     /// Rate-limit run: pictures (`BENCH_RATE_FILES`, 300), the provider's
     /// limit (`BENCH_RATE_LIMIT`, 10/s), and the client's configured
@@ -60,7 +61,8 @@ struct Knobs {
     /// Burst sizes (`BENCH_BURST`, "2000,10000").
     burst: Vec<usize>,
     /// Latency run: pictures dropped one by one (`BENCH_DROPS`, 80), every
-    /// `BENCH_DROP_EVERY_MS` (300), settle (`BENCH_SETTLE_MS`, 100).
+    /// `BENCH_DROP_EVERY_MS` (300) plus a random 0–99 ms, settle
+    /// (`BENCH_SETTLE_MS`, 100).
     drops: usize,
     drop_every: Duration,
     settle: Duration,
@@ -97,7 +99,7 @@ impl Knobs {
             latency: Duration::from_millis(env_num("BENCH_LATENCY_MS", 200)),
             files: env_num("BENCH_FILES", d("2000", "200").parse().unwrap_or(2000)),
             per_slot: env_num("BENCH_PER_SLOT", d("100", "15").parse().unwrap_or(100)),
-            levels: env_list("BENCH_CONCURRENCY", "1,4,16,64"),
+            levels: env_list("BENCH_CONCURRENCY", "1,4,16,64,128,256"),
             rate_files: env_num("BENCH_RATE_FILES", d("300", "60").parse().unwrap_or(300)),
             rate_limit: env_num("BENCH_RATE_LIMIT", 10),
             rate_client: env_list("BENCH_RATE_CLIENT", "10,20"),
@@ -233,7 +235,18 @@ impl Bench {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(support::bin());
+        // `BENCH_WRAP="perf record -g -o FILE --"` (or strace …) runs every
+        // cutout under a profiler; its CPU and RSS figures are then the
+        // wrapper's, so use it for profiles only.
+        let mut c = match env_str("BENCH_WRAP") {
+            Some(w) => {
+                let mut parts = w.split_whitespace();
+                let mut c = Command::new(parts.next().expect("BENCH_WRAP command"));
+                c.args(parts).arg(support::bin());
+                c
+            }
+            None => Command::new(support::bin()),
+        };
         c.args(args)
             .arg("--config")
             .arg(self.root.join("cutout.toml"))
@@ -466,8 +479,9 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
         k.latency.as_millis()
     ));
     r.line("`cutout process` on a backlog of small JPEGs (400×300). *Steady* is pictures / (first request → last answer) at the provider; *end to end* includes start-up, scan and exit. Ideal = concurrency / latency. CPU = share of both cores used by the daemon and the fake provider together.\n");
-    r.line("| concurrency | pictures | ideal /s | steady /s | ratio | end to end /s | ratio | daemon CPU s | fake CPU s | CPU use | charged twice |");
-    r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    r.line("*At provider* = average number of requests the provider was working on (sum of its own times ÷ steady window); *provider ms* = its median own time per request (latency + its work). When *at provider* falls short of the concurrency, the daemon is the one not keeping the slots busy.\n");
+    r.line("| concurrency | pictures | ideal /s | steady /s | ratio | end to end /s | ratio | at provider | provider ms | daemon CPU s | fake CPU s | CPU use | charged twice |");
+    r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &k.levels {
         let n = k.files.min(k.per_slot * c).min(pool.files.len()).max(1);
         let fake = FakeProvider::start(Config::default().with_key(KEY).with_latency(k.latency));
@@ -499,10 +513,15 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
         } else {
             " (INCOMPLETE)"
         };
+        let reqs = removals(&log);
+        let busy: f64 = reqs.iter().map(|e| e.duration.as_secs_f64()).sum::<f64>()
+            / win.as_secs_f64().max(1e-9);
+        let mut own: Vec<f64> = reqs.iter().map(|e| ms(e.duration)).collect();
         r.line(format!(
-            "| {c} | {n}{ok} | {ideal:.0} | {steady:.1} | {:.2} | {e2e:.1} | {:.2} | {:.1} | {:.1} | {:.0}% | {} |",
+            "| {c} | {n}{ok} | {ideal:.0} | {steady:.1} | {:.2} | {e2e:.1} | {:.2} | {busy:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
             steady / ideal,
             e2e / ideal,
+            pct(&mut own, 50.0),
             run.cpu.as_secs_f64(),
             fake_cpu.as_secs_f64(),
             use_ * 100.0,
@@ -780,8 +799,9 @@ fn latency(k: &Knobs, r: &mut Report, pool: &Pool) {
     use notify::Watcher;
     let n = k.drops.min(pool.files.len());
     r.line(format!(
-        "\n## Latency: drop → cut-out ({n} pictures dropped one every {} ms; settle {} ms; provider {} ms)\n",
+        "\n## Latency: drop → cut-out ({n} pictures dropped one every {}–{} ms; settle {} ms; provider {} ms)\n",
         k.drop_every.as_millis(),
+        k.drop_every.as_millis() + 99,
         k.settle.as_millis(),
         k.latency.as_millis()
     ));
@@ -819,7 +839,8 @@ fn latency(k: &Knobs, r: &mut Report, pool: &Pool) {
         let t = Instant::now();
         std::fs::rename(p, b.inbox().join(&name)).expect("rename");
         dropped.push((name.to_string_lossy().into_owned(), t));
-        std::thread::sleep(k.drop_every);
+        // A random extra 0–99 ms so drops do not lock to the daemon's timers.
+        std::thread::sleep(k.drop_every + Duration::from_millis(fastrand::u64(0..100)));
     }
     let mut seen: std::collections::HashMap<String, Instant> = Default::default();
     let deadline = Instant::now() + Duration::from_secs(30);
