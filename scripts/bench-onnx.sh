@@ -52,6 +52,9 @@ if [ -z "${ORT_DYLIB_PATH:-}" ]; then
 fi
 export ORT_DYLIB_PATH
 [ -x /usr/bin/time ] || { say "needs GNU time at /usr/bin/time (apt-get install time)"; exit 1; }
+if [ "$CUTOUT_BIN" = "$repo/target/release/examples/cutout_one" ]; then
+    (cd "$repo" && cargo build --release --locked --example cutout_one >&2)
+fi
 [ -x "$CUTOUT_BIN" ] || command -v "$CUTOUT_BIN" >/dev/null || { say "no cutout binary at $CUTOUT_BIN (set CUTOUT_BIN)"; exit 1; }
 
 REMBG=${REMBG:-$(command -v rembg || echo none)}
