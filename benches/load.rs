@@ -47,6 +47,9 @@ struct Knobs {
     /// level lasts about per_slot × latency (20 s) and concurrency 1 does
     /// not take 400 s.
     per_slot: usize,
+    /// Throughput again at concurrency 64 with an audit log already this
+    /// big (`BENCH_WARM_AUDIT_MB`, 8; 0 skips it).
+    warm_audit_mb: u64,
     /// Concurrency levels (`BENCH_CONCURRENCY`, "1,4,16,64,128,256": the
     /// issue's four, then higher to find where the machine is the limit).
     levels: Vec<usize>,
@@ -99,6 +102,7 @@ impl Knobs {
             latency: Duration::from_millis(env_num("BENCH_LATENCY_MS", 200)),
             files: env_num("BENCH_FILES", d("2000", "200").parse().unwrap_or(2000)),
             per_slot: env_num("BENCH_PER_SLOT", d("100", "15").parse().unwrap_or(100)),
+            warm_audit_mb: env_num("BENCH_WARM_AUDIT_MB", 8),
             levels: env_list("BENCH_CONCURRENCY", "1,4,16,64,128,256"),
             rate_files: env_num("BENCH_RATE_FILES", d("300", "60").parse().unwrap_or(300)),
             rate_limit: env_num("BENCH_RATE_LIMIT", 10),
@@ -473,6 +477,26 @@ fn loadavg() -> String {
 // ---------------------------------------------------------------------------
 // Scenarios.
 
+/// An audit log of about `bytes` made of earlier runs' outcome lines (job
+/// ids far above anything this run uses).
+fn prefill_audit(path: &Path, bytes: u64) {
+    use std::io::Write;
+    std::fs::create_dir_all(path.parent().expect("state dir")).expect("mkdir state");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).expect("audit.jsonl"));
+    let mut written = 0u64;
+    let mut job = 50_000_000u64;
+    while written < bytes {
+        let line = format!(
+            "{{\"ts\":\"2026-01-01T00:00:00.000Z\",\"event\":\"succeeded\",\"job\":{job},\"inbox\":\"/srv/shop/inbox\",\"input\":\"earlier/picture-{job}.jpg\",\"sha256\":\"{:064x}\",\"bytes\":48213,\"format\":\"jpeg\",\"width\":1200,\"height\":900,\"provider\":\"r\",\"attempts\":1,\"duration_ms\":231,\"output\":\"/srv/shop/outbox/earlier/picture-{job}.png\",\"moved_to\":\"/srv/shop/archive/earlier/picture-{job}.jpg\",\"reason\":null,\"code\":null,\"remote_job\":null,\"credits\":null,\"duplicate_of\":null}}\n",
+            job as u128 * 0x9E37_79B9_7F4A_7C15
+        );
+        f.write_all(line.as_bytes()).expect("write audit");
+        written += line.len() as u64;
+        job += 1;
+    }
+    f.flush().expect("flush audit");
+}
+
 fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
     r.line(format!(
         "\n## Throughput (provider unlimited, {} ms per picture)\n",
@@ -482,7 +506,14 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
     r.line("*At provider* = average number of requests the provider was working on (sum of its own times ÷ steady window); *provider ms* = its median own time per request (latency + its work). When *at provider* falls short of the concurrency, the daemon is the one not keeping the slots busy.\n");
     r.line("| concurrency | pictures | ideal /s | steady /s | ratio | end to end /s | ratio | at provider | provider ms | daemon CPU s | fake CPU s | CPU use | charged twice |");
     r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for &c in &k.levels {
+    // The levels on a fresh state folder, then concurrency 64 again with an
+    // audit log that already holds `warm_audit_mb` MiB (a daemon that has
+    // run for a while: ~14,000 pictures make 8 MiB).
+    let mut runs: Vec<(usize, u64)> = k.levels.iter().map(|&c| (c, 0)).collect();
+    if k.warm_audit_mb > 0 {
+        runs.push((64, k.warm_audit_mb));
+    }
+    for (c, warm) in runs {
         let n = k.files.min(k.per_slot * c).min(pool.files.len()).max(1);
         let fake = FakeProvider::start(Config::default().with_key(KEY).with_latency(k.latency));
         let b = Bench::new(
@@ -494,6 +525,14 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
                 settle: Duration::from_millis(250),
             },
         );
+        if warm > 0 {
+            prefill_audit(&b.root.join("state/audit.jsonl"), warm << 20);
+        }
+        let label = if warm > 0 {
+            format!("{c}, audit log {warm} MiB")
+        } else {
+            c.to_string()
+        };
         link_into(pool, n, &b.inbox());
         let fake_cpu0 = self_cpu();
         let run = b.process(&[]);
@@ -518,7 +557,7 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
             / win.as_secs_f64().max(1e-9);
         let mut own: Vec<f64> = reqs.iter().map(|e| ms(e.duration)).collect();
         r.line(format!(
-            "| {c} | {n}{ok} | {ideal:.0} | {steady:.1} | {:.2} | {e2e:.1} | {:.2} | {busy:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
+            "| {label} | {n}{ok} | {ideal:.0} | {steady:.1} | {:.2} | {e2e:.1} | {:.2} | {busy:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
             steady / ideal,
             e2e / ideal,
             pct(&mut own, 50.0),

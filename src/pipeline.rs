@@ -139,6 +139,18 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Ok(m) => m,
         Err(_) => return FileResult::Vanished,
     };
+    // A decision made earlier whose finishing steps failed (e.g. the target
+    // folder was full or read-only) is finished now, never decided again:
+    // one outcome, one audit line.
+    if !ctx.dry_run {
+        let (store, name, r) = (ctx.store.clone(), inbox.name.clone(), rel.clone());
+        match blocking("state lookup", move || store.active_decided(&name, &r)).await {
+            Ok(Ok(Some(job))) => return finish_decided(ctx, job).await,
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
+            Err(e) => return FileResult::Trouble(e),
+        }
+    }
     let ft = meta.file_type();
     if !ft.is_file() {
         let what = if ft.is_symlink() {
@@ -262,6 +274,33 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Claim::New(job) | Claim::Resume(job) => job,
     };
     run_job(ctx, inbox, &rel, job, provider, &validated, started).await
+}
+
+/// Run the finishing steps of a job decided earlier.
+async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
+    let (store, audit, cfg, id) = (
+        ctx.store.clone(),
+        ctx.audit.clone(),
+        ctx.cfg.clone(),
+        job.id,
+    );
+    match blocking("finish job", move || {
+        finish_job(&cfg, &store, &audit, id, None)
+    })
+    .await
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
+        Err(e) => return FileResult::Trouble(e),
+    }
+    let why = || job.reason.clone().unwrap_or_default();
+    match job.outcome {
+        Some(Outcome::Succeeded) => FileResult::Succeeded,
+        Some(Outcome::Duplicate) => FileResult::Duplicate,
+        Some(Outcome::Rejected) => FileResult::Rejected(why()),
+        Some(Outcome::Failed) => FileResult::Failed(why()),
+        Some(Outcome::Vanished) | None => FileResult::Vanished,
+    }
 }
 
 fn base_record(inbox: &Inbox, rel: &Path, job: &Job, v: Option<&Validated>) -> Record {

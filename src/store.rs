@@ -648,6 +648,19 @@ impl Store {
         )
     }
 
+    /// The decided-but-unfinished job of this input, if any.
+    pub fn active_decided(&self, inbox: &str, rel: &Path) -> Result<Option<Job>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT * FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 1
+                   AND outcome IS NOT NULL",
+                params![inbox, path_blob(rel)],
+                Self::row,
+            )
+            .optional()
+            .map_err(|e| self.e(e))
+    }
+
     /// Jobs that are decided but not finished (a crash between steps).
     pub fn decided_unfinished(&self) -> Result<Vec<Job>, StoreError> {
         self.query(

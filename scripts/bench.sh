@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The benchmark and soak command of issue 6 (not part of the default test
+# run; BENCHMARKS.md holds the figures it produced). In one go, on a release
+# build:
+#   1. benches/load.rs — the real `cutout` binary against the fake provider
+#      on 127.0.0.1 (200 ms per picture): throughput by concurrency, the
+#      rate-limited run, the naive curl loop side by side, the 10,000-file
+#      burst, drop→cut-out latency, CPU per picture at 1/4/12 MP;
+#   2. tests/crash.rs, full size — kill -9 at random moments during a
+#      300-file batch, restart, 10 times; plus the quick fault runs
+#      (provider outage, 5xx bursts, cut answers) on the release build.
+# The report goes to stdout and to $BENCH_OUT (default
+# target/bench/report.md, or under $CARGO_TARGET_DIR).
+#
+#   scripts/bench.sh                  # everything, about 10-15 minutes
+#   BENCH_QUICK=1 scripts/bench.sh    # smoke run, about 2 minutes
+#   BENCH_ONLY=burst,latency scripts/bench.sh   # some sections, no crash suite
+#
+# Every size is an environment variable; see `Knobs` in benches/load.rs
+# (BENCH_FILES, BENCH_CONCURRENCY, BENCH_BURST, BENCH_CPU, …) and the top of
+# tests/crash.rs (CRASH_FILES, CRASH_KILLS, CRASH_SEED). BENCH_DIR puts the
+# temporary sites on another filesystem (default: the system temp folder).
+# Run it on a quiet machine: the figures are wall-clock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=${CARGO_TARGET_DIR:-target}
+export BENCH_OUT=${BENCH_OUT:-$target/bench/report.md}
+mkdir -p "$(dirname "$BENCH_OUT")"
+
+if [ "${BENCH_QUICK:-0}" != 0 ]; then
+  export CRASH_FILES=${CRASH_FILES:-60} CRASH_KILLS=${CRASH_KILLS:-3}
+fi
+
+echo "bench.sh: building (release)…" >&2
+cargo build --release --locked --workspace
+cargo test --release --locked --bench load --test crash --no-run
+
+cargo test --release --locked --bench load -- --ignored --nocapture --test-threads=1
+
+if [ -n "${BENCH_ONLY:-}" ]; then
+  exit 0
+fi
+
+crash_log=$(mktemp)
+trap 'rm -f "$crash_log"' EXIT
+echo "bench.sh: crash and fault suite (release build)…" >&2
+status=0
+cargo test --release --locked --test crash -- --include-ignored --nocapture --test-threads=1 \
+  2>&1 | tee "$crash_log" || status=$?
+
+{
+  echo
+  echo "## Crash and fault suite (tests/crash.rs, release build)"
+  echo
+  echo '```'
+  grep -E '^(CRASH|OUTAGE|FAULTS)-RESULT|^LITTER|^test result' "$crash_log" || true
+  echo '```'
+} | tee -a "$BENCH_OUT"
+echo "bench.sh: report in $BENCH_OUT" >&2
+exit "$status"
