@@ -411,20 +411,35 @@ fn the_inbox_folder_deleted_and_recreated_under_the_daemon() {
 #[test]
 fn an_unwritable_rejected_folder_delays_the_move_but_decides_once() {
     let site = Site::new("");
-    let Some(m) = tmpfs(&site.rejected(), "10m") else { return };
+    let Some(m) = tmpfs(&site.rejected(), "10m") else {
+        return;
+    };
     let mut d = site.spawn_daemon();
-    wait_until(LONG, "daemon ready", || d.log_text().contains("cutout is running"));
+    wait_until(LONG, "daemon ready", || {
+        d.log_text().contains("cutout is running")
+    });
     m.remount("ro");
     site.drop_file("bad.jpg", b"this is not a picture");
     site.drop_file("good.jpg", &jpeg(160, 120, 800));
-    wait_until(LONG, "read-only reported", || d.log_text().contains("Read-only file system"));
-    wait_until(LONG, "good one done", || site.outbox().join("good.png").exists());
-    assert!(site.inbox().join("bad.jpg").exists(), "kept until it can be moved");
+    wait_until(LONG, "read-only reported", || {
+        d.log_text().contains("Read-only file system")
+    });
+    wait_until(LONG, "good one done", || {
+        site.outbox().join("good.png").exists()
+    });
+    assert!(
+        site.inbox().join("bad.jpg").exists(),
+        "kept until it can be moved"
+    );
     // let it retry against the read-only folder a few times
     std::thread::sleep(Duration::from_secs(3));
     m.remount("rw");
-    wait_until(LONG, "bad.jpg moved", || site.rejected().join("bad.jpg").exists());
-    wait_until(LONG, "reason written", || site.rejected().join("bad.jpg.reason.json").exists());
+    wait_until(LONG, "bad.jpg moved", || {
+        site.rejected().join("bad.jpg").exists()
+    });
+    wait_until(LONG, "reason written", || {
+        site.rejected().join("bad.jpg.reason.json").exists()
+    });
     d.term();
     assert!(d.wait(LONG).success());
     let lines: Vec<_> = site
