@@ -285,7 +285,7 @@ async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
         job.id,
     );
     match blocking("finish job", move || {
-        finish_job(&cfg, &store, &audit, id, None)
+        finish_job(&cfg, &store, &audit, id, None, false)
     })
     .await
     {
@@ -757,7 +757,7 @@ async fn decide_and_finish(
     let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
     let hint = hint.map(str::to_string);
     blocking("finish job", move || {
-        finish_job(&cfg, &store, &audit, id, hint.as_deref())
+        finish_job(&cfg, &store, &audit, id, hint.as_deref(), true)
     })
     .await?
     .map_err(|e| e.to_string())
@@ -779,13 +779,16 @@ pub enum FinishError {
 
 /// The idempotent finishing steps of a decided job: reason file, audit
 /// line, input disposition, done. Safe to run again after a crash at any
-/// point.
+/// point. `fresh`: the decision was committed just now by this process, so
+/// its audit line cannot be in the file yet (no need to search the file's
+/// tail — that search is only for recovery).
 pub fn finish_job(
     cfg: &Config,
     store: &Store,
     audit: &Audit,
     id: i64,
     hint: Option<&str>,
+    fresh: bool,
 ) -> Result<(), FinishError> {
     let Some(job) = store.get(id)? else {
         return Ok(());
@@ -840,7 +843,7 @@ pub fn finish_job(
     }
     // 2. the audit line, exactly once.
     if !job.audited {
-        if !audit.contains_job(id, outcome.as_str())? {
+        if fresh || !audit.contains_job(id, outcome.as_str())? {
             audit.append_json(&record_text)?;
         }
         store.mark_audited(id)?;
@@ -868,7 +871,7 @@ pub fn finish_job(
 pub fn recover(cfg: &Config, store: &Store, audit: &Audit) -> Result<(usize, usize), FinishError> {
     let mut finished = 0;
     for job in store.decided_unfinished()? {
-        match finish_job(cfg, store, audit, job.id, None) {
+        match finish_job(cfg, store, audit, job.id, None, false) {
             Ok(()) => finished += 1,
             Err(e) => {
                 tracing::error!(job = job.id, input = %job.rel_path.display(), "cannot finish an interrupted job yet: {e}")
