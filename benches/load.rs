@@ -246,10 +246,10 @@ impl Bench {
             Some(w) => {
                 let mut parts = w.split_whitespace();
                 let mut c = Command::new(parts.next().expect("BENCH_WRAP command"));
-                c.args(parts).arg(support::bin());
+                c.args(parts).arg(cutout_bin());
                 c
             }
-            None => Command::new(support::bin()),
+            None => Command::new(cutout_bin()),
         };
         c.args(args)
             .arg("--config")
@@ -273,16 +273,19 @@ impl Bench {
         let mut args = vec!["process"];
         args.extend_from_slice(extra);
         let t = Instant::now();
+        // Reaped by wait4 below (std's wait would not give the rusage).
+        #[allow(clippy::zombie_processes)]
         let child = self
             .cmd(&args)
             .stderr(self.log_file("process.log"))
             .spawn()
             .expect("spawn cutout process");
-        let (status, cpu) = wait4(child.id() as i32);
+        let (status, cpu, max_rss_kb) = wait4_rss(child.id() as i32);
         Finished {
             status,
             wall: t.elapsed(),
             cpu,
+            max_rss_kb,
         }
     }
 
@@ -297,14 +300,30 @@ impl Bench {
     }
 }
 
+/// The `cutout` under test: this build's, or `BENCH_CUTOUT_BIN` (to
+/// measure a patched build with the same harness).
+fn cutout_bin() -> PathBuf {
+    env_str("BENCH_CUTOUT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(support::bin)
+}
+
 struct Finished {
     status: ExitStatus,
     wall: Duration,
     cpu: Duration,
+    /// Peak resident set size (ru_maxrss), kB.
+    max_rss_kb: u64,
 }
 
 /// Reap `pid`, returning its exit status and user+system CPU time.
 fn wait4(pid: i32) -> (ExitStatus, Duration) {
+    let (s, c, _) = wait4_rss(pid);
+    (s, c)
+}
+
+/// Reap `pid`: exit status, user+system CPU time, peak RSS in kB.
+fn wait4_rss(pid: i32) -> (ExitStatus, Duration, u64) {
     let mut status = 0;
     // SAFETY: rusage is plain old data, filled by the kernel.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -315,6 +334,7 @@ fn wait4(pid: i32) -> (ExitStatus, Duration) {
     (
         ExitStatus::from_raw(status),
         tv(ru.ru_utime) + tv(ru.ru_stime),
+        ru.ru_maxrss.max(0) as u64,
     )
 }
 
@@ -504,8 +524,8 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
     ));
     r.line("`cutout process` on a backlog of small JPEGs (400×300). *Steady* is pictures / (first request → last answer) at the provider; *end to end* includes start-up, scan and exit. Ideal = concurrency / latency. CPU = share of both cores used by the daemon and the fake provider together.\n");
     r.line("*At provider* = average number of requests the provider was working on (sum of its own times ÷ steady window); *provider ms* = its median own time per request (latency + its work). When *at provider* falls short of the concurrency, the daemon is the one not keeping the slots busy.\n");
-    r.line("| concurrency | pictures | ideal /s | steady /s | ratio | end to end /s | ratio | at provider | provider ms | daemon CPU s | fake CPU s | CPU use | charged twice |");
-    r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    r.line("| concurrency | pictures | ideal /s | steady /s | ratio | end to end /s | ratio | at provider | provider ms | daemon CPU s | fake CPU s | CPU use | daemon peak RSS MB | charged twice |");
+    r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     // The levels on a fresh state folder, then concurrency 64 again with an
     // audit log that already holds `warm_audit_mb` MiB (a daemon that has
     // run for a while: ~14,000 pictures make 8 MiB).
@@ -557,13 +577,14 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
             / win.as_secs_f64().max(1e-9);
         let mut own: Vec<f64> = reqs.iter().map(|e| ms(e.duration)).collect();
         r.line(format!(
-            "| {label} | {n}{ok} | {ideal:.0} | {steady:.1} | {:.2} | {e2e:.1} | {:.2} | {busy:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {} |",
+            "| {label} | {n}{ok} | {ideal:.0} | {steady:.1} | {:.2} | {e2e:.1} | {:.2} | {busy:.1} | {:.0} | {:.1} | {:.1} | {:.0}% | {:.0} | {} |",
             steady / ideal,
             e2e / ideal,
             pct(&mut own, 50.0),
             run.cpu.as_secs_f64(),
             fake_cpu.as_secs_f64(),
             use_ * 100.0,
+            run.max_rss_kb as f64 / 1024.0,
             fake.doubly_charged().len()
         ));
     }
@@ -736,14 +757,18 @@ fn burst(k: &Knobs, r: &mut Report, pool: &Pool) {
         k.latency.as_millis()
     ));
     r.line("*Dropped*: renamed into the inbox of a running, idle daemon as fast as the harness can (time 0 = the first rename). *At start*: already in the inbox when `cutout run` starts (time 0 = spawn). First picture = first request arriving at the provider. Peak RSS = VmHWM of the daemon after the drain; idle RSS = VmHWM before the drop.\n");
-    r.line("| files | how | drop took s | first picture s | goal < 1 s | drained s | pictures/s | idle RSS MB | peak RSS MB | goal < 150 MB | daemon CPU s |");
-    r.line("|---:|---|---:|---:|---|---:|---:|---:|---:|---|---:|");
+    r.line("*RSS as it drains* = VmRSS when a quarter, half, three quarters and all of the pictures were done: it tells memory held for the waiting files (high early, falling) from memory that grows with the pictures done. The last row repeats the smallest burst on a state folder whose audit log already holds the given size (a daemon that has run for a while).\n");
+    r.line("| files | how | drop took s | first picture s | goal < 1 s | drained s | pictures/s | idle RSS MB | RSS as it drains MB | peak RSS MB | goal < 150 MB | daemon CPU s |");
+    r.line("|---:|---|---:|---:|---|---:|---:|---:|---|---:|---|---:|");
     let settle = Duration::from_millis(250);
-    let mut cases: Vec<(usize, bool)> = k.burst.iter().map(|&n| (n, true)).collect();
+    let mut cases: Vec<(usize, bool, u64)> = k.burst.iter().map(|&n| (n, true, 0)).collect();
     if let Some(&max) = k.burst.iter().max() {
-        cases.push((max, false));
+        cases.push((max, false, 0));
     }
-    for (n, dropped) in cases {
+    if let (Some(&min), true) = (k.burst.iter().min(), k.warm_audit_mb > 0) {
+        cases.push((min, true, k.warm_audit_mb));
+    }
+    for (n, dropped, warm) in cases {
         let n = n.min(pool.files.len());
         let fake = FakeProvider::start(Config::default().with_key(KEY).with_latency(k.latency));
         let b = Bench::new(
@@ -755,6 +780,9 @@ fn burst(k: &Knobs, r: &mut Report, pool: &Pool) {
                 settle,
             },
         );
+        if warm > 0 {
+            prefill_audit(&b.root.join("state/audit.jsonl"), warm << 20);
+        }
         let staging = b.root.join("staging");
         let (child, t0, drop_took, idle_kb) = if dropped {
             let staged = link_into(pool, n, &staging);
@@ -774,6 +802,7 @@ fn burst(k: &Knobs, r: &mut Report, pool: &Pool) {
         };
         let pid = child.id() as i32;
         let mut first: Option<Duration> = None;
+        let mut rss_at: Vec<u64> = Vec::new();
         let limit = Duration::from_secs(60) + k.latency * (n as u32) / 8;
         loop {
             if first.is_none() {
@@ -788,7 +817,11 @@ fn burst(k: &Knobs, r: &mut Report, pool: &Pool) {
                 continue;
             }
             let c = b.count(&b.outbox());
+            while rss_at.len() < 3 && c * 4 >= n * (rss_at.len() + 1) {
+                rss_at.push(proc_kb(pid, "VmRSS"));
+            }
             if c >= n {
+                rss_at.push(proc_kb(pid, "VmRSS"));
                 break;
             }
             if t0.elapsed() > limit {
@@ -804,8 +837,9 @@ fn burst(k: &Knobs, r: &mut Report, pool: &Pool) {
         let done = b.count(&b.outbox());
         let first_s = first.map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
         r.line(format!(
-            "| {n} | {} | {:.2} | {first_s:.2} | {} | {:.1} | {:.1} | {} | {:.1} | {} | {:.1} |{}",
+            "| {n} | {}{} | {:.2} | {first_s:.2} | {} | {:.1} | {:.1} | {} | {} | {:.1} | {} | {:.1} |{}",
             if dropped { "dropped" } else { "at start" },
+            if warm > 0 { format!(", audit log {warm} MiB") } else { String::new() },
             drop_took.as_secs_f64(),
             if first_s < 1.0 { "met" } else { "MISSED" },
             drained.as_secs_f64(),
@@ -815,6 +849,11 @@ fn burst(k: &Knobs, r: &mut Report, pool: &Pool) {
             } else {
                 "–".into()
             },
+            rss_at
+                .iter()
+                .map(|kb| format!("{:.0}", *kb as f64 / 1024.0))
+                .collect::<Vec<_>>()
+                .join(" / "),
             peak as f64 / 1024.0,
             if (peak as f64 / 1024.0) < 150.0 {
                 "met"
@@ -1010,9 +1049,12 @@ fn load() {
         machine(),
         loadavg()
     ));
+    if let Some(rev) = env_str("BENCH_REV") {
+        r.line(format!("Code: {rev}."));
+    }
     r.line(format!(
         "Binary: {} (release). Knobs: {k:?}",
-        support::bin().display()
+        cutout_bin().display()
     ));
 
     let work = match &k.dir {

@@ -26,6 +26,12 @@ cd "$(dirname "$0")/.."
 
 target=${CARGO_TARGET_DIR:-target}
 export BENCH_OUT=${BENCH_OUT:-$target/bench/report.md}
+# Which code was measured (printed in the report).
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+  rev="$rev + uncommitted changes"
+fi
+export BENCH_REV=${BENCH_REV:-$rev}
 mkdir -p "$(dirname "$BENCH_OUT")"
 
 if [ "${BENCH_QUICK:-0}" != 0 ]; then
@@ -54,7 +60,7 @@ cargo test --release --locked --test crash -- --include-ignored --nocapture --te
   echo "## Crash and fault suite (tests/crash.rs, release build)"
   echo
   echo '```'
-  grep -E '^(CRASH|OUTAGE|FAULTS)-RESULT|^LITTER|^test result' "$crash_log" || true
+  grep -oE '(CRASH|OUTAGE|FAULTS)-RESULT.*|LITTER.*|test result.*' "$crash_log" || true
   echo '```'
 } | tee -a "$BENCH_OUT"
 echo "bench.sh: report in $BENCH_OUT" >&2
