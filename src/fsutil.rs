@@ -233,7 +233,8 @@ pub fn numbered(path: &Path, n: u32) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// Remove our own leftover temp files (from a crash mid-write) in `dir`.
+/// Remove our own leftover temp and writability-probe files (from a crash
+/// mid-write or mid-start) in `dir`.
 pub fn sweep_temps(dir: &Path) -> usize {
     let mut n = 0;
     for entry in walkdir::WalkDir::new(dir)
@@ -244,7 +245,7 @@ pub fn sweep_temps(dir: &Path) -> usize {
         let name = entry.file_name().to_string_lossy();
         if entry.file_type().is_file()
             && name.starts_with('.')
-            && name.ends_with(".cutout-tmp")
+            && (name.ends_with(".cutout-tmp") || name.starts_with(".cutout-probe-"))
             && fs::remove_file(entry.path()).is_ok()
         {
             n += 1;

@@ -536,6 +536,7 @@ async fn succeed(
     started: Instant,
 ) -> FileResult {
     rec.event = "succeeded".into();
+    rec.ts = now_rfc3339();
     rec.duration_ms = started.elapsed().as_millis() as u64;
     if inbox.after_success == AfterSuccess::Archive {
         match reserve_move_target(ctx, job, inbox.archive.join(rel)).await {

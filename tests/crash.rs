@@ -8,8 +8,9 @@
 //!   outbox/, rejected/ or failed/ with a reason file), and the one its kind
 //!   calls for; nothing is left in the inbox, no temp files, no extra
 //!   outputs;
-//! - every input has exactly one outcome line in the audit log (one
-//!   `succeeded` per success);
+//! - every input has exactly one outcome line in the audit log, and every
+//!   picture (SHA-256) exactly one `succeeded` line — a copy is a
+//!   `duplicate`, never processed again;
 //! - the provider's own request log shows no picture charged twice, except
 //!   pictures whose paid answer was in flight at a kill or at an outage, or
 //!   was cut off by the provider itself (those are counted and printed).
@@ -19,7 +20,8 @@
 //!
 //! The quick versions run in the default `cargo test`; the full 300-file,
 //! 10-kill run is `#[ignore]`d and run by `scripts/bench.sh` (sizes from
-//! `CRASH_FILES`, `CRASH_KILLS`; `CRASH_SEED` replays a run).
+//! `CRASH_FILES`, `CRASH_KILLS`; `CRASH_SEED` replays a run's inputs and
+//! choices; `CRASH_KEEP=DIR` keeps each kill run's site for a post-mortem).
 
 mod support;
 
@@ -526,7 +528,7 @@ fn kill_run(files: usize, kills: usize, latency: Duration, concurrency: usize) -
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("kill run: {files} files, {kills} kills, seed {seed} (CRASH_SEED={seed} replays the inputs and kill moments)");
+    eprintln!("kill run: {files} files, {kills} kills, seed {seed} (CRASH_SEED={seed} replays the inputs and kill choices; timing still varies)");
     let started = Instant::now();
     let mut rng = fastrand::Rng::with_seed(seed);
     let fake = fake_with(Config::default().with_latency(latency));
