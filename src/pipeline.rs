@@ -22,7 +22,7 @@ use crate::config::{AfterSuccess, Config, Inbox};
 use crate::fsutil;
 use crate::output::{self, ReasonFile};
 use crate::provider::{Disposition, JobJournal, Provider, ProviderError, Request};
-use crate::store::{Claim, Job, Outcome, Store};
+use crate::store::{Claim, Job, Known, Naming, Outcome, Store};
 use crate::validate::{self, Rejection, Validated};
 
 /// Everything a worker needs, shared read-only.
@@ -83,9 +83,19 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {
     let span = tracing::debug_span!("blocking", what);
+    let queued = Instant::now();
     tokio::task::spawn_blocking(move || {
         let _g = span.enter();
-        f()
+        let waited = queued.elapsed();
+        let t = Instant::now();
+        let r = f();
+        tracing::trace!(
+            what,
+            wait_us = waited.as_micros() as u64,
+            run_us = t.elapsed().as_micros() as u64,
+            "blocking step"
+        );
+        r
     })
     .await
     .map_err(|e| format!("{what}: worker thread failed: {e}"))
@@ -139,19 +149,23 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Ok(m) => m,
         Err(_) => return FileResult::Vanished,
     };
+    let ft = meta.file_type();
+    let st = stat_of(&meta);
     // A decision made earlier whose finishing steps failed (e.g. the target
     // folder was full or read-only) is finished now, never decided again:
-    // one outcome, one audit line.
+    // one outcome, one audit line. A file finished earlier and kept in
+    // place unchanged is not read again.
     if !ctx.dry_run {
         let (store, name, r) = (ctx.store.clone(), inbox.name.clone(), rel.clone());
-        match blocking("state lookup", move || store.active_decided(&name, &r)).await {
-            Ok(Ok(Some(job))) => return finish_decided(ctx, job).await,
-            Ok(Ok(None)) => {}
+        let stat = ft.is_file().then_some((st.size, st.mtime_ns));
+        match blocking("state lookup", move || store.lookup(&name, &r, stat)).await {
+            Ok(Ok(Known::Decided(job))) => return finish_decided(ctx, job).await,
+            Ok(Ok(Known::DoneUnchanged)) => return FileResult::AlreadyDone,
+            Ok(Ok(Known::Unknown)) => {}
             Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
             Err(e) => return FileResult::Trouble(e),
         }
     }
-    let ft = meta.file_type();
     if !ft.is_file() {
         let what = if ft.is_symlink() {
             "a symbolic link".to_string()
@@ -171,21 +185,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         )
         .await;
     }
-    let st = stat_of(&meta);
     let limits = ctx.cfg.limits;
-    if !ctx.dry_run {
-        let (store, name, r) = (ctx.store.clone(), inbox.name.clone(), rel.clone());
-        match blocking("state lookup", move || {
-            store.done_unchanged(&name, &r, st.size, st.mtime_ns)
-        })
-        .await
-        {
-            Ok(Ok(true)) => return FileResult::AlreadyDone,
-            Ok(Ok(false)) => {}
-            Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
-            Err(e) => return FileResult::Trouble(e),
-        }
-    }
     if st.size == 0 {
         return reject(ctx, inbox, &rel, None, Some(st), Rejection::Empty, started).await;
     }
@@ -255,8 +255,23 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
             inbox.provider.clone(),
         );
         let keep = inbox.after_success == AfterSuccess::Keep;
+        let base = output::output_base(inbox, &rel);
         match blocking("claim", move || {
-            store.claim(&name, &r, &s, st.size, st.mtime_ns, &pname, keep)
+            let naming = Naming {
+                base: &base,
+                candidate: &fsutil::numbered,
+                also_free: &|_| true,
+            };
+            store.claim(
+                &name,
+                &r,
+                &s,
+                st.size,
+                st.mtime_ns,
+                &pname,
+                keep,
+                Some(&naming),
+            )
         })
         .await
         {
@@ -271,9 +286,21 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Claim::Duplicate { job, earlier } => {
             return duplicate(ctx, inbox, &rel, job, *earlier, &validated, started).await
         }
-        Claim::New(job) | Claim::Resume(job) => job,
+        Claim::New(job) => (job, true),
+        Claim::Resume(job) => (job, false),
     };
-    run_job(ctx, inbox, &rel, job, provider, &validated, started).await
+    let (job, first_counted) = job;
+    run_job(
+        ctx,
+        inbox,
+        &rel,
+        job,
+        first_counted,
+        provider,
+        &validated,
+        started,
+    )
+    .await
 }
 
 /// Run the finishing steps of a job decided earlier.
@@ -320,31 +347,28 @@ fn base_record(inbox: &Inbox, rel: &Path, job: &Job, v: Option<&Validated>) -> R
     }
 }
 
+/// Submit a claimed job and write its result. `first_counted`: the claim
+/// already counted the first attempt (a new job), so it is not written
+/// again.
+#[allow(clippy::too_many_arguments)]
 async fn run_job(
     ctx: &Ctx,
     inbox: &Inbox,
     rel: &Path,
     job: Job,
+    mut first_counted: bool,
     provider: Arc<dyn Provider>,
     v: &Validated,
     started: Instant,
 ) -> FileResult {
-    // Reserve the output name first: after a crash, a file at the reserved
-    // name is this job's finished result, and is not paid for again.
-    let output_path = match &job.output {
-        Some(p) => p.clone(),
-        None => {
-            let (store, id, base) = (ctx.store.clone(), job.id, output::output_base(inbox, rel));
-            match blocking("reserve output", move || {
-                store.reserve_output(id, &base, fsutil::numbered)
-            })
-            .await
-            {
-                Ok(Ok(p)) => p,
-                Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
-                Err(e) => return FileResult::Trouble(e),
-            }
-        }
+    // The claim reserved the output name: after a crash, a file at the
+    // reserved name is this job's finished result, and is not paid for
+    // again.
+    let Some(output_path) = job.output.clone() else {
+        return FileResult::Trouble(format!(
+            "job {} has no reserved output name (state database changed underneath?)",
+            job.id
+        ));
     };
     let mut rec = base_record(inbox, rel, &job, Some(v));
     if output_path.exists() {
@@ -368,8 +392,10 @@ async fn run_job(
     let mut free_retries = 0u32;
     let mut shutdown = ctx.shutdown.clone();
     let outcome = loop {
-        attempts += 1;
-        {
+        if first_counted {
+            first_counted = false;
+        } else {
+            attempts += 1;
             let (store, id) = (ctx.store.clone(), job.id);
             if let Ok(Err(e)) =
                 blocking("count attempt", move || store.set_attempts(id, attempts)).await
@@ -511,22 +537,6 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// Where the input goes after a success, reserved in the job row.
-async fn reserve_move_target(ctx: &Ctx, job: &Job, base: PathBuf) -> Result<PathBuf, String> {
-    let (store, id) = (ctx.store.clone(), job.id);
-    match blocking("reserve name", move || {
-        store.reserve_move(id, &base, fsutil::numbered, |p| {
-            std::fs::symlink_metadata(output::reason_path(p)).is_err()
-        })
-    })
-    .await
-    {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(e) => Err(e),
-    }
-}
-
 async fn succeed(
     ctx: &Ctx,
     inbox: &Inbox,
@@ -538,17 +548,12 @@ async fn succeed(
     rec.event = "succeeded".into();
     rec.ts = now_rfc3339();
     rec.duration_ms = started.elapsed().as_millis() as u64;
-    if inbox.after_success == AfterSuccess::Archive {
-        match reserve_move_target(ctx, job, inbox.archive.join(rel)).await {
-            Ok(p) => rec.moved_to = Some(lossy(&p)),
-            Err(e) => return FileResult::Trouble(e),
-        }
-    }
-    let outcome = Outcome::Succeeded;
-    if let Err(e) = decide_and_finish(ctx, job.id, outcome, &rec, None).await {
+    let archive = (inbox.after_success == AfterSuccess::Archive).then(|| inbox.archive.join(rel));
+    let (output, ms) = (rec.output.clone().unwrap_or_default(), rec.duration_ms);
+    if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Succeeded, rec, archive, None).await {
         return FileResult::Trouble(e);
     }
-    tracing::info!(input = %rel.display(), output = rec.output.as_deref().unwrap_or(""), ms = rec.duration_ms, "succeeded");
+    tracing::info!(input = %rel.display(), output, ms, "succeeded");
     FileResult::Succeeded
 }
 
@@ -579,7 +584,14 @@ async fn duplicate(
             None => {
                 let (store, id) = (ctx.store.clone(), job.id);
                 match blocking("reserve output", move || {
-                    store.reserve_output(id, &natural, fsutil::numbered)
+                    store.reserve_output(
+                        id,
+                        &Naming {
+                            base: &natural,
+                            candidate: &fsutil::numbered,
+                            also_free: &|_| true,
+                        },
+                    )
                 })
                 .await
                 {
@@ -630,13 +642,8 @@ async fn duplicate(
         earlier.rel_path.display()
     ));
     rec.duration_ms = started.elapsed().as_millis() as u64;
-    if inbox.after_success == AfterSuccess::Archive {
-        match reserve_move_target(ctx, &job, inbox.archive.join(rel)).await {
-            Ok(p) => rec.moved_to = Some(lossy(&p)),
-            Err(e) => return FileResult::Trouble(e),
-        }
-    }
-    if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Duplicate, &rec, None).await {
+    let archive = (inbox.after_success == AfterSuccess::Archive).then(|| inbox.archive.join(rel));
+    if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Duplicate, rec, archive, None).await {
         return FileResult::Trouble(e);
     }
     tracing::info!(input = %rel.display(), earlier = earlier.id, "duplicate: reused the earlier cut-out");
@@ -676,18 +683,22 @@ async fn reject(
         Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
         Err(e) => return FileResult::Trouble(e),
     };
-    let target = match reserve_move_target(ctx, &job, inbox.rejected.join(rel)).await {
-        Ok(p) => p,
-        Err(e) => return FileResult::Trouble(e),
-    };
     let mut rec = base_record(inbox, rel, &job, None);
     rec.event = "rejected".into();
     rec.provider = None;
     rec.code = Some(why.code().into());
     rec.reason = Some(format!("{why}; {}", why.hint()));
-    rec.moved_to = Some(lossy(&target));
     rec.duration_ms = started.elapsed().as_millis() as u64;
-    if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Rejected, &rec, Some(why.hint())).await
+    let target = Some(inbox.rejected.join(rel));
+    if let Err(e) = decide_and_finish(
+        ctx,
+        job.id,
+        Outcome::Rejected,
+        rec,
+        target,
+        Some(why.hint()),
+    )
+    .await
     {
         return FileResult::Trouble(e);
     }
@@ -706,10 +717,6 @@ async fn fail(
     v: &Validated,
     started: Instant,
 ) -> FileResult {
-    let target = match reserve_move_target(ctx, job, inbox.failed.join(rel)).await {
-        Ok(p) => p,
-        Err(e) => return FileResult::Trouble(e),
-    };
     let mut rec = base_record(inbox, rel, job, Some(v));
     rec.event = "failed".into();
     rec.attempts = attempts;
@@ -718,39 +725,50 @@ async fn fail(
         "{err} (after {attempts} attempt{})",
         if attempts == 1 { "" } else { "s" }
     ));
-    rec.moved_to = Some(lossy(&target));
     rec.duration_ms = started.elapsed().as_millis() as u64;
     let hint = "check the reason; drop the file into the inbox again to retry it";
-    if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Failed, &rec, Some(hint)).await {
+    let target = Some(inbox.failed.join(rel));
+    if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Failed, rec, target, Some(hint)).await {
         return FileResult::Trouble(e);
     }
     tracing::error!(input = %rel.display(), code = err.code(), attempts, "failed: {err}");
     FileResult::Failed(format!("{}: {err}", err.code()))
 }
 
-/// Commit the decision, then run the finishing steps.
+/// Commit the decision (reserving where the input goes: `move_base` and
+/// its numbered variants, None for delete/keep), then run the finishing
+/// steps.
 async fn decide_and_finish(
     ctx: &Ctx,
     id: i64,
     outcome: Outcome,
-    rec: &Record,
+    mut rec: Record,
+    move_base: Option<PathBuf>,
     hint: Option<&str>,
 ) -> Result<(), String> {
-    let line = serde_json::to_string(&rec).map_err(|e| e.to_string())?;
-    let (store, l, out) = (
-        ctx.store.clone(),
-        line,
-        rec.output.clone().map(PathBuf::from),
-    );
-    let (code, reason) = (rec.code.clone(), rec.reason.clone());
+    let store = ctx.store.clone();
     blocking("record decision", move || {
+        let out = rec.output.clone().map(PathBuf::from);
+        let (code, reason) = (rec.code.clone(), rec.reason.clone());
+        let no_reason_file = |p: &Path| std::fs::symlink_metadata(output::reason_path(p)).is_err();
+        let naming = move_base.as_deref().map(|base| Naming {
+            base,
+            candidate: &fsutil::numbered,
+            also_free: &no_reason_file,
+        });
         store.decide(
             id,
             outcome,
             out.as_deref(),
             code.as_deref(),
             reason.as_deref(),
-            &l,
+            naming.as_ref(),
+            |moved| {
+                if let Some(p) = moved {
+                    rec.moved_to = Some(lossy(p));
+                }
+                serde_json::to_string(&rec).map_err(|e| e.to_string())
+            },
         )
     })
     .await?
@@ -802,7 +820,7 @@ pub fn finish_job(
     }
     let Some(inbox) = cfg.inboxes.iter().find(|i| i.name == job.inbox) else {
         // The inbox was removed from the config: nothing safe to move.
-        store.finish(id)?;
+        store.finish(id, false)?;
         return Ok(());
     };
     let record_text = job.record.clone().ok_or(FinishError::NoRecord(id))?;
@@ -842,29 +860,48 @@ pub fn finish_job(
             )?;
         }
     }
-    // 2. the audit line, exactly once.
-    if !job.audited {
-        if fresh || !audit.contains_job(id, outcome.as_str())? {
-            audit.append_json(&record_text)?;
-        }
-        store.mark_audited(id)?;
+    // 2. the audit line, exactly once. Its "audited" mark is committed
+    // with `finish` (one commit less per picture); a crash in between is
+    // covered by the search of the audit file on the next finish.
+    if !job.audited && (fresh || !audit.contains_job(id, outcome.as_str())?) {
+        audit.append_json(&record_text)?;
     }
     // 3. the input goes to its one place.
-    if input_here.is_some() {
-        match (outcome, &job.move_to) {
-            (_, Some(target)) if std::fs::symlink_metadata(target).is_err() => {
-                fsutil::move_durably(&input, target)?;
-            }
-            (Outcome::Succeeded | Outcome::Duplicate, None)
-                if inbox.after_success == AfterSuccess::Delete =>
-            {
-                fsutil::remove_durably(&input)?;
-            }
-            _ => {}
+    if let Err(e) = dispose_input(inbox, &job, outcome, &input, input_here.is_some()) {
+        // Finished later (full disk, read-only folder): remember the audit
+        // line is written so that retry needs no search.
+        if !job.audited {
+            let _ = store.mark_audited(id);
         }
+        return Err(e.into());
     }
-    store.finish(id)?;
+    store.finish(id, true)?;
     Ok(())
+}
+
+/// Move or delete the input as its outcome says (nothing when it is no
+/// longer there, or its target already is).
+fn dispose_input(
+    inbox: &Inbox,
+    job: &Job,
+    outcome: Outcome,
+    input: &Path,
+    input_here: bool,
+) -> Result<(), fsutil::FsError> {
+    if !input_here {
+        return Ok(());
+    }
+    match (outcome, &job.move_to) {
+        (_, Some(target)) if std::fs::symlink_metadata(target).is_err() => {
+            fsutil::move_durably(input, target)
+        }
+        (Outcome::Succeeded | Outcome::Duplicate, None)
+            if inbox.after_success == AfterSuccess::Delete =>
+        {
+            fsutil::remove_durably(input)
+        }
+        _ => Ok(()),
+    }
 }
 
 /// At start-up: finish what a crash left decided-but-unfinished, and drop

@@ -3,9 +3,12 @@
 //! only the job it interrupted, and the same picture is never paid for twice.
 //!
 //! Owns: the schema and its migrations, the single-writer lock on the state
-//! folder, and every query. A job row goes `active` → (outcome decided) →
-//! audited → input disposed → `done`; each step is a committed transaction,
-//! so recovery can finish whatever a crash left half-way.
+//! folder, and every query. A job row goes claimed (output name reserved,
+//! first attempt counted) → outcome decided (with where the input goes) →
+//! `done`; each step is one committed transaction, so recovery can finish
+//! whatever a crash left half-way. Every commit is an fsync and all of them
+//! queue on one connection, so a picture's happy path takes three: claim,
+//! decide, finish.
 //!
 //! Must not: do file I/O other than the database and its lock, or hold image
 //! bytes.
@@ -18,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -34,6 +37,8 @@ pub enum StoreError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("state database {}: cannot prepare the audit record: {why}", path.display())]
+    Record { path: PathBuf, why: String },
     #[error("state database {} was written by a newer cutout (schema {found}, this build knows {SCHEMA_VERSION})", path.display())]
     TooNew { path: PathBuf, found: i64 },
 }
@@ -110,6 +115,34 @@ pub enum Claim {
     Busy,
     /// Same content succeeded before; its output is reused.
     Duplicate { job: Job, earlier: Box<Job> },
+}
+
+/// How to pick a free file name in a transaction: `candidate(base, n)` for
+/// n = 1, 2, … until one is free on disk, not held by another unfinished
+/// job, and `also_free` (e.g. no reason file beside it).
+pub struct Naming<'a> {
+    pub base: &'a Path,
+    pub candidate: &'a dyn Fn(&Path, u32) -> PathBuf,
+    pub also_free: &'a dyn Fn(&Path) -> bool,
+}
+
+/// Which name column a [`Naming`] reserves.
+#[derive(Clone, Copy)]
+enum NameColumn {
+    Output,
+    MoveTo,
+}
+
+/// What `lookup` knows about a file before it is read.
+#[derive(Debug)]
+pub enum Known {
+    /// Decided earlier, finishing steps still to run.
+    Decided(Job),
+    /// This exact file (path, size, mtime) already finished and was kept in
+    /// place.
+    DoneUnchanged,
+    /// Nothing that saves reading it.
+    Unknown,
 }
 
 /// The state database. Cheap to clone; one connection behind a mutex
@@ -293,6 +326,19 @@ impl Store {
             )
             .map_err(|e| self.e(e))?;
         }
+        if v < 2 {
+            // Name reservations look only at unfinished jobs: small partial
+            // indexes keep them O(log n) however many jobs the table holds
+            // (a full scan per picture before).
+            c.execute_batch(
+                "BEGIN;
+                 CREATE INDEX IF NOT EXISTS jobs_active_move_to ON jobs(move_to) WHERE active = 1;
+                 CREATE INDEX IF NOT EXISTS jobs_active_output ON jobs(output) WHERE active = 1;
+                 PRAGMA user_version = 2;
+                 COMMIT;",
+            )
+            .map_err(|e| self.e(e))?;
+        }
         Ok(())
     }
 
@@ -328,17 +374,33 @@ impl Store {
             .map_err(|e| self.e(e))
     }
 
-    /// True when this exact file (path, size, mtime) already finished and
-    /// was kept in place: rescans skip it without reading it.
-    pub fn done_unchanged(
+    /// What is known about this input before reading it: a decision whose
+    /// finishing steps are still to run, or (for a regular file, `stat` =
+    /// size and mtime) a finished job that kept it in place unchanged, so
+    /// rescans skip it without reading it. One read under the lock.
+    pub fn lookup(
         &self,
         inbox: &str,
         rel: &Path,
-        size: u64,
-        mtime_ns: i64,
-    ) -> Result<bool, StoreError> {
-        let n: i64 = self
-            .conn()
+        stat: Option<(u64, i64)>,
+    ) -> Result<Known, StoreError> {
+        let c = self.conn();
+        let decided = c
+            .query_row(
+                "SELECT * FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 1
+                   AND outcome IS NOT NULL",
+                params![inbox, path_blob(rel)],
+                Self::row,
+            )
+            .optional()
+            .map_err(|e| self.e(e))?;
+        if let Some(job) = decided {
+            return Ok(Known::Decided(job));
+        }
+        let Some((size, mtime_ns)) = stat else {
+            return Ok(Known::Unknown);
+        };
+        let n: i64 = c
             .query_row(
                 "SELECT COUNT(*) FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 0
                    AND size = ?3 AND mtime_ns = ?4 AND outcome IN ('succeeded','duplicate')
@@ -347,12 +409,19 @@ impl Store {
                 |r| r.get(0),
             )
             .map_err(|e| self.e(e))?;
-        Ok(n > 0)
+        Ok(if n > 0 {
+            Known::DoneUnchanged
+        } else {
+            Known::Unknown
+        })
     }
 
     /// Find or create the job for this file and content. `kept_in_place`
     /// tells whether successful inputs stay in the inbox (then a finished job
-    /// for the same path and content means "nothing to do").
+    /// for the same path and content means "nothing to do"). With `output`,
+    /// a new job (not a duplicate) gets its output name reserved and its
+    /// first attempt counted in the same commit; a resumed job without a
+    /// reserved name gets one.
     #[allow(clippy::too_many_arguments)]
     pub fn claim(
         &self,
@@ -363,6 +432,7 @@ impl Store {
         mtime_ns: i64,
         provider: &str,
         kept_in_place: bool,
+        output: Option<&Naming<'_>>,
     ) -> Result<Claim, StoreError> {
         let mut c = self.conn();
         let tx = c.transaction().map_err(|e| self.e(e))?;
@@ -385,6 +455,12 @@ impl Store {
                 // A job interrupted while it was being handled as a duplicate
                 // stays a duplicate: resuming it as a new job would pay again.
                 let earlier = Self::earlier_success(&tx, sha, job.id).map_err(|e| self.e(e))?;
+                let mut job = job;
+                if let (None, None, Some(naming)) = (&earlier, &job.output, output) {
+                    let p = Self::pick_name(&tx, job.id, NameColumn::Output, naming)
+                        .map_err(|e| self.e(e))?;
+                    job.output = Some(p);
+                }
                 tx.commit().map_err(|e| self.e(e))?;
                 return Ok(match earlier {
                     Some(earlier) => Claim::Duplicate {
@@ -446,6 +522,14 @@ impl Store {
         )
         .map_err(|e| self.e(e))?;
         let id = tx.last_insert_rowid();
+        if let (None, Some(naming)) = (&earlier, output) {
+            // The output name is reserved before any request is sent (after
+            // a crash, a file there is this job's paid result), and the
+            // request about to be sent is counted.
+            Self::pick_name(&tx, id, NameColumn::Output, naming).map_err(|e| self.e(e))?;
+            tx.execute("UPDATE jobs SET attempts = 1 WHERE id = ?1", [id])
+                .map_err(|e| self.e(e))?;
+        }
         let job = tx
             .query_row("SELECT * FROM jobs WHERE id = ?1", [id], Self::row)
             .map_err(|e| self.e(e))?;
@@ -486,7 +570,8 @@ impl Store {
         size: Option<u64>,
         mtime_ns: Option<i64>,
     ) -> Result<Job, StoreError> {
-        let c = self.conn();
+        let mut c = self.conn();
+        let c = c.transaction().map_err(|e| self.e(e))?;
         let now = now_ms();
         // An earlier undecided row for this path (e.g. a file that turned
         // corrupt) yields to the new one.
@@ -510,8 +595,11 @@ impl Store {
         )
         .map_err(|e| self.e(e))?;
         let id = c.last_insert_rowid();
-        c.query_row("SELECT * FROM jobs WHERE id = ?1", [id], Self::row)
-            .map_err(|e| self.e(e))
+        let job = c
+            .query_row("SELECT * FROM jobs WHERE id = ?1", [id], Self::row)
+            .map_err(|e| self.e(e))?;
+        c.commit().map_err(|e| self.e(e))?;
+        Ok(job)
     }
 
     pub fn set_attempts(&self, id: i64, attempts: u32) -> Result<(), StoreError> {
@@ -528,78 +616,52 @@ impl Store {
         )
     }
 
-    /// Reserve the first free output name among `candidates(n)`, n = 1, 2, …
-    /// A name is free when no file is there and no other unfinished job holds
-    /// it. Returns the reserved path.
-    pub fn reserve_output(
-        &self,
+    /// Pick the first free name of `naming` and store it in `col` of job
+    /// `id` (inside the caller's transaction).
+    fn pick_name(
+        tx: &rusqlite::Transaction<'_>,
         id: i64,
-        base: &Path,
-        candidate: impl Fn(&Path, u32) -> PathBuf,
-    ) -> Result<PathBuf, StoreError> {
-        let mut c = self.conn();
-        let tx = c.transaction().map_err(|e| self.e(e))?;
+        col: NameColumn,
+        naming: &Naming<'_>,
+    ) -> rusqlite::Result<PathBuf> {
+        let (held_sql, set_sql) = match col {
+            NameColumn::Output => (
+                "SELECT COUNT(*) FROM jobs WHERE output = ?1 AND id != ?2 AND active = 1",
+                "UPDATE jobs SET output = ?2, updated_ms = ?3 WHERE id = ?1",
+            ),
+            NameColumn::MoveTo => (
+                "SELECT COUNT(*) FROM jobs WHERE move_to = ?1 AND id != ?2 AND active = 1",
+                "UPDATE jobs SET move_to = ?2, updated_ms = ?3 WHERE id = ?1",
+            ),
+        };
         let mut n = 1;
         let chosen = loop {
-            let p = candidate(base, n);
-            let held: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE output = ?1 AND id != ?2 AND active = 1",
-                    params![path_blob(&p), id],
-                    |r| r.get(0),
-                )
-                .map_err(|e| self.e(e))?;
-            if held == 0 && std::fs::symlink_metadata(&p).is_err() {
+            let p = (naming.candidate)(naming.base, n);
+            let held: i64 = tx.query_row(held_sql, params![path_blob(&p), id], |r| r.get(0))?;
+            if held == 0 && std::fs::symlink_metadata(&p).is_err() && (naming.also_free)(&p) {
                 break p;
             }
             n += 1;
         };
-        tx.execute(
-            "UPDATE jobs SET output = ?2, updated_ms = ?3 WHERE id = ?1",
-            params![id, path_blob(&chosen), now_ms()],
-        )
-        .map_err(|e| self.e(e))?;
-        tx.commit().map_err(|e| self.e(e))?;
+        tx.execute(set_sql, params![id, path_blob(&chosen), now_ms()])?;
         Ok(chosen)
     }
 
-    /// Reserve where the input goes (archive/rejected/failed): the first name
-    /// with nothing there and not held by another unfinished job.
-    pub fn reserve_move(
-        &self,
-        id: i64,
-        base: &Path,
-        candidate: impl Fn(&Path, u32) -> PathBuf,
-        also_free: impl Fn(&Path) -> bool,
-    ) -> Result<PathBuf, StoreError> {
+    /// Reserve an output name for job `id` (a duplicate that needs its own
+    /// copy of the earlier cut-out). Returns the reserved path.
+    pub fn reserve_output(&self, id: i64, naming: &Naming<'_>) -> Result<PathBuf, StoreError> {
         let mut c = self.conn();
         let tx = c.transaction().map_err(|e| self.e(e))?;
-        let mut n = 1;
-        let chosen = loop {
-            let p = candidate(base, n);
-            let held: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM jobs WHERE move_to = ?1 AND id != ?2 AND active = 1",
-                    params![path_blob(&p), id],
-                    |r| r.get(0),
-                )
-                .map_err(|e| self.e(e))?;
-            if held == 0 && std::fs::symlink_metadata(&p).is_err() && also_free(&p) {
-                break p;
-            }
-            n += 1;
-        };
-        tx.execute(
-            "UPDATE jobs SET move_to = ?2, updated_ms = ?3 WHERE id = ?1",
-            params![id, path_blob(&chosen), now_ms()],
-        )
-        .map_err(|e| self.e(e))?;
+        let chosen = Self::pick_name(&tx, id, NameColumn::Output, naming).map_err(|e| self.e(e))?;
         tx.commit().map_err(|e| self.e(e))?;
         Ok(chosen)
     }
 
-    /// Record the decision and the audit record to write. From here on the
-    /// job is finished by `finish` steps, also after a crash.
+    /// Record the decision in one commit: the outcome, where the input goes
+    /// (`move_to`: a free name is reserved; None for delete/keep) and the
+    /// audit record to write, built by `record` once that name is known.
+    /// From here on the job is finished by `finish_job`, also after a crash.
+    /// Returns the reserved input target.
     #[allow(clippy::too_many_arguments)]
     pub fn decide(
         &self,
@@ -608,9 +670,22 @@ impl Store {
         output: Option<&Path>,
         reason_code: Option<&str>,
         reason: Option<&str>,
-        record: &str,
-    ) -> Result<(), StoreError> {
-        self.exec(
+        move_to: Option<&Naming<'_>>,
+        record: impl FnOnce(Option<&Path>) -> Result<String, String>,
+    ) -> Result<Option<PathBuf>, StoreError> {
+        let mut c = self.conn();
+        let tx = c.transaction().map_err(|e| self.e(e))?;
+        let target = match move_to {
+            Some(naming) => {
+                Some(Self::pick_name(&tx, id, NameColumn::MoveTo, naming).map_err(|e| self.e(e))?)
+            }
+            None => None,
+        };
+        let record = record(target.as_deref()).map_err(|why| StoreError::Record {
+            path: self.path.clone(),
+            why,
+        })?;
+        tx.execute(
             "UPDATE jobs SET outcome = ?2, output = COALESCE(?3, output), reason_code = ?4,
                     reason = ?5, record = ?6, updated_ms = ?7 WHERE id = ?1",
             params![
@@ -623,8 +698,13 @@ impl Store {
                 now_ms()
             ],
         )
+        .map_err(|e| self.e(e))?;
+        tx.commit().map_err(|e| self.e(e))?;
+        Ok(target)
     }
 
+    /// The audit line is written (used when a later finishing step fails,
+    /// so the retry need not search the audit file).
     pub fn mark_audited(&self, id: i64) -> Result<(), StoreError> {
         self.exec(
             "UPDATE jobs SET audited = 1, updated_ms = ?2 WHERE id = ?1",
@@ -632,10 +712,13 @@ impl Store {
         )
     }
 
-    pub fn finish(&self, id: i64) -> Result<(), StoreError> {
+    /// The job is done. `audited`: its audit line is written (a crash
+    /// between that append and this commit is covered by recovery's search
+    /// of the audit file).
+    pub fn finish(&self, id: i64, audited: bool) -> Result<(), StoreError> {
         self.exec(
-            "UPDATE jobs SET active = 0, updated_ms = ?2 WHERE id = ?1",
-            params![id, now_ms()],
+            "UPDATE jobs SET active = 0, audited = MAX(audited, ?2), updated_ms = ?3 WHERE id = ?1",
+            params![id, audited as i64, now_ms()],
         )
     }
 
@@ -646,19 +729,6 @@ impl Store {
                WHERE id = ?1 AND outcome IS NULL",
             params![id, why, now_ms()],
         )
-    }
-
-    /// The decided-but-unfinished job of this input, if any.
-    pub fn active_decided(&self, inbox: &str, rel: &Path) -> Result<Option<Job>, StoreError> {
-        self.conn()
-            .query_row(
-                "SELECT * FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 1
-                   AND outcome IS NOT NULL",
-                params![inbox, path_blob(rel)],
-                Self::row,
-            )
-            .optional()
-            .map_err(|e| self.e(e))
     }
 
     /// Jobs that are decided but not finished (a crash between steps).
@@ -724,7 +794,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let a = match s
-            .claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false)
+            .claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false, None)
             .expect("claim")
         {
             Claim::New(j) => j,
@@ -732,22 +802,30 @@ mod tests {
         };
         // same path, same content, still active → resume
         assert!(matches!(
-            s.claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false).expect("claim"),
+            s.claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false, None).expect("claim"),
             Claim::Resume(j) if j.id == a.id
         ));
         // same content under another name while active → busy
         assert!(matches!(
-            s.claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false)
+            s.claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
                 .expect("claim"),
             Claim::Busy
         ));
         let out = d.path().join("a.png");
         std::fs::write(&out, b"x").expect("write");
-        s.decide(a.id, Outcome::Succeeded, Some(&out), None, None, "{}")
-            .expect("decide");
-        s.finish(a.id).expect("finish");
+        s.decide(
+            a.id,
+            Outcome::Succeeded,
+            Some(&out),
+            None,
+            None,
+            None,
+            |_| Ok("{}".into()),
+        )
+        .expect("decide");
+        s.finish(a.id, true).expect("finish");
         match s
-            .claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false)
+            .claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
             .expect("claim")
         {
             Claim::Duplicate { earlier, .. } => assert_eq!(earlier.id, a.id),
@@ -760,26 +838,34 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let Claim::New(a) = s
-            .claim("in", Path::new("a.jpg"), "h1", 1, 1, "p", false)
+            .claim("in", Path::new("a.jpg"), "h1", 1, 1, "p", false, None)
             .expect("claim")
         else {
             panic!("expected New");
         };
         let out = d.path().join("a.png");
         std::fs::write(&out, b"x").expect("write");
-        s.decide(a.id, Outcome::Succeeded, Some(&out), None, None, "{}")
-            .expect("decide");
-        s.finish(a.id).expect("finish");
+        s.decide(
+            a.id,
+            Outcome::Succeeded,
+            Some(&out),
+            None,
+            None,
+            None,
+            |_| Ok("{}".into()),
+        )
+        .expect("decide");
+        s.finish(a.id, true).expect("finish");
         // b.jpg is claimed as a duplicate, then the process dies before deciding
         let Claim::Duplicate { job: b, .. } = s
-            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false)
+            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
             .expect("claim")
         else {
             panic!("expected Duplicate");
         };
         // after a restart the same file must come back as a duplicate again
         match s
-            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false)
+            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
             .expect("claim")
         {
             Claim::Duplicate { job, earlier } => {
