@@ -281,6 +281,7 @@ fn run_daemon(cfg: Config, loaded: Loaded, arg: &ConfigArg) -> i32 {
             providers: s.providers.clone(),
             dry_run: false,
             shutdown: rx.clone(),
+            engine_slots: Ctx::engine_slots(cfg.queue.concurrency),
         });
         let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
         let reloader = crate::reload::Reloader {
@@ -425,6 +426,7 @@ fn run_batch(cfg: Config, arg: &ConfigArg, dry_run: bool, paths: &[PathBuf]) -> 
             providers: s.providers.clone(),
             dry_run,
             shutdown: rx,
+            engine_slots: Ctx::engine_slots(cfg.queue.concurrency),
         });
         queue::run(ctx, Mode::Batch { roots }, Some(progress)).await
     });

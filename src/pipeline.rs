@@ -34,6 +34,22 @@ pub struct Ctx {
     pub dry_run: bool,
     /// Flips to true when the process is asked to stop.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// `queue.concurrency` permits: pictures at the engine at once.
+    pub engine_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Ctx {
+    /// The engine slots for a `queue.concurrency`.
+    pub fn engine_slots(concurrency: usize) -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)))
+    }
+
+    /// Workers the queue runs at once: the pictures at the engine plus as
+    /// many again being read, checked and finished around them (each holds
+    /// at most one picture's bytes).
+    pub fn worker_limit(&self) -> usize {
+        2 * self.cfg.queue.concurrency.max(1)
+    }
 }
 
 /// What became of one file, for the queue and the batch summary.
@@ -159,7 +175,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         let (store, name, r) = (ctx.store.clone(), inbox.name.clone(), rel.clone());
         let stat = ft.is_file().then_some((st.size, st.mtime_ns));
         match blocking("state lookup", move || store.lookup(&name, &r, stat)).await {
-            Ok(Ok(Known::Decided(job))) => return finish_decided(ctx, job).await,
+            Ok(Ok(Known::Decided(job))) => return finish_decided(ctx, *job).await,
             Ok(Ok(Known::DoneUnchanged)) => return FileResult::AlreadyDone,
             Ok(Ok(Known::Unknown)) => {}
             Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
@@ -257,11 +273,6 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         let keep = inbox.after_success == AfterSuccess::Keep;
         let base = output::output_base(inbox, &rel);
         match blocking("claim", move || {
-            let naming = Naming {
-                base: &base,
-                candidate: &fsutil::numbered,
-                also_free: &|_| true,
-            };
             store.claim(
                 &name,
                 &r,
@@ -270,7 +281,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
                 st.mtime_ns,
                 &pname,
                 keep,
-                Some(&naming),
+                Some(output_naming(base)),
             )
         })
         .await
@@ -301,6 +312,15 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         started,
     )
     .await
+}
+
+/// A free name for a cut-out: `base`, else `base-2`, `base-3`, …
+fn output_naming(base: PathBuf) -> Naming {
+    Naming {
+        base,
+        candidate: fsutil::numbered,
+        also_free: |_| true,
+    }
 }
 
 /// Run the finishing steps of a job decided earlier.
@@ -392,6 +412,27 @@ async fn run_job(
     let mut free_retries = 0u32;
     let mut shutdown = ctx.shutdown.clone();
     let outcome = loop {
+        // Wait for one of the `queue.concurrency` engine slots; the queue
+        // keeps as many pictures again read, checked and written around
+        // the ones at the engine, so the engine never waits for them.
+        let slot = tokio::select! {
+            s = ctx.engine_slots.acquire() => Some(s),
+            _ = shutdown.wait_for(|s| *s) => None,
+        };
+        let Some(slot) = slot else {
+            if first_counted {
+                // Counted by the claim but never sent: give it back.
+                let (store, id) = (ctx.store.clone(), job.id);
+                let _ = blocking("count attempt", move || {
+                    store.set_attempts(id, attempts.saturating_sub(1))
+                })
+                .await;
+            }
+            return FileResult::Interrupted;
+        };
+        let Ok(slot) = slot else {
+            return FileResult::Trouble("the engine slots were closed".into());
+        };
         if first_counted {
             first_counted = false;
         } else {
@@ -412,6 +453,7 @@ async fn run_job(
         };
         let t0 = Instant::now();
         let res = provider.remove_background(req).await;
+        drop(slot);
         crate::metrics::global().observe_latency(provider.name(), t0.elapsed().as_secs_f64());
         tracing::debug!(input = %rel.display(), ms = t0.elapsed().as_millis() as u64, ok = res.is_ok(), "provider call");
         let err = match res {
@@ -584,14 +626,7 @@ async fn duplicate(
             None => {
                 let (store, id) = (ctx.store.clone(), job.id);
                 match blocking("reserve output", move || {
-                    store.reserve_output(
-                        id,
-                        &Naming {
-                            base: &natural,
-                            candidate: &fsutil::numbered,
-                            also_free: &|_| true,
-                        },
-                    )
+                    store.reserve_output(id, output_naming(natural))
                 })
                 .await
                 {
@@ -750,26 +785,18 @@ async fn decide_and_finish(
     blocking("record decision", move || {
         let out = rec.output.clone().map(PathBuf::from);
         let (code, reason) = (rec.code.clone(), rec.reason.clone());
-        let no_reason_file = |p: &Path| std::fs::symlink_metadata(output::reason_path(p)).is_err();
-        let naming = move_base.as_deref().map(|base| Naming {
+        let naming = move_base.map(|base| Naming {
             base,
-            candidate: &fsutil::numbered,
-            also_free: &no_reason_file,
+            candidate: fsutil::numbered,
+            // rejected/ and failed/ hold a reason file beside each input
+            also_free: |p| std::fs::symlink_metadata(output::reason_path(p)).is_err(),
         });
-        store.decide(
-            id,
-            outcome,
-            out.as_deref(),
-            code.as_deref(),
-            reason.as_deref(),
-            naming.as_ref(),
-            |moved| {
-                if let Some(p) = moved {
-                    rec.moved_to = Some(lossy(p));
-                }
-                serde_json::to_string(&rec).map_err(|e| e.to_string())
-            },
-        )
+        store.decide(id, outcome, out, code, reason, naming, move |moved| {
+            if let Some(p) = moved {
+                rec.moved_to = Some(lossy(p));
+            }
+            serde_json::to_string(&rec).map_err(|e| e.to_string())
+        })
     })
     .await?
     .map_err(|e| e.to_string())?;

@@ -1,6 +1,8 @@
 //! Queue: the dispatcher between watching and processing. It feeds watcher
 //! and scan messages to the settler, hands ready paths to at most
-//! `queue.concurrency` workers, puts back what must wait, and runs the
+//! 2 × `queue.concurrency` workers (half of them at the engine at a time,
+//! the rest reading, checking and finishing pictures around them: see
+//! `Ctx::worker_limit`), puts back what must wait, and runs the
 //! two-stage shutdown (stop taking work → let in-flight work finish within
 //! the grace period → leave the rest queued for the next start).
 //!
@@ -316,7 +318,7 @@ pub async fn run_with(
                 .and_then(|s| ctx.providers.get(&s.inbox.provider))
                 .is_some_and(|p| p.is_paused())
         };
-        while workers.len() < ctx.cfg.queue.concurrency {
+        while workers.len() < ctx.worker_limit() {
             let Some(r) = settler.next(held) else {
                 break;
             };

@@ -140,7 +140,15 @@ impl Reloader {
         for line in &p.created {
             tracing::info!("{line}");
         }
+        // Same concurrency: the same slots, so pictures at the engine right
+        // now still count.
+        let engine_slots = if p.cfg.queue.concurrency == self.current.cfg.queue.concurrency {
+            self.current.engine_slots.clone()
+        } else {
+            Ctx::engine_slots(p.cfg.queue.concurrency)
+        };
         let ctx = Arc::new(Ctx {
+            engine_slots,
             cfg: Arc::new(p.cfg),
             store: self.current.store.clone(),
             audit: self.current.audit.clone(),

@@ -696,6 +696,52 @@ fn check_shows_reachability_key_and_credits() {
 // ---------------------------------------------------------------------------
 // Faults: transient ones are retried, permanent ones fail one file only.
 
+/// The most requests the fake was working on at one moment.
+fn peak_at_provider(entries: &[LogEntry]) -> usize {
+    let mut edges: Vec<(std::time::Instant, i32)> = Vec::new();
+    for e in entries {
+        edges.push((e.at, 1));
+        edges.push((e.at + e.duration, -1));
+    }
+    // Ends before starts at the same instant: touching is not overlapping.
+    edges.sort_by_key(|&(t, d)| (t, d));
+    let (mut now, mut peak) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    peak as usize
+}
+
+#[test]
+fn queue_concurrency_bounds_the_pictures_at_the_provider() {
+    // The queue prepares and finishes pictures around the ones at the
+    // engine (2 × concurrency workers), but the provider never sees more
+    // than `[queue] concurrency` at once, even when its own limit is higher.
+    let fake = FakeProvider::start(Config::default().with_latency(Duration::from_millis(150)));
+    let site = Site::new(&format!(
+        "[queue]\nconcurrency = 3\n\
+         [[inbox]]\npath = \"inbox\"\nsettle = \"100ms\"\nprovider = \"r\"\n\
+         [providers.r]\nkind = \"rembg-com\"\nbase_url = \"{}\"\nusage_url = \"{}\"\n\
+         api_key_file = \"rembg.key\"\n{}",
+        fake.base_url_rembg(),
+        fake.usage_url_rembg(),
+        with_defaults("concurrency = 16\nrequests_per_second = 1000", &[]),
+    ));
+    std::fs::write(site.root().join("rembg.key"), format!("{RKEY}\n")).expect("key file");
+    for i in 0..12 {
+        site.drop_file(&format!("p{i:02}.jpg"), &jpeg(64, 48, 900 + i));
+    }
+    run_ok(&site);
+    assert_eq!(site.files(&site.outbox()).len(), 12);
+    let sent = requests(&fake, Endpoint::RembgRemove);
+    assert_eq!(sent.len(), 12);
+    let peak = peak_at_provider(&sent);
+    // Never more than 3; and all 3 slots were used (12 pictures, all ready
+    // at once, 150 ms each).
+    assert_eq!(peak, 3, "peak requests at the provider: {peak}");
+}
+
 #[test]
 fn a_5xx_burst_is_retried() {
     let fake = FakeProvider::start(Config::default());
