@@ -94,6 +94,8 @@ pub struct Limits {
 
 #[derive(Debug, Clone, Copy)]
 pub struct QueueConfig {
+    /// Pictures at the engine at once (the queue runs up to twice as many
+    /// workers: see `pipeline::Ctx::worker_limit`).
     pub concurrency: usize,
 }
 
