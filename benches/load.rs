@@ -36,7 +36,7 @@ const KEY: &str = "bench-rembg-key";
 /// Every size of the run, from the environment.
 #[derive(Debug, Clone)]
 struct Knobs {
-    /// Sections to run (`BENCH_ONLY=throughput,ratelimit,naive,burst,latency,cpu`).
+    /// Sections to run (`BENCH_ONLY=throughput,verging,ratelimit,naive,burst,latency,cpu`).
     only: Vec<String>,
     /// Provider latency per picture (`BENCH_LATENCY_MS`, 200).
     latency: Duration,
@@ -71,6 +71,15 @@ struct Knobs {
     settle: Duration,
     /// CPU run: "MP:count" pairs (`BENCH_CPU`, "1:30,4:15,12:8").
     cpu: Vec<(u32, usize)>,
+    /// verging run: concurrency levels (`BENCH_VERGING_CONCURRENCY`,
+    /// "16,64"), pictures per level (`BENCH_VERGING_FILES`, 600), the
+    /// fake's time per request (`BENCH_VERGING_REQUEST_MS`, 20) and
+    /// cutout's `poll_interval` (`BENCH_VERGING_POLL_MS`, 100); the job's
+    /// processing time is `BENCH_LATENCY_MS`.
+    verging_levels: Vec<usize>,
+    verging_files: usize,
+    verging_request: Duration,
+    verging_poll: Duration,
     /// Where temp sites go (`BENCH_DIR`, the system temp folder).
     dir: Option<PathBuf>,
 }
@@ -98,7 +107,10 @@ impl Knobs {
         let quick = env_str("BENCH_QUICK").is_some_and(|v| v != "0");
         let d = |full: &'static str, small: &'static str| if quick { small } else { full };
         Knobs {
-            only: env_list("BENCH_ONLY", "throughput,ratelimit,naive,burst,latency,cpu"),
+            only: env_list(
+                "BENCH_ONLY",
+                "throughput,verging,ratelimit,naive,burst,latency,cpu",
+            ),
             latency: Duration::from_millis(env_num("BENCH_LATENCY_MS", 200)),
             files: env_num("BENCH_FILES", d("2000", "200").parse().unwrap_or(2000)),
             per_slot: env_num("BENCH_PER_SLOT", d("100", "15").parse().unwrap_or(100)),
@@ -120,6 +132,13 @@ impl Knobs {
                     Some((mp.trim().parse().ok()?, n.trim().parse().ok()?))
                 })
                 .collect(),
+            verging_levels: env_list("BENCH_VERGING_CONCURRENCY", "16,64"),
+            verging_files: env_num(
+                "BENCH_VERGING_FILES",
+                d("600", "100").parse().unwrap_or(600),
+            ),
+            verging_request: Duration::from_millis(env_num("BENCH_VERGING_REQUEST_MS", 20)),
+            verging_poll: Duration::from_millis(env_num("BENCH_VERGING_POLL_MS", 100)),
             dir: env_str("BENCH_DIR").map(PathBuf::from),
         }
     }
@@ -584,6 +603,115 @@ fn throughput(k: &Knobs, r: &mut Report, pool: &Pool) {
             run.cpu.as_secs_f64(),
             fake_cpu.as_secs_f64(),
             use_ * 100.0,
+            run.max_rss_kb as f64 / 1024.0,
+            fake.doubly_charged().len()
+        ));
+    }
+}
+
+/// The verging kind: create-job → poll → download for every picture. The
+/// fake takes `verging_request` per request and finishes a job
+/// `latency` after creating it; cutout polls every `verging_poll`.
+fn verging(k: &Knobs, r: &mut Report, pool: &Pool) {
+    r.line(format!(
+        "\n## Throughput, verging (job processing {} ms, {} ms per request, poll every {} ms)\n",
+        k.latency.as_millis(),
+        k.verging_request.as_millis(),
+        k.verging_poll.as_millis()
+    ));
+    r.line("`cutout process` on a backlog of small JPEGs with `kind = \"verging\"`. Every picture is one create-job, polls until the job is done, and one download. *Job span* is, per job, create-job arrival → end of its result download, at the provider: the least a slot can spend on a picture with this poll interval. *Ideal* = concurrency ÷ median job span; *ratio* = steady ÷ ideal, i.e. how well cutout keeps its slots busy. *Floor* = concurrency ÷ (processing + 2 requests), what instant polling would give.\n");
+    r.line("| concurrency | pictures | steady /s | job span p50 ms | ideal /s | ratio | floor /s | requests per picture | polls per picture | daemon CPU s | daemon peak RSS MB | charged twice |");
+    r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for &c in &k.verging_levels {
+        let n = k.verging_files.min(pool.files.len()).max(1);
+        let fake = FakeProvider::start(
+            Config::default()
+                .with_key(KEY)
+                .with_latency(k.verging_request),
+        );
+        fake.set_job_processing(k.latency);
+        let tmp = match &k.dir {
+            Some(p) => tempfile::tempdir_in(p),
+            None => tempfile::tempdir(),
+        }
+        .expect("tempdir");
+        let root = tmp.path().to_path_buf();
+        std::fs::write(root.join("verging.key"), KEY).expect("key");
+        std::fs::write(
+            root.join("cutout.toml"),
+            format!(
+                "# written by benches/load.rs\nstate_dir = \"state\"\n\
+                 [queue]\nconcurrency = {c}\n\
+                 [[inbox]]\npath = \"inbox\"\nsettle = \"250ms\"\nprovider = \"v\"\n\
+                 [providers.v]\nkind = \"verging\"\nbase_url = \"{}\"\n\
+                 api_key_file = \"verging.key\"\nconcurrency = {c}\n\
+                 requests_per_second = 1000\ntimeout = \"60s\"\n\
+                 poll_interval = \"{}ms\"\njob_timeout = \"5m\"\n",
+                fake.base_url_verging(),
+                k.verging_poll.as_millis()
+            ),
+        )
+        .expect("config");
+        std::fs::create_dir_all(root.join("outbox")).expect("outbox");
+        let b = Bench { root, _tmp: tmp };
+        link_into(pool, n, &b.inbox());
+        let run = b.process(&[]);
+        let log = fake.log();
+        let done = b.count(&b.outbox());
+        let ok = if run.status.success() && done == n {
+            ""
+        } else {
+            " (INCOMPLETE)"
+        };
+        // Per job: create-job arrival → end of the `/files/<id>.png` download.
+        let mut created: std::collections::HashMap<u64, Instant> = Default::default();
+        for e in &log {
+            if e.endpoint == Endpoint::VergingCreateJob {
+                if let Some(id) = e.job_id {
+                    created.insert(id, e.at);
+                }
+            }
+        }
+        let mut spans = Vec::new();
+        let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+        for e in &log {
+            if e.endpoint != Endpoint::VergingFile {
+                continue;
+            }
+            let id = e
+                .path
+                .rsplit('/')
+                .next()
+                .and_then(|f| f.strip_suffix(".png"))
+                .and_then(|i| i.parse::<u64>().ok());
+            if let Some(start) = id.and_then(|id| created.get(&id)) {
+                let end = e.at + e.duration;
+                spans.push(ms(end.duration_since(*start)));
+                last = Some(last.map_or(end, |l| l.max(end)));
+            }
+        }
+        for t in created.values() {
+            first = Some(first.map_or(*t, |f| f.min(*t)));
+        }
+        let win = match (first, last) {
+            (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+            _ => f64::NAN,
+        };
+        let charged = log.iter().filter(|e| e.charged).count();
+        let steady = charged as f64 / win.max(1e-9);
+        let span = pct(&mut spans, 50.0);
+        let ideal = c as f64 / (span / 1000.0);
+        let floor = c as f64 / (k.latency + 2 * k.verging_request).as_secs_f64();
+        let polls = log
+            .iter()
+            .filter(|e| e.endpoint == Endpoint::VergingJobs)
+            .count();
+        r.line(format!(
+            "| {c} | {n}{ok} | {steady:.1} | {span:.0} | {ideal:.1} | {:.2} | {floor:.1} | {:.2} | {:.2} | {:.1} | {:.0} | {} |",
+            steady / ideal,
+            log.len() as f64 / done.max(1) as f64,
+            polls as f64 / done.max(1) as f64,
+            run.cpu.as_secs_f64(),
             run.max_rss_kb as f64 / 1024.0,
             fake.doubly_charged().len()
         ));
@@ -1064,6 +1192,11 @@ fn load() {
     .expect("tempdir");
     let need = [
         if k.wants("throughput") { k.files } else { 0 },
+        if k.wants("verging") {
+            k.verging_files
+        } else {
+            0
+        },
         if k.wants("ratelimit") {
             k.rate_files
         } else {
@@ -1089,6 +1222,9 @@ fn load() {
 
     if k.wants("throughput") {
         throughput(&k, &mut r, &pool);
+    }
+    if k.wants("verging") {
+        verging(&k, &mut r, &pool);
     }
     if k.wants("ratelimit") {
         rate_limited(&k, &mut r, &pool);
