@@ -61,10 +61,13 @@ pub enum Progress {
 
 pub type ProgressFn = Arc<dyn Fn(&Progress) + Send + Sync>;
 
-/// How often settle deadlines are checked: it bounds the pick-up delay
-/// beyond `settle` (a pass over the pending map costs microseconds per
-/// thousand files).
-const TICK: Duration = Duration::from_millis(20);
+/// Housekeeping: rescans, folder checks, provider status, heartbeat.
+/// Settle deadlines do not wait for it: the loop wakes at the earliest one
+/// (`Settler::next_due`), so an idle daemon sleeps instead of polling.
+const TICK: Duration = Duration::from_millis(250);
+/// Wake no sooner than this after the last settle pass (a file whose
+/// stat keeps changing must not turn the loop into a spin).
+const SETTLE_MIN_GAP: Duration = Duration::from_millis(2);
 /// How often the providers' status (pause, credits, 429s) is copied into
 /// the metrics.
 const PROVIDER_SYNC: Duration = Duration::from_secs(1);
@@ -215,11 +218,15 @@ pub async fn run_with(
 
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_settle_pass = Instant::now();
     let mut last_folder_check = Instant::now();
     let mut last_provider_sync: Option<Instant> = None;
 
     loop {
         beat(&hooks.heartbeat);
+        let settle_due = settler
+            .next_due()
+            .map(|t| t.max(last_settle_pass + SETTLE_MIN_GAP));
         tokio::select! {
             biased;
             _ = shutdown.wait_for(|s| *s) => break,
@@ -274,14 +281,21 @@ pub async fn run_with(
             }
             Some(reload) = next_reload(&mut reloads) => {
                 let mut rep = switch_config(&reload.ctx, &mut slots, &mut next_slot, &mut settler, &tx);
+                settler.recheck_all(Instant::now());
                 rep.in_flight = workers.len();
                 trouble_counts.retain(|p, _| slots.values().any(|s| p.starts_with(&s.inbox.path)));
                 ctx = reload.ctx;
                 metrics.set_inboxes(slots.len());
                 let _ = reload.done.send(rep);
             }
+            _ = sleep_until_due(settle_due), if settle_due.is_some() => {
+                let now = Instant::now();
+                last_settle_pass = now;
+                settler.tick(now, |i| slots.get(&i).map(|s| s.inbox.settle).unwrap_or_default());
+            }
             _ = tick.tick() => {
                 let now = Instant::now();
+                last_settle_pass = now;
                 settler.tick(now, |i| slots.get(&i).map(|s| s.inbox.settle).unwrap_or_default());
                 if last_provider_sync.is_none_or(|t| now.duration_since(t) >= PROVIDER_SYNC) {
                     last_provider_sync = Some(now);
@@ -440,6 +454,14 @@ fn current_slot(slots: &Slots, id: usize, path: &Path) -> Option<usize> {
         .iter()
         .find(|(_, s)| path.starts_with(&s.inbox.path))
         .map(|(id, _)| *id)
+}
+
+/// Sleep until `t` (a std Instant); `None` never wakes.
+async fn sleep_until_due(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Whether two versions of an inbox can share a watcher and settle state.

@@ -131,6 +131,21 @@ pub struct Settler {
     ready: VecDeque<Ready>,
     queued: HashSet<PathBuf>,
     in_flight: HashSet<PathBuf>,
+    /// No pending file can mature before this (never later than the true
+    /// earliest deadline; a renewed quiet period only makes it early).
+    due: Option<Instant>,
+}
+
+impl Pending {
+    /// When this file's quiet period (and any `later` delay) ends.
+    fn due(&self, settle: Duration) -> Instant {
+        let quiet = match self.stamp {
+            Some(s) if s.old => settle.min(BACKLOG_RECHECK),
+            _ => settle,
+        };
+        let end = self.last_change + quiet;
+        self.not_before.map_or(end, |t| t.max(end))
+    }
 }
 
 impl Settler {
@@ -159,21 +174,38 @@ impl Settler {
             }
             None => {
                 let st = stamp(&path, settle);
-                self.pending.insert(
-                    path,
-                    Pending {
-                        inbox,
-                        last_change: now,
-                        stamp: st,
-                        not_before: None,
-                    },
-                );
+                let p = Pending {
+                    inbox,
+                    last_change: now,
+                    stamp: st,
+                    not_before: None,
+                };
+                self.note_due(p.due(settle));
+                self.pending.insert(path, p);
             }
+        }
+    }
+
+    fn note_due(&mut self, t: Instant) {
+        self.due = Some(self.due.map_or(t, |d| d.min(t)));
+    }
+
+    /// The earliest moment a pending file may be ready: call `tick` then
+    /// (None: nothing pending).
+    pub fn next_due(&self) -> Option<Instant> {
+        self.due
+    }
+
+    /// Look at every pending file on the next `tick` (settle times changed).
+    pub fn recheck_all(&mut self, now: Instant) {
+        if !self.pending.is_empty() {
+            self.due = Some(now);
         }
     }
 
     /// Look again at `path` no sooner than `after` (busy or deferred).
     pub fn later(&mut self, inbox: usize, path: PathBuf, now: Instant, after: Duration) {
+        self.note_due(now + after);
         self.pending.insert(
             path,
             Pending {
@@ -188,20 +220,20 @@ impl Settler {
     /// Move settled files to the ready queue. `settle_of` gives an inbox's
     /// settle time. Stats only files whose quiet period has passed.
     pub fn tick(&mut self, now: Instant, settle_of: impl Fn(usize) -> Duration) {
+        if self.due.is_none_or(|d| now < d) {
+            return;
+        }
         let mut matured = Vec::new();
+        let mut due: Option<Instant> = None;
         for (path, p) in &self.pending {
-            if p.not_before.is_some_and(|t| now < t) {
-                continue;
-            }
-            let settle = settle_of(p.inbox);
-            let quiet = match p.stamp {
-                Some(s) if s.old => settle.min(BACKLOG_RECHECK),
-                _ => settle,
-            };
-            if now.duration_since(p.last_change) >= quiet {
+            let t = p.due(settle_of(p.inbox));
+            if t <= now {
                 matured.push(path.clone());
+            } else {
+                due = Some(due.map_or(t, |d| d.min(t)));
             }
         }
+        self.due = due;
         for path in matured {
             let Some(p) = self.pending.get_mut(&path) else {
                 continue;
@@ -224,6 +256,8 @@ impl Settler {
                         p.stamp = Some(now_st);
                         p.last_change = now;
                         p.not_before = None;
+                        let t = p.due(settle);
+                        self.note_due(t);
                     }
                 }
             }
@@ -327,6 +361,36 @@ mod tests {
         assert_eq!(s.pending_len(), 0);
         s.done(&p);
         assert!(s.is_idle());
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_deadline_and_clears_when_nothing_waits() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let (a, b) = (d.path().join("a.jpg"), d.path().join("b.jpg"));
+        std::fs::write(&a, b"a").expect("write");
+        std::fs::write(&b, b"b").expect("write");
+        let settle = Duration::from_secs(2);
+        let mut s = Settler::new();
+        assert_eq!(s.next_due(), None);
+        let t0 = Instant::now();
+        s.observe(0, a.clone(), Seen::Event, t0, settle);
+        assert_eq!(s.next_due(), Some(t0 + settle));
+        s.later(0, b.clone(), t0, Duration::from_millis(500));
+        assert_eq!(s.next_due(), Some(t0 + Duration::from_millis(500)));
+        // Before the deadline a tick does nothing.
+        s.tick(t0 + Duration::from_millis(100), |_| settle);
+        assert_eq!(s.pending_len(), 2);
+        // b's delay is over but its quiet period (from `later`) is not:
+        // the pass finds nothing ready and moves the deadline on.
+        s.tick(t0 + Duration::from_millis(600), |_| settle);
+        assert_eq!(s.ready_len(), 0);
+        assert_eq!(s.next_due(), Some(t0 + settle));
+        s.tick(t0 + settle, |_| settle);
+        assert_eq!(s.ready_len(), 1, "a is ready; b was never stamped");
+        assert!(s.next_due().is_some_and(|t| t > t0 + settle));
+        s.tick(t0 + 3 * settle, |_| settle);
+        assert_eq!(s.ready_len(), 2);
+        assert_eq!(s.next_due(), None, "nothing pending: no wake-up");
     }
 
     #[test]
