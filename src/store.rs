@@ -921,6 +921,17 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Job `id` succeeded with a cut-out at `out` (written now) and is done.
+    fn succeed_with_output(s: &Store, id: i64, out: &Path) {
+        std::fs::write(out, b"x").expect("write");
+        let out = Some(out.to_path_buf());
+        s.decide(id, Outcome::Succeeded, out, None, None, None, |_| {
+            Ok("{}".into())
+        })
+        .expect("decide");
+        s.finish(id, true).expect("finish");
+    }
+
     #[test]
     fn claim_resume_duplicate_busy() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -943,19 +954,7 @@ mod tests {
                 .expect("claim"),
             Claim::Busy
         ));
-        let out = d.path().join("a.png");
-        std::fs::write(&out, b"x").expect("write");
-        s.decide(
-            a.id,
-            Outcome::Succeeded,
-            Some(out.clone()),
-            None,
-            None,
-            None,
-            |_| Ok("{}".into()),
-        )
-        .expect("decide");
-        s.finish(a.id, true).expect("finish");
+        succeed_with_output(&s, a.id, &d.path().join("a.png"));
         match s
             .claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
             .expect("claim")
@@ -975,19 +974,7 @@ mod tests {
         else {
             panic!("expected New");
         };
-        let out = d.path().join("a.png");
-        std::fs::write(&out, b"x").expect("write");
-        s.decide(
-            a.id,
-            Outcome::Succeeded,
-            Some(out.clone()),
-            None,
-            None,
-            None,
-            |_| Ok("{}".into()),
-        )
-        .expect("decide");
-        s.finish(a.id, true).expect("finish");
+        succeed_with_output(&s, a.id, &d.path().join("a.png"));
         // b.jpg is claimed as a duplicate, then the process dies before deciding
         let Claim::Duplicate { job: b, .. } = s
             .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
