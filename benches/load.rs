@@ -72,7 +72,9 @@ struct Knobs {
     /// CPU run: "MP:count" pairs (`BENCH_CPU`, "1:30,4:15,12:8").
     cpu: Vec<(u32, usize)>,
     /// verging run: concurrency levels (`BENCH_VERGING_CONCURRENCY`,
-    /// "16,64"), pictures per level (`BENCH_VERGING_FILES`, 600), the
+    /// "16,64"), at most this many pictures per level
+    /// (`BENCH_VERGING_FILES`, 2000; a level runs 25 per unit of
+    /// concurrency, about 8 s, so the ramp-down at the end weighs little), the
     /// fake's time per request (`BENCH_VERGING_REQUEST_MS`, 20) and
     /// cutout's `poll_interval` (`BENCH_VERGING_POLL_MS`, 100); the job's
     /// processing time is `BENCH_LATENCY_MS`.
@@ -135,7 +137,7 @@ impl Knobs {
             verging_levels: env_list("BENCH_VERGING_CONCURRENCY", "16,64"),
             verging_files: env_num(
                 "BENCH_VERGING_FILES",
-                d("600", "100").parse().unwrap_or(600),
+                d("2000", "100").parse().unwrap_or(2000),
             ),
             verging_request: Duration::from_millis(env_num("BENCH_VERGING_REQUEST_MS", 20)),
             verging_poll: Duration::from_millis(env_num("BENCH_VERGING_POLL_MS", 100)),
@@ -623,7 +625,7 @@ fn verging(k: &Knobs, r: &mut Report, pool: &Pool) {
     r.line("| concurrency | pictures | steady /s | job span p50 ms | ideal /s | ratio | floor /s | requests per picture | polls per picture | daemon CPU s | daemon peak RSS MB | charged twice |");
     r.line("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &c in &k.verging_levels {
-        let n = k.verging_files.min(pool.files.len()).max(1);
+        let n = k.verging_files.min(25 * c).min(pool.files.len()).max(1);
         let fake = FakeProvider::start(
             Config::default()
                 .with_key(KEY)
