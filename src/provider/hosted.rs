@@ -3,8 +3,9 @@
 //! paused for a refused key), and the one place that sends an API request
 //! through the gate and turns the answer into a [`ProviderError`].
 //!
-//! Owns: "send one API request politely" and "pause with one clear line,
-//! re-check, resume by itself".
+//! Owns: "send one API request politely", "pause with one clear line,
+//! re-check, resume by itself", and [`HostedProvider`], which makes a
+//! [`Provider`] of any [`HostedApi`] the same way for every vendor.
 //!
 //! Must not: know endpoint paths or response shapes (the vendor modules
 //! do), or let the key out of a request header.
@@ -17,8 +18,103 @@ use reqwest::header::HeaderValue;
 
 use super::gate::{Announce, Announced, Feedback, Gate, Limits, Recheck};
 use super::http::{self, Http, Refusal};
-use super::{key, BuildError, PauseReason, ProviderError};
+use super::{
+    key, BuildError, Health, Outcome, PauseReason, Provider, ProviderError, ProviderStatus, Request,
+};
 use crate::config::{ApiKeySource, HostedConfig, Secret};
+
+/// One vendor's API on top of [`Hosted`]: its wire format, its re-check
+/// while paused, and its health report. [`HostedProvider`] does the rest.
+#[async_trait::async_trait]
+pub trait HostedApi: Send + Sync + 'static {
+    fn core(&self) -> &Hosted;
+    /// One picture, start to end (errors are mapped, not retried).
+    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError>;
+    /// The paused provider's periodic look (the key is re-read just
+    /// before): may it resume?
+    async fn recheck(&self) -> Recheck;
+    /// Reachability, key and credits for `cutout check`.
+    async fn health(&self) -> Health;
+    /// Per-inbox `options` this API accepts (default: none).
+    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
+        match options.keys().next() {
+            None => Ok(()),
+            Some(k) => Err(format!(
+                "provider kind `{}` takes no options, but `{k}` was given",
+                self.core().kind
+            )),
+        }
+    }
+}
+
+/// A hosted API as a [`Provider`]: a refusal that means quota, key or
+/// outage pauses it, and a background re-check resumes it by itself.
+pub struct HostedProvider<A: HostedApi> {
+    api: Arc<A>,
+}
+
+impl<A: HostedApi> HostedProvider<A> {
+    pub fn new(api: A) -> Self {
+        HostedProvider { api: Arc::new(api) }
+    }
+
+    fn pause_on(&self, err: &ProviderError) {
+        // Weak: a provider dropped by a config reload ends its re-check.
+        let api = Arc::downgrade(&self.api);
+        self.api.core().pause_on(err, move || {
+            let api = api.upgrade();
+            async move {
+                match api {
+                    Some(api) => {
+                        // A refused key may have been fixed in its file.
+                        api.core().reload_key();
+                        api.recheck().await
+                    }
+                    None => Recheck::Gone,
+                }
+            }
+        });
+    }
+}
+
+#[async_trait::async_trait]
+impl<A: HostedApi> Provider for HostedProvider<A> {
+    fn name(&self) -> &str {
+        &self.api.core().name
+    }
+
+    fn kind(&self) -> &'static str {
+        self.api.core().kind
+    }
+
+    fn wants_pixels(&self) -> bool {
+        false
+    }
+
+    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
+        let r = self.api.remove(&req).await;
+        if let Err(e) = &r {
+            self.pause_on(e);
+        }
+        r
+    }
+
+    async fn health(&self) -> Health {
+        self.api.health().await
+    }
+
+    fn is_paused(&self) -> bool {
+        self.api.core().gate.is_paused()
+    }
+
+    fn status(&self) -> ProviderStatus {
+        self.api.core().gate.status()
+    }
+
+    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
+        self.api.check_options(options)
+    }
+}
 
 pub struct Hosted {
     pub name: String,
@@ -216,6 +312,13 @@ impl Hosted {
                 }
             }
         })
+    }
+
+    /// Whether the current pause is for an outage (not quota or key).
+    pub fn paused_for_outage(&self) -> bool {
+        self.gate
+            .pause_info()
+            .is_some_and(|p| p.reason == PauseReason::Unreachable)
     }
 
     /// A picture slot, waiting politely.

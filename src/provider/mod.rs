@@ -264,8 +264,8 @@ pub trait Provider: Send + Sync {
 pub fn build(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, BuildError> {
     match &cfg.kind {
         ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(name, local)?)),
-        ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::new(name, c)?)),
-        ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::new(name, c)?)),
+        ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::build(name, c)?)),
+        ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::build(name, c)?)),
     }
 }
 

@@ -16,18 +16,14 @@
 //! output `format` sent is the inbox's `output_format` unless the options
 //! name one, so the provider's bytes can be written untouched.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use reqwest::multipart::{Form, Part};
 
 use super::gate::Recheck;
-use super::hosted::{Credits, Hosted};
+use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
 use super::http::{self, Refusal};
 use super::verify::{self, Expect};
-use super::{
-    key, BuildError, Health, Outcome, PauseReason, Provider, ProviderError, ProviderStatus, Request,
-};
+use super::{key, BuildError, Health, Outcome, ProviderError, Request};
 use crate::config::{OutputFormat, RembgConfig};
 use crate::validate::ImageKind;
 
@@ -46,37 +42,21 @@ const MAX_SIDE: i64 = 10_000;
 /// Largest upload rembg.com accepts.
 const MAX_UPLOAD: usize = 50 * 1024 * 1024;
 
-pub struct RembgCom {
-    inner: Arc<Inner>,
-}
+/// The rembg.com provider.
+pub type RembgCom = HostedProvider<RembgApi>;
 
-struct Inner {
+/// rembg.com's wire format on the shared hosted core.
+pub struct RembgApi {
     core: Hosted,
     usage_url: String,
 }
 
 impl RembgCom {
-    pub fn new(name: &str, cfg: &RembgConfig) -> Result<RembgCom, BuildError> {
-        Ok(RembgCom {
-            inner: Arc::new(Inner {
-                core: Hosted::new(name, "rembg-com", &cfg.hosted)?,
-                usage_url: cfg.usage_url.clone(),
-            }),
-        })
-    }
-
-    fn pause_on(&self, err: &ProviderError) {
-        // Weak: a provider dropped by a config reload ends its re-check.
-        let inner = Arc::downgrade(&self.inner);
-        self.inner.core.pause_on(err, move || {
-            let inner = inner.upgrade();
-            async move {
-                match inner {
-                    Some(inner) => inner.recheck().await,
-                    None => Recheck::Gone,
-                }
-            }
-        });
+    pub fn build(name: &str, cfg: &RembgConfig) -> Result<RembgCom, BuildError> {
+        Ok(HostedProvider::new(RembgApi {
+            core: Hosted::new(name, "rembg-com", &cfg.hosted)?,
+            usage_url: cfg.usage_url.clone(),
+        }))
     }
 }
 
@@ -88,85 +68,7 @@ fn is_quota(r: &Refusal) -> bool {
         && (m.contains("daily") || m.contains("monthly") || m.contains("credit"))
 }
 
-impl Inner {
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
-        self.core.refuse_if_paused()?;
-        let opts = Options::parse(req.options).map_err(|m| ProviderError::Permanent {
-            code: "provider-bad-options",
-            message: format!("options for provider `{}`: {m}", self.core.name),
-        })?;
-        if req.input.bytes.len() > MAX_UPLOAD {
-            return Err(ProviderError::Permanent {
-                code: "provider-input-too-large",
-                message: format!(
-                    "the picture is {} bytes; rembg.com accepts at most 50 MB",
-                    req.input.bytes.len()
-                ),
-            });
-        }
-        let _slot = self.core.slot().await;
-        let kind = req.input.kind;
-        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-            .file_name(upload_name(req.file_name, kind))
-            .mime_str(kind.mime())
-            .map_err(|e| ProviderError::Permanent {
-                code: "internal-error",
-                message: format!("cannot build the upload: {e}"),
-            })?;
-        let mut form = Form::new().part("image", image);
-        for (k, v) in opts.parts(req.output_format) {
-            form = form.text(k, v);
-        }
-        let what = format!("provider `{}`: POST /rmbg", self.core.name);
-        let rb = self
-            .core
-            .http
-            .api
-            .post(format!("{}/rmbg", self.core.cfg.base_url))
-            .header("x-api-key", self.core.key_header("")?)
-            .multipart(form);
-        let resp = self.core.send(&what, rb, is_quota).await?;
-        let bytes = http::read_capped(resp, self.core.http.max_body)
-            .await
-            .map_err(|e| e.into_provider_error(&what))?;
-        let expect = opts.expect();
-        let want = req.output_format;
-        let cutout = tokio::task::spawn_blocking(move || verify::check(bytes, expect, want))
-            .await
-            .map_err(|e| ProviderError::Transient {
-                code: "internal-error",
-                message: format!("checking the result stopped unexpectedly: {e}"),
-                retry_after: None,
-            })??;
-        Ok(Outcome {
-            cutout,
-            remote_job: None,
-            credits_used: None,
-        })
-    }
-
-    /// The pause re-check: the processing host must answer at all, then
-    /// the usage endpoint tells about key and credits.
-    async fn recheck(&self) -> Recheck {
-        self.core.reload_key();
-        if let Err(message) = self.probe().await {
-            return Recheck::Down { message };
-        }
-        let outage = self
-            .core
-            .gate
-            .pause_info()
-            .is_some_and(|p| p.reason == PauseReason::Unreachable);
-        match self.credits().await {
-            // Paused for an outage and the processing host answers again:
-            // go; a real request will tell about key and credits.
-            Credits::Unreachable(_) | Credits::Down(_) if outage => {
-                Recheck::Ready { credits: None }
-            }
-            c => c.recheck(),
-        }
-    }
-
+impl RembgApi {
     /// A key-less `GET {base_url}/rmbg`: any HTTP answer means reachable.
     async fn probe(&self) -> Result<u16, String> {
         self.core
@@ -428,33 +330,84 @@ seashell sienna silver skyblue slateblue slategray slategrey snow springgreen st
 teal thistle tomato turquoise violet wheat white whitesmoke yellow yellowgreen";
 
 #[async_trait]
-impl Provider for RembgCom {
-    fn name(&self) -> &str {
-        &self.inner.core.name
+impl HostedApi for RembgApi {
+    fn core(&self) -> &Hosted {
+        &self.core
     }
 
-    fn kind(&self) -> &'static str {
-        "rembg-com"
-    }
-
-    fn wants_pixels(&self) -> bool {
-        false
-    }
-
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
-        let r = self.inner.remove(&req).await;
-        if let Err(e) = &r {
-            self.pause_on(e);
+    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+        self.core.refuse_if_paused()?;
+        let opts = Options::parse(req.options).map_err(|m| ProviderError::Permanent {
+            code: "provider-bad-options",
+            message: format!("options for provider `{}`: {m}", self.core.name),
+        })?;
+        if req.input.bytes.len() > MAX_UPLOAD {
+            return Err(ProviderError::Permanent {
+                code: "provider-input-too-large",
+                message: format!(
+                    "the picture is {} bytes; rembg.com accepts at most 50 MB",
+                    req.input.bytes.len()
+                ),
+            });
         }
-        r
+        let _slot = self.core.slot().await;
+        let kind = req.input.kind;
+        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
+            .file_name(upload_name(req.file_name, kind))
+            .mime_str(kind.mime())
+            .map_err(|e| ProviderError::Permanent {
+                code: "internal-error",
+                message: format!("cannot build the upload: {e}"),
+            })?;
+        let mut form = Form::new().part("image", image);
+        for (k, v) in opts.parts(req.output_format) {
+            form = form.text(k, v);
+        }
+        let what = format!("provider `{}`: POST /rmbg", self.core.name);
+        let rb = self
+            .core
+            .http
+            .api
+            .post(format!("{}/rmbg", self.core.cfg.base_url))
+            .header("x-api-key", self.core.key_header("")?)
+            .multipart(form);
+        let resp = self.core.send(&what, rb, is_quota).await?;
+        let bytes = http::read_capped(resp, self.core.http.max_body)
+            .await
+            .map_err(|e| e.into_provider_error(&what))?;
+        let expect = opts.expect();
+        let want = req.output_format;
+        let cutout = verify::check_off_thread(bytes, expect, want).await?;
+        Ok(Outcome {
+            cutout,
+            remote_job: None,
+            credits_used: None,
+        })
+    }
+
+    /// The pause re-check: the processing host must answer at all, then
+    /// the usage endpoint tells about key and credits.
+    async fn recheck(&self) -> Recheck {
+        if let Err(message) = self.probe().await {
+            return Recheck::Down { message };
+        }
+        let outage = self.core.paused_for_outage();
+        match self.credits().await {
+            // Paused for an outage and the processing host answers again:
+            // go; a real request will tell about key and credits.
+            Credits::Unreachable(_) | Credits::Down(_) if outage => {
+                Recheck::Ready { credits: None }
+            }
+            c => c.recheck(),
+        }
     }
 
     async fn health(&self) -> Health {
-        let core = &self.inner.core;
+        let core = &self.core;
         let mut lines = vec![format!("API key from {}", key::describe(&core.cfg.key))];
         lines.extend(key::inline_key_warning(&core.cfg.key));
         // Reachability of the processing host, without the key.
-        let mut ok = match self.inner.probe().await {
+        let mut ok = match self.probe().await {
             Ok(status) => {
                 lines.push(format!(
                     "{}: reachable (HTTP {status} to a key-less GET /rmbg)",
@@ -467,9 +420,9 @@ impl Provider for RembgCom {
                 false
             }
         };
-        match self.inner.credits().await {
+        match self.credits().await {
             Credits::Known { left, detail } => {
-                lines.push(format!("{}: key accepted; {detail}", self.inner.usage_url));
+                lines.push(format!("{}: key accepted; {detail}", self.usage_url));
                 if left.is_some_and(|c| c < 1.0) {
                     lines.push("no credits left: recharge the account".into());
                     ok = false;
@@ -490,14 +443,6 @@ impl Provider for RembgCom {
 
     fn check_options(&self, options: &toml::Table) -> Result<(), String> {
         Options::parse(options).map(|_| ())
-    }
-
-    fn is_paused(&self) -> bool {
-        self.inner.core.gate.is_paused()
-    }
-
-    fn status(&self) -> ProviderStatus {
-        self.inner.core.gate.status()
     }
 }
 

@@ -26,7 +26,6 @@
 //! Must not: retry create-job on its own, send the key to a handed-back
 //! URL, or follow such a URL over plain http (see `http.rs`).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -35,13 +34,11 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::gate::Recheck;
-use super::hosted::{Credits, Hosted};
+use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
 use super::http::{self, Refusal};
 use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
-use super::{
-    key, BuildError, Health, Outcome, PauseReason, Provider, ProviderError, ProviderStatus, Request,
-};
+use super::{key, BuildError, Health, Outcome, ProviderError, Request};
 use crate::config::VergingConfig;
 
 const JOB_TYPE: &str = "background-removal";
@@ -53,11 +50,11 @@ const CREDITS_FRESH: Duration = Duration::from_secs(30);
 /// Largest JSON answer read.
 const MAX_JSON: u64 = 4 * 1024 * 1024;
 
-pub struct Verging {
-    inner: Arc<Inner>,
-}
+/// The verging.ai provider.
+pub type Verging = HostedProvider<VergingApi>;
 
-struct Inner {
+/// verging.ai's wire format on the shared hosted core.
+pub struct VergingApi {
     core: Hosted,
     poll_interval: Duration,
     job_timeout: Duration,
@@ -70,40 +67,13 @@ fn is_quota(r: &Refusal) -> bool {
 }
 
 impl Verging {
-    pub fn new(name: &str, cfg: &VergingConfig) -> Result<Verging, BuildError> {
-        Ok(Verging {
-            inner: Arc::new(Inner {
-                core: Hosted::new(name, "verging", &cfg.hosted)?,
-                poll_interval: cfg.poll_interval,
-                job_timeout: cfg.job_timeout,
-                presigned_upload: cfg.presigned_upload,
-            }),
-        })
-    }
-
-    fn pause_on(&self, err: &ProviderError) {
-        // Weak: a provider dropped by a config reload ends its re-check.
-        let inner = Arc::downgrade(&self.inner);
-        self.inner.core.pause_on(err, move || {
-            let inner = inner.upgrade();
-            async move {
-                let Some(inner) = inner else {
-                    return Recheck::Gone;
-                };
-                inner.core.reload_key();
-                let outage = inner
-                    .core
-                    .gate
-                    .pause_info()
-                    .is_some_and(|p| p.reason == PauseReason::Unreachable);
-                match inner.credits().await {
-                    // The API answers again (if not well): end the outage
-                    // pause; real requests decide what comes next.
-                    Credits::Unreachable(_) if outage => Recheck::Ready { credits: None },
-                    c => c.recheck(),
-                }
-            }
-        });
+    pub fn build(name: &str, cfg: &VergingConfig) -> Result<Verging, BuildError> {
+        Ok(HostedProvider::new(VergingApi {
+            core: Hosted::new(name, "verging", &cfg.hosted)?,
+            poll_interval: cfg.poll_interval,
+            job_timeout: cfg.job_timeout,
+            presigned_upload: cfg.presigned_upload,
+        }))
     }
 }
 
@@ -210,65 +180,13 @@ async fn json_of(resp: reqwest::Response, what: &str) -> Result<Value, ProviderE
     })
 }
 
-impl Inner {
+impl VergingApi {
     fn url(&self, path: &str) -> String {
         format!("{}/{path}", self.core.cfg.base_url)
     }
 
     fn what(&self, call: &str) -> String {
         format!("provider `{}`: {call}", self.core.name)
-    }
-
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
-        self.core.refuse_if_paused()?;
-        if let Some(k) = req.options.keys().next() {
-            return Err(ProviderError::Permanent {
-                code: "provider-bad-options",
-                message: format!("provider kind `verging` takes no options, but `{k}` was given"),
-            });
-        }
-        let _slot = self.core.slot().await;
-        let (id, resumed) = match req.journal.remote_job() {
-            Some(id) => {
-                tracing::info!(provider = %self.core.name, job = %id, input = req.file_name, "resuming the remembered verging job instead of submitting again");
-                (id, true)
-            }
-            None => {
-                if req.input.bytes.len() > MAX_UPLOAD {
-                    return Err(ProviderError::Permanent {
-                        code: "provider-input-too-large",
-                        message: format!(
-                            "the picture is {} bytes; verging accepts at most 10 MB",
-                            req.input.bytes.len()
-                        ),
-                    });
-                }
-                self.ensure_credits().await?;
-                let id = self.create_job(req).await?;
-                self.core.gate.spend_credit();
-                if let Err(e) = req.journal.set_remote_job(&id) {
-                    // Still polled now; only a crash before it finishes
-                    // could make this job be paid for again.
-                    tracing::error!(provider = %self.core.name, job = %id, "cannot remember the remote job id: {e}");
-                }
-                (id, false)
-            }
-        };
-        let result_url = self.wait_for(&id, resumed).await?;
-        let bytes = self.download(&result_url).await?;
-        let want = req.output_format;
-        let cutout = tokio::task::spawn_blocking(move || verify::check(bytes, Expect::Alpha, want))
-            .await
-            .map_err(|e| ProviderError::Transient {
-                code: "internal-error",
-                message: format!("checking the result stopped unexpectedly: {e}"),
-                retry_after: None,
-            })??;
-        Ok(Outcome {
-            cutout,
-            remote_job: Some(id),
-            credits_used: Some(1.0),
-        })
     }
 
     /// The documented first step: do not submit with fewer than 1 credit.
@@ -571,41 +489,82 @@ impl Inner {
 }
 
 #[async_trait]
-impl Provider for Verging {
-    fn name(&self) -> &str {
-        &self.inner.core.name
+impl HostedApi for VergingApi {
+    fn core(&self) -> &Hosted {
+        &self.core
     }
 
-    fn kind(&self) -> &'static str {
-        "verging"
-    }
-
-    fn wants_pixels(&self) -> bool {
-        false
-    }
-
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
-        let r = self.inner.remove(&req).await;
-        if let Err(e) = &r {
-            self.pause_on(e);
+    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+        self.core.refuse_if_paused()?;
+        if let Some(k) = req.options.keys().next() {
+            return Err(ProviderError::Permanent {
+                code: "provider-bad-options",
+                message: format!("provider kind `verging` takes no options, but `{k}` was given"),
+            });
         }
-        r
+        let _slot = self.core.slot().await;
+        let (id, resumed) = match req.journal.remote_job() {
+            Some(id) => {
+                tracing::info!(provider = %self.core.name, job = %id, input = req.file_name, "resuming the remembered verging job instead of submitting again");
+                (id, true)
+            }
+            None => {
+                if req.input.bytes.len() > MAX_UPLOAD {
+                    return Err(ProviderError::Permanent {
+                        code: "provider-input-too-large",
+                        message: format!(
+                            "the picture is {} bytes; verging accepts at most 10 MB",
+                            req.input.bytes.len()
+                        ),
+                    });
+                }
+                self.ensure_credits().await?;
+                let id = self.create_job(req).await?;
+                self.core.gate.spend_credit();
+                if let Err(e) = req.journal.set_remote_job(&id) {
+                    // Still polled now; only a crash before it finishes
+                    // could make this job be paid for again.
+                    tracing::error!(provider = %self.core.name, job = %id, "cannot remember the remote job id: {e}");
+                }
+                (id, false)
+            }
+        };
+        let result_url = self.wait_for(&id, resumed).await?;
+        let bytes = self.download(&result_url).await?;
+        let want = req.output_format;
+        let cutout = verify::check_off_thread(bytes, Expect::Alpha, want).await?;
+        Ok(Outcome {
+            cutout,
+            remote_job: Some(id),
+            credits_used: Some(1.0),
+        })
+    }
+
+    /// While paused: re-read the key, then ask for credits.
+    async fn recheck(&self) -> Recheck {
+        let outage = self.core.paused_for_outage();
+        match self.credits().await {
+            // The API answers again (if not well): end the outage
+            // pause; real requests decide what comes next.
+            Credits::Unreachable(_) if outage => Recheck::Ready { credits: None },
+            c => c.recheck(),
+        }
     }
 
     async fn health(&self) -> Health {
-        let core = &self.inner.core;
+        let core = &self.core;
         let mut lines = vec![
             format!("API key from {}", key::describe(&core.cfg.key)),
             format!(
                 "base_url {} (poll every {}, job_timeout {}, presigned_upload {})",
                 core.cfg.base_url,
-                humantime::format_duration(self.inner.poll_interval),
-                humantime::format_duration(self.inner.job_timeout),
-                self.inner.presigned_upload
+                humantime::format_duration(self.poll_interval),
+                humantime::format_duration(self.job_timeout),
+                self.presigned_upload
             ),
         ];
         lines.extend(key::inline_key_warning(&core.cfg.key));
-        let ok = match self.inner.credits().await {
+        let ok = match self.credits().await {
             Credits::Known { left, detail } => {
                 lines.push(format!("reachable; key accepted; {detail}"));
                 core.gate.set_credits(left);
@@ -630,14 +589,6 @@ impl Provider for Verging {
             }
         };
         Health { lines, ok }
-    }
-
-    fn is_paused(&self) -> bool {
-        self.inner.core.gate.is_paused()
-    }
-
-    fn status(&self) -> ProviderStatus {
-        self.inner.core.gate.status()
     }
 }
 

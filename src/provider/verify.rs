@@ -33,6 +33,21 @@ pub enum Expect {
     AnyPicture,
 }
 
+/// [`check`] on a blocking thread (it decodes the whole picture).
+pub async fn check_off_thread(
+    bytes: Bytes,
+    expect: Expect,
+    want: OutputFormat,
+) -> Result<Cutout, ProviderError> {
+    tokio::task::spawn_blocking(move || check(bytes, expect, want))
+        .await
+        .map_err(|e| ProviderError::Transient {
+            code: "internal-error",
+            message: format!("checking the result stopped unexpectedly: {e}"),
+            retry_after: None,
+        })?
+}
+
 /// Check `bytes` and turn them into a [`Cutout`] for `want`.
 pub fn check(bytes: Bytes, expect: Expect, want: OutputFormat) -> Result<Cutout, ProviderError> {
     let kind = validate::sniff(&bytes).map_err(|_| ProviderError::BadResult {
