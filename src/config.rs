@@ -501,6 +501,24 @@ struct RawHosted<'a> {
     recheck_interval: &'a Option<HumanValue>,
 }
 
+/// The [`RawHosted`] view of a raw hosted-provider table (the kinds keep
+/// their own structs: serde's `flatten` does not work with
+/// `deny_unknown_fields`).
+macro_rules! raw_hosted {
+    ($raw:expr) => {
+        RawHosted {
+            api_key_env: &$raw.api_key_env,
+            api_key_file: &$raw.api_key_file,
+            api_key: &$raw.api_key,
+            concurrency: $raw.concurrency,
+            requests_per_second: $raw.requests_per_second,
+            timeout: &$raw.timeout,
+            max_result_size: &$raw.max_result_size,
+            recheck_interval: &$raw.recheck_interval,
+        }
+    };
+}
+
 /// A size or duration: a human string ("10 MiB", "2s") or a bare number
 /// (bytes, seconds).
 #[derive(Debug, Clone, Deserialize)]
@@ -907,16 +925,7 @@ impl Checker {
                 let raw: RawRembg = value.try_into().map_err(shape)?;
                 let hosted = self.hosted(
                     &key,
-                    RawHosted {
-                        api_key_env: &raw.api_key_env,
-                        api_key_file: &raw.api_key_file,
-                        api_key: &raw.api_key,
-                        concurrency: raw.concurrency,
-                        requests_per_second: raw.requests_per_second,
-                        timeout: &raw.timeout,
-                        max_result_size: &raw.max_result_size,
-                        recheck_interval: &raw.recheck_interval,
-                    },
+                    raw_hosted!(raw),
                     (raw.base_url.as_deref(), "", DEFAULT_REMBG_URL),
                     DEFAULT_REMBG_KEY_ENV,
                     file,
@@ -940,16 +949,7 @@ impl Checker {
                 };
                 let hosted = self.hosted(
                     &key,
-                    RawHosted {
-                        api_key_env: &raw.api_key_env,
-                        api_key_file: &raw.api_key_file,
-                        api_key: &raw.api_key,
-                        concurrency: raw.concurrency,
-                        requests_per_second: raw.requests_per_second,
-                        timeout: &raw.timeout,
-                        max_result_size: &raw.max_result_size,
-                        recheck_interval: &raw.recheck_interval,
-                    },
+                    raw_hosted!(raw),
                     (Some(url), via, DEFAULT_VERGING_URL),
                     DEFAULT_VERGING_KEY_ENV,
                     file,
