@@ -252,6 +252,17 @@ impl Bench {
         Bench { root, _tmp: tmp }
     }
 
+    /// The site of the rate-limit and side-by-side runs: concurrency 16,
+    /// settle 250 ms, `requests_per_second = rps`.
+    fn at16(k: &Knobs, fake: &FakeProvider, rps: f64) -> Bench {
+        let c = SiteCfg {
+            concurrency: 16,
+            rps,
+            settle: Duration::from_millis(250),
+        };
+        Bench::new(&k.dir, fake, &c)
+    }
+
     fn inbox(&self) -> PathBuf {
         self.root.join("inbox")
     }
@@ -739,15 +750,7 @@ fn rate_limited(k: &Knobs, r: &mut Report, pool: &Pool) {
                 .with_latency(k.latency)
                 .with_rate_limit(Some(RateLimit::per_second(k.rate_limit))),
         );
-        let b = Bench::new(
-            &k.dir,
-            &fake,
-            &SiteCfg {
-                concurrency: 16,
-                rps,
-                settle: Duration::from_millis(250),
-            },
-        );
+        let b = Bench::at16(k, &fake, rps);
         link_into(pool, n, &b.inbox());
         let run = b.process(&[]);
         let log = fake.log();
@@ -847,15 +850,7 @@ fn naive(k: &Knobs, r: &mut Report, pool: &Pool) {
             .with_rate_limit(limit.map(RateLimit::per_second));
         // cutout, concurrency 16.
         let fake = FakeProvider::start(cfg.clone());
-        let b = Bench::new(
-            &k.dir,
-            &fake,
-            &SiteCfg {
-                concurrency: 16,
-                rps,
-                settle: Duration::from_millis(250),
-            },
-        );
+        let b = Bench::at16(k, &fake, rps);
         link_into(pool, n, &b.inbox());
         let run = b.process(&[]);
         let c_done = b.count(&b.outbox());

@@ -20,6 +20,19 @@ fn auth() -> String {
     format!("ApiKey {VKEY}")
 }
 
+/// `GET …/background-removal/jobs?job_ids=ID` with the right key.
+async fn jobs(fake: &FakeProvider, id: &str) -> reqwest::Response {
+    client()
+        .get(format!(
+            "{}/background-removal/jobs?job_ids={id}",
+            fake.base_url_verging()
+        ))
+        .header("Authorization", auth())
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn me(fake: &FakeProvider) -> reqwest::Response {
     client()
         .get(format!("{}/auth/me", fake.base_url_verging()))
@@ -224,15 +237,7 @@ async fn burst_of_5xx_then_recovery() {
     fake.inject(FaultRule::next(2, Fault::Status(500)).endpoint(Endpoint::VergingJobs));
     assert_eq!(me(&fake).await.status(), 200);
     for _ in 0..2 {
-        let r = client()
-            .get(format!(
-                "{}/background-removal/jobs?job_ids={id}",
-                fake.base_url_verging()
-            ))
-            .header("Authorization", auth())
-            .send()
-            .await
-            .unwrap();
+        let r = jobs(&fake, &id).await;
         assert_eq!(r.status(), 500);
     }
     assert_eq!(poll(&fake, &id).await["status"], "COMPLETED");
@@ -366,15 +371,7 @@ async fn dropped_connections_and_truncated_bodies() {
     // truncated JSON (poll)
     let id = create_job_id(&fake, picture(8, 8), "b.png").await;
     fake.inject(FaultRule::next(1, Fault::Truncate).endpoint(Endpoint::VergingJobs));
-    let r = client()
-        .get(format!(
-            "{}/background-removal/jobs?job_ids={id}",
-            fake.base_url_verging()
-        ))
-        .header("Authorization", auth())
-        .send()
-        .await
-        .unwrap();
+    let r = jobs(&fake, &id).await;
     assert!(r.bytes().await.is_err());
     // and everything works afterwards
     assert_eq!(poll(&fake, &id).await["status"], "COMPLETED");
