@@ -123,14 +123,18 @@ struct Journal {
     remote: std::sync::Mutex<Option<String>>,
 }
 
+#[async_trait::async_trait]
 impl JobJournal for Journal {
     fn remote_job(&self) -> Option<String> {
         self.remote.lock().ok().and_then(|g| g.clone())
     }
-    fn set_remote_job(&self, id: &str) -> Result<(), String> {
-        self.store
-            .set_remote_job(self.id, id)
-            .map_err(|e| e.to_string())?;
+    async fn set_remote_job(&self, id: &str) -> Result<(), String> {
+        let (store, job, remote) = (self.store.clone(), self.id, id.to_string());
+        blocking("remember remote job", move || {
+            store.set_remote_job(job, &remote)
+        })
+        .await?
+        .map_err(|e| e.to_string())?;
         if let Ok(mut g) = self.remote.lock() {
             *g = Some(id.to_string());
         }

@@ -43,12 +43,14 @@ pub struct Request<'a> {
 }
 
 /// Durable memory of one job, kept in the state database by the queue.
+#[async_trait]
 pub trait JobJournal: Send + Sync {
     /// The remote job id remembered from an earlier attempt or run, if any.
     fn remote_job(&self) -> Option<String>;
     /// Remember a remote job id durably *before* waiting on it, so that a
-    /// restart resumes it instead of paying again.
-    fn set_remote_job(&self, id: &str) -> Result<(), String>;
+    /// restart resumes it instead of paying again. (Async: the commit is
+    /// waited for off the runtime's threads.)
+    async fn set_remote_job(&self, id: &str) -> Result<(), String>;
 }
 
 /// A cut-out as a provider hands it back.

@@ -521,7 +521,7 @@ impl HostedApi for VergingApi {
                 self.ensure_credits().await?;
                 let id = self.create_job(req).await?;
                 self.core.gate.spend_credit();
-                if let Err(e) = req.journal.set_remote_job(&id) {
+                if let Err(e) = req.journal.set_remote_job(&id).await {
                     // Still polled now; only a crash before it finishes
                     // could make this job be paid for again.
                     tracing::error!(provider = %self.core.name, job = %id, "cannot remember the remote job id: {e}");
