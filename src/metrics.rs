@@ -74,6 +74,7 @@ pub struct Snapshot {
     pub settling: u64,
     pub queued: u64,
     pub in_flight: u64,
+    pub at_engine: u64,
     pub inboxes: u64,
     pub reloads_ok: u64,
     pub reloads_rejected: u64,
@@ -100,6 +101,7 @@ pub struct Metrics {
     settling: AtomicU64,
     queued: AtomicU64,
     in_flight: AtomicU64,
+    at_engine: AtomicU64,
     inboxes: AtomicU64,
     reloads_ok: AtomicU64,
     reloads_rejected: AtomicU64,
@@ -132,6 +134,7 @@ impl Metrics {
             settling: AtomicU64::new(0),
             queued: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            at_engine: AtomicU64::new(0),
             inboxes: AtomicU64::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_rejected: AtomicU64::new(0),
@@ -176,11 +179,13 @@ impl Metrics {
     }
 
     /// The queue's current shape: files settling (waiting to be quiet),
-    /// queued (ready, waiting for a worker), in flight.
-    pub fn set_queue(&self, settling: usize, queued: usize, in_flight: usize) {
+    /// queued (ready, waiting for a worker), in flight (with a worker), and
+    /// of those, at the engine (holding one of `queue.concurrency` slots).
+    pub fn set_queue(&self, settling: usize, queued: usize, in_flight: usize, at_engine: usize) {
         self.settling.store(settling as u64, Ordering::Relaxed);
         self.queued.store(queued as u64, Ordering::Relaxed);
         self.in_flight.store(in_flight as u64, Ordering::Relaxed);
+        self.at_engine.store(at_engine as u64, Ordering::Relaxed);
     }
 
     /// How many inboxes are being watched now.
@@ -285,6 +290,7 @@ impl Metrics {
             settling: g(&self.settling),
             queued: g(&self.queued),
             in_flight: g(&self.in_flight),
+            at_engine: g(&self.at_engine),
             inboxes: g(&self.inboxes),
             reloads_ok: g(&self.reloads_ok),
             reloads_rejected: g(&self.reloads_rejected),
@@ -378,7 +384,7 @@ pub fn render(s: &Snapshot, live: Liveness) -> String {
         head(&mut o, name, "counter", help);
         let _ = writeln!(o, "{name} {v}");
     }
-    let gauges: [(&str, u64, &str); 4] = [
+    let gauges: [(&str, u64, &str); 5] = [
         (
             "cutout_queue_depth",
             s.settling + s.queued,
@@ -392,7 +398,12 @@ pub fn render(s: &Snapshot, live: Liveness) -> String {
         (
             "cutout_in_flight",
             s.in_flight,
-            "Pictures being processed now.",
+            "Pictures being processed now (read, checked, at the engine or being filed).",
+        ),
+        (
+            "cutout_at_engine",
+            s.at_engine,
+            "Pictures at the engine now (at most queue.concurrency).",
         ),
         ("cutout_inboxes", s.inboxes, "Inboxes being watched."),
     ];
@@ -565,7 +576,7 @@ mod tests {
             m.file_seen();
             m.record_result(&r);
         }
-        m.set_queue(3, 2, 1);
+        m.set_queue(3, 2, 1, 1);
         m.record_429("rembg");
         m.record_429("rembg");
         m.record_retry("rembg");
@@ -590,6 +601,7 @@ mod tests {
         assert_eq!(p["cutout_files_skipped_total"], 1.0);
         assert_eq!(p["cutout_queue_depth"], 5.0);
         assert_eq!(p["cutout_in_flight"], 1.0);
+        assert_eq!(p["cutout_at_engine"], 1.0);
         assert_eq!(
             p["cutout_provider_rate_limited_total{provider=\"rembg\"}"],
             2.0

@@ -50,6 +50,15 @@ impl Ctx {
     pub fn worker_limit(&self) -> usize {
         2 * self.cfg.queue.concurrency.max(1)
     }
+
+    /// Pictures holding an engine slot right now.
+    pub fn at_engine(&self) -> usize {
+        self.cfg
+            .queue
+            .concurrency
+            .max(1)
+            .saturating_sub(self.engine_slots.available_permits())
+    }
 }
 
 /// What became of one file, for the queue and the batch summary.

@@ -350,7 +350,12 @@ pub async fn run_with(
                 }
             });
         }
-        metrics.set_queue(settler.pending_len(), settler.ready_len(), workers.len());
+        metrics.set_queue(
+            settler.pending_len(),
+            settler.ready_len(),
+            workers.len(),
+            ctx.at_engine(),
+        );
 
         if batch && scans_pending == 0 && settler.is_idle() && workers.is_empty() {
             break;
@@ -425,10 +430,15 @@ pub async fn run_with(
                     break;
                 }
             }
-            metrics.set_queue(settler.pending_len(), settler.ready_len(), workers.len());
+            metrics.set_queue(
+                settler.pending_len(),
+                settler.ready_len(),
+                workers.len(),
+                ctx.at_engine(),
+            );
         }
     }
-    metrics.set_queue(settler.pending_len(), settler.ready_len(), 0);
+    metrics.set_queue(settler.pending_len(), settler.ready_len(), 0, 0);
     let left = settler.pending_len() + settler.ready_len();
     if left > 0 {
         tracing::info!(left, "files left queued for the next start");

@@ -645,6 +645,47 @@ fn hosted_key_from_the_credentials_directory_and_provider_figures_in_metrics() {
 }
 
 #[test]
+fn metrics_show_pictures_at_the_engine_up_to_the_concurrency() {
+    // Slow provider, concurrency 2, eight pictures: the queue has up to
+    // four workers, but /metrics never shows more than two at the engine,
+    // and shows two while the backlog lasts.
+    let fake = fake_provider::FakeProvider::start(
+        fake_provider::Config::default().with_latency(Duration::from_millis(400)),
+    );
+    let site = Site::new(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n[queue]\nconcurrency = 2\n\
+         [[inbox]]\npath = \"inbox\"\nsettle = \"100ms\"\nprovider = \"rembg\"\n\
+         [providers.rembg]\nkind = \"rembg-com\"\nbase_url = \"{}\"\nusage_url = \"{}\"\n\
+         api_key_file = \"rembg.key\"\nconcurrency = 8\nrequests_per_second = 100\n",
+        fake.base_url_rembg(),
+        fake.usage_url_rembg()
+    ));
+    std::fs::write(site.root().join("rembg.key"), "test-rembg-key\n").expect("key");
+    let mut d = site.spawn_daemon();
+    let addr = http_addr(&d);
+    for i in 0..8 {
+        site.drop_file(&format!("p{i}.jpg"), &jpeg(200, 150, 300 + i));
+    }
+    let mut most = 0.0f64;
+    wait_until(LONG, "two pictures at the engine", || {
+        let m = scrape(&addr);
+        most = most.max(metric(&m, "cutout_at_engine"));
+        metric(&m, "cutout_at_engine") == 2.0
+    });
+    wait_until(LONG, "all eight done", || {
+        let m = scrape(&addr);
+        most = most.max(metric(&m, "cutout_at_engine"));
+        finished(&site) == 8
+    });
+    assert_eq!(most, 2.0, "at most queue.concurrency at the engine");
+    wait_until(LONG, "nothing at the engine", || {
+        metric(&scrape(&addr), "cutout_at_engine") == 0.0
+    });
+    d.term();
+    assert!(d.wait(LONG).success());
+}
+
+#[test]
 fn a_paused_provider_shows_in_status_healthz_and_metrics() {
     use fake_provider::{Endpoint, Fault, FaultRule};
     let fake = fake_provider::FakeProvider::start(fake_provider::Config::default().with_key("k"));
