@@ -129,13 +129,22 @@ async fn blocking<T: Send + 'static>(
 struct Journal {
     store: Store,
     id: i64,
-    remote: std::sync::Mutex<Option<String>>,
+    /// The remote job id and when it was created (ms since the epoch).
+    remote: std::sync::Mutex<Option<(String, Option<i64>)>>,
 }
 
 #[async_trait::async_trait]
 impl JobJournal for Journal {
     fn remote_job(&self) -> Option<String> {
-        self.remote.lock().ok().and_then(|g| g.clone())
+        self.remote
+            .lock()
+            .ok()
+            .and_then(|g| g.as_ref().map(|(id, _)| id.clone()))
+    }
+    fn remote_job_age(&self) -> Option<Duration> {
+        let since = self.remote.lock().ok()?.as_ref()?.1?;
+        let ms = crate::store::now_ms().saturating_sub(since).max(0);
+        Some(Duration::from_millis(ms as u64))
     }
     async fn set_remote_job(&self, id: &str) -> Result<(), String> {
         let (store, job, remote) = (self.store.clone(), self.id, id.to_string());
@@ -145,7 +154,7 @@ impl JobJournal for Journal {
         .await?
         .map_err(|e| e.to_string())?;
         if let Ok(mut g) = self.remote.lock() {
-            *g = Some(id.to_string());
+            *g = Some((id.to_string(), Some(crate::store::now_ms())));
         }
         Ok(())
     }
@@ -418,7 +427,7 @@ async fn run_job(
     let journal = Journal {
         store: ctx.store.clone(),
         id: job.id,
-        remote: std::sync::Mutex::new(job.remote_job.clone()),
+        remote: std::sync::Mutex::new(job.remote_job.clone().map(|r| (r, job.remote_since_ms))),
     };
     let retry = ctx.cfg.retry;
     let mut attempts = job.attempts;

@@ -27,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,6 +103,8 @@ pub struct Job {
     /// delete/keep.
     pub move_to: Option<PathBuf>,
     pub remote_job: Option<String>,
+    /// When `remote_job` was created (ms since the epoch).
+    pub remote_since_ms: Option<i64>,
     /// The audit record prepared when the outcome was decided.
     pub record: Option<String>,
     pub audited: bool,
@@ -212,7 +214,8 @@ impl Drop for LockFile {
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the epoch (the clock of `*_ms` columns).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -467,6 +470,16 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if v < 3 {
+            // When the remote job was created: its `job_timeout` counts
+            // from there, across restarts.
+            c.execute_batch(
+                "BEGIN;
+                 ALTER TABLE jobs ADD COLUMN remote_since_ms INTEGER;
+                 PRAGMA user_version = 3;
+                 COMMIT;",
+            )?;
+        }
         Ok(None)
     }
 
@@ -488,6 +501,7 @@ impl Store {
             output: r.get::<_, Option<Vec<u8>>>("output")?.map(blob_path),
             move_to: r.get::<_, Option<Vec<u8>>>("move_to")?.map(blob_path),
             remote_job: r.get("remote_job")?,
+            remote_since_ms: r.get("remote_since_ms")?,
             record: r.get("record")?,
             audited: r.get::<_, i64>("audited")? != 0,
             reason_code: r.get("reason_code")?,
@@ -747,8 +761,10 @@ impl Store {
     pub fn set_remote_job(&self, id: i64, remote: &str) -> Result<(), StoreError> {
         let remote = remote.to_string();
         self.run(move |c| {
-            c.prepare_cached("UPDATE jobs SET remote_job = ?2, updated_ms = ?3 WHERE id = ?1")?
-                .execute(params![id, remote, now_ms()])?;
+            c.prepare_cached(
+                "UPDATE jobs SET remote_job = ?2, remote_since_ms = ?3, updated_ms = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, remote, now_ms()])?;
             Ok(())
         })
     }

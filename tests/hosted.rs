@@ -867,6 +867,45 @@ fn a_verging_job_that_never_finishes_times_out() {
 }
 
 #[test]
+fn a_verging_job_timeout_counts_from_its_creation_across_a_restart() {
+    // job_timeout 3 s, polled every 100 ms. The daemon is killed once the
+    // job is being polled and started again after the 3 s are over: the
+    // job gets one last look, not a fresh 3 s (≈ 30 more polls).
+    let fake = FakeProvider::start(Config::default());
+    fake.inject(FaultRule::always(Fault::JobNeverFinishes).file_contains("stuck"));
+    let site = verging_site(&fake, "job_timeout = \"3s\"", "");
+    site.drop_file("stuck.jpg", &jpeg(64, 48, 1350));
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the job created and polled", || {
+        for_file(&fake, Endpoint::VergingJobs, "stuck") >= 1
+    });
+    d.kill9();
+    let created = requests(&fake, Endpoint::VergingCreateJob);
+    assert_eq!(created.len(), 1);
+    wait_until(LONG, "job_timeout to pass while cutout is down", || {
+        created[0].at.elapsed() > Duration::from_millis(3500)
+    });
+    let polls_before = for_file(&fake, Endpoint::VergingJobs, "stuck");
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "stuck.jpg in failed/", || {
+        site.failed().join("stuck.jpg").is_file()
+    });
+    d.term();
+    d.wait(LONG);
+    assert_eq!(reason(&site, "stuck.jpg")["code"], "provider-job-timeout");
+    assert_eq!(
+        fake.count_requests(Endpoint::VergingCreateJob),
+        1,
+        "never paid twice"
+    );
+    let after = for_file(&fake, Endpoint::VergingJobs, "stuck") - polls_before;
+    assert!(
+        (1..=3).contains(&after),
+        "{after} polls after the restart: the time limit started again"
+    );
+}
+
+#[test]
 fn verging_garbage_download_is_retried_without_a_new_job() {
     let fake = FakeProvider::start(Config::default());
     fake.inject(

@@ -47,6 +47,11 @@ pub struct Request<'a> {
 pub trait JobJournal: Send + Sync {
     /// The remote job id remembered from an earlier attempt or run, if any.
     fn remote_job(&self) -> Option<String>;
+    /// How long ago the remembered remote job was created, if known (its
+    /// time limit counts from then, across restarts).
+    fn remote_job_age(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Remember a remote job id durably *before* waiting on it, so that a
     /// restart resumes it instead of paying again. (Async: the commit is
     /// waited for off the runtime's threads.)

@@ -342,8 +342,15 @@ impl VergingApi {
     }
 
     /// Poll until the job ends; returns its `result_url`.
-    async fn wait_for(&self, id: &str, resumed: bool) -> Result<String, ProviderError> {
-        let deadline = Instant::now() + self.job_timeout;
+    /// Poll job `id` until it ends or `job_timeout` after its creation
+    /// (`spent`: how long ago that was, for a job resumed after a restart).
+    async fn wait_for(
+        &self,
+        id: &str,
+        resumed: bool,
+        spent: Duration,
+    ) -> Result<String, ProviderError> {
+        let deadline = Instant::now() + self.job_timeout.saturating_sub(spent);
         let what = self.what("GET /background-removal/jobs");
         let mut first = true;
         let mut last_problem: Option<String> = None;
@@ -529,7 +536,12 @@ impl HostedApi for VergingApi {
                 (id, false)
             }
         };
-        let result_url = self.wait_for(&id, resumed).await?;
+        let spent = if resumed {
+            req.journal.remote_job_age().unwrap_or_default()
+        } else {
+            Duration::ZERO
+        };
+        let result_url = self.wait_for(&id, resumed, spent).await?;
         let bytes = self.download(&result_url).await?;
         let want = req.output_format;
         let cutout = verify::check_off_thread(bytes, Expect::Alpha, want).await?;
