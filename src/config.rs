@@ -279,8 +279,8 @@ pub struct VergingConfig {
     pub hosted: HostedConfig,
     /// Time between two polls of a job.
     pub poll_interval: Duration,
-    /// How long one job may take (counted from when this run starts
-    /// polling it) before the file fails with `provider-job-timeout`.
+    /// How long one job may take (counted from its creation, also across
+    /// restarts) before the file fails with `provider-job-timeout`.
     pub job_timeout: Duration,
     /// Upload through a presigned URL (`upload-video` + `PUT`) first.
     pub presigned_upload: bool,

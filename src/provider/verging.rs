@@ -15,8 +15,8 @@
 //! - A job that ends `FAILED` was charged; the file goes to `failed/`
 //!   (`provider-job-failed`) and is not resubmitted automatically — that
 //!   would pay again. Dropping the file in again submits a new job.
-//! - A job still unfinished after `job_timeout` (counted from when this run
-//!   started polling it) fails the same way (`provider-job-timeout`).
+//! - A job still unfinished after `job_timeout` (counted from its creation,
+//!   also across restarts) fails the same way (`provider-job-timeout`).
 //! - A create-job answer that is 2xx but unreadable (no job id) means a job
 //!   was probably created and charged: `provider-bad-answer`, no resubmit.
 //! - Poll errors do not end the job: polling goes on (through the gate)
