@@ -313,7 +313,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
             Err(e) => return FileResult::Trouble(e),
         }
     };
-    let job = match claim {
+    let (job, first_counted) = match claim {
         Claim::AlreadyDone => return FileResult::AlreadyDone,
         Claim::Busy => return FileResult::Later(inbox.settle.max(Duration::from_secs(1))),
         Claim::Duplicate { job, earlier } => {
@@ -322,7 +322,6 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Claim::New(job) => (job, true),
         Claim::Resume(job) => (job, false),
     };
-    let (job, first_counted) = job;
     run_job(
         ctx,
         inbox,
