@@ -5,7 +5,9 @@
 //!
 //! Owns: the order of durable steps that makes "nothing lost, nothing paid
 //! twice" true: the output is durable before the decision is committed, the
-//! decision before the audit line, the audit line before the input moves.
+//! decision before the audit line, the audit line before the input moves;
+//! and the `queue.concurrency` engine slots, held only around the provider
+//! call.
 //!
 //! Must not: watch folders or schedule work (the queue does), or know any
 //! provider's wire format.

@@ -6,7 +6,9 @@
 //! last stat) with time passed in, so it is testable without sleeping. A file
 //! is ready once it has had no events for `settle` and its size and mtime are
 //! unchanged when checked; a file whose mtime is already older than `settle`
-//! when first seen (a backlog) only needs a short re-check.
+//! when first seen (a backlog) only needs a short re-check. It also knows
+//! the earliest moment anything pending can be ready (`next_due`), so the
+//! queue sleeps until then instead of polling.
 //!
 //! Must not: read file contents, move files, or know about providers.
 
