@@ -85,16 +85,7 @@ impl Site {
 
     /// Start `cutout run` in the background (stderr to a file in the site).
     pub fn spawn_daemon(&self) -> Daemon {
-        let log = self.root().join(format!("daemon-{}.log", fastrand_u32()));
-        let f = std::fs::File::create(&log).expect("log file");
-        let child = self
-            .cmd(&["run"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(f)
-            .spawn()
-            .expect("spawn cutout run");
-        Daemon { child, log }
+        self.spawn_daemon_env(&[])
     }
 
     /// Start `cutout run` with extra environment variables (the service
