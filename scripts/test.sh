@@ -25,4 +25,7 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   fi
 fi
 
-cargo test --workspace --locked "$@"
+# The release profile: the tests run the real binary doing real pixel work,
+# and `cargo run --release` (the README's other command) then shares every
+# compiled crate with the tests instead of building them all a second time.
+cargo test --workspace --locked --release "$@"
