@@ -265,3 +265,39 @@ fn inline_keys_never_show_in_debug() {
     let dbg = format!("{:?} {:?}", c, c.providers["r"].kind);
     assert!(!dbg.contains("sk-very-secret"), "{dbg}");
 }
+
+#[test]
+fn inbox_options_are_typed_for_the_provider_kind() {
+    let c = parse(
+        "[[inbox]]\npath = \"a\"\nprovider = \"r\"\noptions = { w = 640, format = \"webp\" }\n\
+         [[inbox]]\npath = \"b\"\nprovider = \"r\"\n\
+         [[inbox]]\npath = \"c\"\n\
+         [providers.r]\nkind = \"rembg-com\"\n",
+    )
+    .expect("loads");
+    let a = c.inboxes[0].options.rembg().expect("rembg options");
+    assert_eq!(a.w, Some(640));
+    assert_eq!(a.format, Some(OutputFormat::Webp));
+    assert_eq!(
+        c.inboxes[1].options,
+        InboxOptions::RembgCom(RembgOptions::default()),
+        "a rembg inbox without options gets the defaults"
+    );
+    assert_eq!(c.inboxes[2].options, InboxOptions::None);
+    for (text, want) in [
+        (
+            "[[inbox]]\npath = \"in\"\noptions = { w = 1 }\n",
+            "`local` takes no options, but `w` was given",
+        ),
+        (
+            "[[inbox]]\npath = \"in\"\nprovider = \"r\"\noptions = { angle = 400 }\n\
+             [providers.r]\nkind = \"rembg-com\"\n",
+            "`angle` must be a number from -360 to 360",
+        ),
+    ] {
+        let s = parse(text).expect_err(text).to_string();
+        assert!(s.contains("`inbox[0].options`"), "{s}");
+        assert!(s.contains(want), "{s}");
+        assert!(s.contains("/etc/cutout/cutout.toml"), "{s}");
+    }
+}
