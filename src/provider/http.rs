@@ -20,6 +20,7 @@ use reqwest::{StatusCode, Url};
 
 use super::ProviderError;
 use crate::config::HostedConfig;
+use crate::net::is_loopback;
 
 /// Longest `Retry-After` honoured as given; longer answers are cut to this
 /// (a provider asking for a day should not park a file for a day).
@@ -28,8 +29,6 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Longest provider message kept in an error (and so in reason.json).
 const MAX_MESSAGE: usize = 400;
-
-pub use crate::net::is_loopback;
 
 /// A URL as it may appear in logs and errors: scheme, host, port and path,
 /// never the query (presigned URLs carry signatures there) or user info.

@@ -4,7 +4,8 @@
 //! the cut-out's bytes. Credits come from the membership-usage endpoint
 //! (`usage_url`, on another host).
 //!
-//! Owns: the option table (checked at start-up), the request shape, the
+//! Owns: how the per-inbox options (checked into `config::RembgOptions`
+//! when the config is read) go into the request, the request shape, the
 //! reading of rembg's answers (a 429 that speaks of a daily/monthly limit is
 //! quota, not a burst) and of its usage report.
 //!
