@@ -1,8 +1,9 @@
 //! Configuration: the one place where TOML and defaults become checked,
-//! ready-to-use types. Reading order: [`load`] finds and reads the file,
+//! ready-to-use types. Reading order: `load` finds and reads the file,
 //! `raw` is its serde shape, `check` (with `check_provider` and `units`)
-//! turns it into the [`types`] the pipeline uses, `options` types each
-//! inbox's provider options, and [`prepare_folders`] is the one step that
+//! turns it into the `types` the pipeline uses, `options` types each
+//! inbox's provider options (`defaults` holds the built-in values, `paths`
+//! the lexical path helpers), and [`prepare_folders`] is the one step that
 //! touches the disk.
 //!
 //! Owns: every error that names a key and a file ([`ConfigError`]).
