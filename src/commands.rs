@@ -41,6 +41,7 @@ pub fn main(cli: Cli) -> i32 {
         } => with_config(&config, |cfg, _| run_batch(cfg, &config, dry_run, &paths)),
         Command::Check { config } => with_config(&config, |cfg, _| check(cfg, &config)),
         Command::Status { config, errors } => with_config(&config, |cfg, _| status(cfg, errors)),
+        Command::Models(args) => crate::models::command::main(args),
     }
 }
 

@@ -31,6 +31,7 @@ pub mod fsutil;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod models;
 pub mod net;
 pub mod output;
 pub mod pipeline;

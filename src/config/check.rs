@@ -28,6 +28,8 @@ pub(super) struct Checker {
     pub(super) origin: String,
     pub(super) base: PathBuf,
     pub(super) dirs: SystemdDirs,
+    /// The resolved `models_dir` (see [`crate::models::default_dir`]).
+    pub(super) models_dir: PathBuf,
 }
 
 impl Checker {
@@ -121,6 +123,7 @@ impl Checker {
             inboxes,
             providers,
             http,
+            models_dir: self.models_dir.clone(),
         })
     }
 
@@ -194,7 +197,12 @@ impl Checker {
         providers
             .entry(DEFAULT_PROVIDER.to_string())
             .or_insert_with(|| ProviderConfig {
-                kind: ProviderKind::Local(LocalConfig::default()),
+                kind: ProviderKind::Local(LocalConfig {
+                    models_dir: self.models_dir.clone(),
+                    threads: DEFAULT_ONNX_THREADS,
+                    parallel: DEFAULT_ONNX_PARALLEL,
+                    ..LocalConfig::default()
+                }),
             });
         Ok(providers)
     }

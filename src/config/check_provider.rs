@@ -308,15 +308,15 @@ impl Checker {
             &format!("{key}.engine"),
             raw.engine.as_deref(),
             &[
+                ("auto", LocalEngine::Auto),
                 ("builtin", LocalEngine::Builtin),
                 ("onnx", LocalEngine::Onnx),
-                ("auto", LocalEngine::Auto),
             ],
         )?;
         if engine == LocalEngine::Onnx && raw.model.is_none() {
             return Err(self.err(
                 format!("{key}.model"),
-                "is missing: engine = \"onnx\" needs the path of an .onnx model (get one with `scripts/fetch-model.sh isnet-general-use models`)",
+                "is missing: engine = \"onnx\" needs the path of an .onnx model (get one with `cutout models fetch isnet-general-use`, then `model = \"…/isnet-general-use.onnx\"`; or use engine = \"auto\", which finds it in models_dir)",
             ));
         }
         if let Some(k) = &raw.model_kind {
@@ -336,6 +336,7 @@ impl Checker {
             model: raw.model.as_deref().map(|p| self.path(p)),
             model_kind: raw.model_kind,
             onnxruntime: raw.onnxruntime.as_deref().map(|p| self.path(p)),
+            models_dir: self.models_dir.clone(),
             threads: self.int(
                 &format!("{key}.threads"),
                 raw.threads,

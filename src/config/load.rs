@@ -140,10 +140,15 @@ pub fn from_str_with(
         origin: origin.clone(),
         message: tidy_toml_error(&e),
     })?;
-    let c = Checker {
+    let mut c = Checker {
         origin: origin.clone(),
         base: base_dir.to_path_buf(),
         dirs: dirs.clone(),
+        models_dir: PathBuf::new(),
+    };
+    c.models_dir = match &raw.models_dir {
+        Some(p) => c.path(p),
+        None => crate::models::default_dir(dirs.state.as_deref()),
     };
     c.build(raw, file)
 }

@@ -31,6 +31,7 @@ pub(super) struct RawLocal {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) state_dir: Option<PathBuf>,
+    pub(super) models_dir: Option<PathBuf>,
     pub(super) log_dir: Option<PathBuf>,
     pub(super) rescan_interval: Option<HumanValue>,
     pub(super) shutdown_grace: Option<HumanValue>,

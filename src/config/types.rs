@@ -59,6 +59,9 @@ pub struct Config {
     pub inboxes: Vec<Inbox>,
     pub providers: BTreeMap<String, ProviderConfig>,
     pub http: HttpConfig,
+    /// Where `cutout models` installs models and `engine = "auto"` looks
+    /// (`models_dir`; default: see [`crate::models::default_dir`]).
+    pub models_dir: PathBuf,
 }
 
 /// `[http]`: the optional health and metrics endpoint.
@@ -280,6 +283,9 @@ pub struct LocalConfig {
     pub model_kind: Option<String>,
     /// `libonnxruntime.so.1.xx`; else `$ORT_DYLIB_PATH`, else the model's folder.
     pub onnxruntime: Option<PathBuf>,
+    /// The config's `models_dir`: where `engine = "auto"` finds a model
+    /// when `model` is not set.
+    pub models_dir: PathBuf,
     /// ONNX Runtime threads per inference.
     pub threads: usize,
     /// Inferences at the same time (each on its own blocking thread).
@@ -296,10 +302,11 @@ pub struct LocalConfig {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum LocalEngine {
     /// The built-in backdrop segmenter (packshots on plain backdrops).
-    #[default]
     Builtin,
     /// An ONNX model through ONNX Runtime (U²-Net, IS-Net, BiRefNet…).
     Onnx,
-    /// The model when its file and the runtime are there, else built-in.
+    /// The default: `model` if set, else the best model installed in
+    /// `models_dir`, when it and the runtime load; else built-in.
+    #[default]
     Auto,
 }

@@ -42,10 +42,8 @@ use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{DynTensor, DynTensorValueType, DynValue, Tensor, TensorElementType, ValueType};
 
-/// The script that puts a named model (and the runtime) into a folder.
-const FETCH_MODEL: &str = "scripts/fetch-model.sh";
-/// The script that puts the ONNX Runtime library into a folder.
-const FETCH_RUNTIME: &str = "scripts/fetch-onnxruntime.sh";
+/// The command that puts a named model (and the runtime) into a folder.
+const FETCH_MODEL: &str = "cutout models fetch";
 /// The oldest ONNX Runtime this build accepts (`ort`'s `api-31` feature).
 const MIN_RUNTIME: &str = "1.31";
 
@@ -267,7 +265,7 @@ impl OnnxOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error(
-        "model file {} not found: get it with `{FETCH_MODEL} {kind} {}` (or `cutout models fetch {kind}`), \
+        "model file {} not found: get it with `{FETCH_MODEL} {kind} --dir {}`, \
          or point `model` at an existing .onnx file",
         path.display(),
         folder_of(path).display()
@@ -275,7 +273,7 @@ pub enum OnnxError {
     ModelMissing { path: PathBuf, kind: ModelKind },
 
     #[error(
-        "ONNX Runtime library not found ({looked}): get it with `{FETCH_RUNTIME} {}` \
+        "ONNX Runtime library not found ({looked}): get it with `{FETCH_MODEL} onnxruntime --dir {}` \
          (onnxruntime {MIN_RUNTIME} or newer, from the PyPI wheel), then set `onnxruntime = \"…/libonnxruntime.so.1.xx\"` \
          in the provider's config or export ORT_DYLIB_PATH=…/libonnxruntime.so.1.xx",
         suggested_dir.display()
@@ -287,7 +285,7 @@ pub enum OnnxError {
 
     #[error(
         "could not load ONNX Runtime from {}: {reason} (cutout needs onnxruntime {MIN_RUNTIME} or newer: \
-         `{FETCH_RUNTIME} DIR` fetches one)",
+         `{FETCH_MODEL} onnxruntime` fetches one)",
         path.display()
     )]
     RuntimeLoad { path: PathBuf, reason: String },
@@ -1364,10 +1362,10 @@ mod tests {
             None if std::env::var_os("CI").is_some()
                 || std::env::var_os("CUTOUT_REQUIRE_ORT").is_some() =>
             {
-                panic!("ORT_DYLIB_PATH is unset: run scripts/fetch-onnxruntime.sh and export what it prints")
+                panic!("ORT_DYLIB_PATH is unset: run `cutout models fetch onnxruntime --dir models` and export ORT_DYLIB_PATH=models/libonnxruntime.so.1.31.1")
             }
             None => {
-                eprintln!("skipped: ORT_DYLIB_PATH is unset (scripts/fetch-onnxruntime.sh gets the library)");
+                eprintln!("skipped: ORT_DYLIB_PATH is unset (`cutout models fetch onnxruntime` gets the library)");
                 None
             }
         }
@@ -1609,7 +1607,7 @@ mod tests {
         assert_eq!(err.code(), "model-missing");
         let text = err.to_string();
         assert!(
-            text.contains("scripts/fetch-model.sh isnet-general-use /nonexistent/models"),
+            text.contains("cutout models fetch isnet-general-use --dir /nonexistent/models"),
             "{text}"
         );
     }
@@ -1623,7 +1621,7 @@ mod tests {
         let err = OnnxEngine::load(&opts).unwrap_err();
         assert_eq!(err.code(), "runtime-missing");
         let text = err.to_string();
-        assert!(text.contains("scripts/fetch-onnxruntime.sh"), "{text}");
+        assert!(text.contains("cutout models fetch onnxruntime"), "{text}");
         assert!(
             text.contains("ORT_DYLIB_PATH") && text.contains("onnxruntime = "),
             "{text}"
@@ -1760,7 +1758,7 @@ mod tests {
     #[test]
     fn real_model_separates_the_cat() {
         let Some(model) = std::env::var_os("CUTOUT_TEST_MODEL").filter(|p| !p.is_empty()) else {
-            eprintln!("skipped: CUTOUT_TEST_MODEL is unset (scripts/fetch-model.sh isnet-general-use gets the model)");
+            eprintln!("skipped: CUTOUT_TEST_MODEL is unset (`cutout models fetch isnet-general-use` gets the model)");
             return;
         };
         let kind = std::env::var("CUTOUT_TEST_MODEL_KIND")
