@@ -618,6 +618,13 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
                 for l in h.lines {
                     println!("  {l}");
                 }
+                let users: Vec<String> = (cfg.inboxes.iter().enumerate())
+                    .filter(|(_, ib)| &ib.provider == name)
+                    .map(|(i, ib)| format!("inbox[{i}] {:?}", ib.name))
+                    .collect();
+                if !users.is_empty() {
+                    println!("  engine of {}", users.join(", "));
+                }
                 ok &= h.ok;
             }
             Err(e) => {

@@ -301,6 +301,7 @@ fn check_names_the_engine_and_the_command_that_gets_a_model() {
         stdout.contains("cutout models fetch isnet-general-use"),
         "{stdout}"
     );
+    assert!(stdout.contains("\n  engine of inbox[0] "), "{stdout}");
 
     let Some(real) = real_models() else { return };
     install_real_u2netp(&site, &real);
