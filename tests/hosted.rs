@@ -465,6 +465,51 @@ fn a_402_at_job_creation_pauses_until_credits_show_again() {
 }
 
 #[test]
+fn verging_jobs_already_paid_are_collected_while_paused() {
+    // 3 credits, 4 pictures at once, jobs take 3 s: three jobs are created
+    // and charged, the fourth submission finds no credits and the provider
+    // pauses while the three are still running. A pause stops new
+    // submissions only: the three paid jobs are polled and downloaded
+    // while the account stays empty; the fourth waits for the recharge.
+    let fake = FakeProvider::start(Config::default().with_job_processing(Duration::from_secs(3)));
+    fake.set_verging_credits(3);
+    let site = verging_site(&fake, "", "");
+    for i in 0..4 {
+        site.drop_file(&format!("p{i}.jpg"), &jpeg(64, 48, 480 + i));
+    }
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the pause for credits", || {
+        d.log_text().contains("out of credits")
+    });
+    assert_eq!(
+        fake.count_requests(Endpoint::VergingFile),
+        0,
+        "the paid jobs were still running when the provider paused"
+    );
+    wait_until(LONG, "the three paid jobs collected while paused", || {
+        site.files(&site.outbox()).len() == 3
+    });
+    assert_eq!(fake.verging_credits(), 0, "still no credits");
+    assert_eq!(fake.charged_count(Api::Verging), 3);
+    assert_eq!(
+        site.files(&site.inbox()).len(),
+        1,
+        "the fourth stays queued"
+    );
+    assert!(site.files(&site.failed()).is_empty());
+
+    fake.set_verging_credits(5);
+    wait_until(LONG, "the fourth done after the recharge", || {
+        site.files(&site.outbox()).len() == 4
+    });
+    d.term();
+    d.wait(LONG);
+    assert_eq!(fake.charged_count(Api::Verging), 4);
+    assert!(fake.doubly_charged().is_empty());
+    assert!(site.files(&site.failed()).is_empty());
+}
+
+#[test]
 fn quota_exhaustion_pauses_and_resumes_by_itself() {
     let fake = FakeProvider::start(Config::default());
     fake.set_rembg_credits(2, 0);

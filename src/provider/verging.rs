@@ -22,6 +22,10 @@
 //! - Poll errors do not end the job: polling goes on (through the gate)
 //!   until the job ends or `job_timeout`; a refused key pauses the provider
 //!   and keeps the job remembered.
+//! - A pause stops new submissions only (credits check, presigned upload,
+//!   create-job). Polling and downloading a job already paid for cost
+//!   nothing and go on while the provider is paused (e.g. another file's
+//!   create-job answered 402).
 //!
 //! Must not: retry create-job on its own, send the key to a handed-back
 //! URL, or follow such a URL over plain http (see `http.rs`).
@@ -34,7 +38,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::gate::Recheck;
-use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
+use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
 use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
@@ -209,7 +213,7 @@ impl VergingApi {
             .api
             .get(self.url("auth/me"))
             .header(AUTHORIZATION, self.core.key_header("ApiKey ")?);
-        let resp = match self.core.send(&what, rb, is_quota).await {
+        let resp = match self.core.send(&what, rb, is_quota, Spend::Submit).await {
             Ok(r) => r,
             Err(
                 e @ (ProviderError::Auth { .. }
@@ -273,7 +277,7 @@ impl VergingApi {
             .post(self.url("background-removal/create-job"))
             .header(AUTHORIZATION, self.core.key_header("ApiKey ")?)
             .multipart(form);
-        let resp = self.core.send(&what, rb, is_quota).await?;
+        let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         // From here on a job exists and was charged: an answer we cannot
         // read must not lead to a second job.
         let charged = |m: String| {
@@ -307,7 +311,7 @@ impl VergingApi {
                     .text("video_file_name", name.to_string())
                     .text("job_type", JOB_TYPE),
             );
-        let resp = self.core.send(&what, rb, is_quota).await?;
+        let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         let v = json_of(resp, &what).await?;
         let (put_url, public_url) = presigned(&v).ok_or_else(|| ProviderError::Transient {
             code: "provider-bad-answer",
@@ -366,7 +370,7 @@ impl VergingApi {
                 .get(self.url("background-removal/jobs"))
                 .query(&[("job_ids", id)])
                 .header(AUTHORIZATION, self.core.key_header("ApiKey ")?);
-            let polled = match self.core.send(&what, rb, is_quota).await {
+            let polled = match self.core.send(&what, rb, is_quota, Spend::Collect).await {
                 Ok(resp) => json_of(resp, &what).await,
                 Err(e) => Err(e),
             };
@@ -399,8 +403,11 @@ impl VergingApi {
                     Some(_) => {}
                     None => last_problem = Some(format!("job {id} is not in the job list")),
                 },
-                // Pauses end the wait; the job stays remembered and polling
-                // resumes once the provider works again.
+                // A poll answered with a refused key, no connection, or
+                // (unheard of) a quota refusal ends the wait; the job stays
+                // remembered and polling resumes once the provider works
+                // again. A pause for another file's 402 does not get here:
+                // polls are `Spend::Collect` and go out while paused.
                 Err(
                     e @ (ProviderError::Auth { .. }
                     | ProviderError::QuotaExhausted { .. }
@@ -502,7 +509,9 @@ impl HostedApi for VergingApi {
     }
 
     async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
-        self.core.refuse_if_paused()?;
+        // No `refuse_if_paused` here: a remembered job was paid for and is
+        // collected even while paused; only a new submission is refused
+        // (the `Spend::Submit` requests below).
         if let Some(k) = req.options.keys().next() {
             return Err(ProviderError::Permanent {
                 code: "provider-bad-options",
@@ -516,6 +525,7 @@ impl HostedApi for VergingApi {
                 (id, true)
             }
             None => {
+                self.core.refuse_if_paused()?;
                 if req.input.bytes.len() > MAX_UPLOAD {
                     return Err(ProviderError::Permanent {
                         code: "provider-input-too-large",
