@@ -255,6 +255,14 @@ fn verging_presigned_upload_converts_to_webp_and_audits_the_job() {
     assert_cutout(&out);
     assert_eq!(fake.count_requests(Endpoint::VergingUploadPut), 1);
     assert_eq!(fake.charged_count(Api::Verging), 1);
+    // The presigned PUT comes first; create-job still carries the picture
+    // as its documented `image` part (the fake refuses it otherwise).
+    let put = requests(&fake, Endpoint::VergingUploadPut);
+    let created = requests(&fake, Endpoint::VergingCreateJob);
+    assert_eq!(created.len(), 1);
+    assert!(put[0].at < created[0].at);
+    assert!(created[0].image_sha256.is_some());
+    assert_eq!(created[0].image_sha256, put[0].image_sha256);
     let ok = site.audit_events("succeeded");
     assert_eq!(ok.len(), 1);
     let job = fake.job_ids()[0].to_string();

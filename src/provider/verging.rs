@@ -143,12 +143,10 @@ fn find_job(v: &Value, id: &str) -> Option<JobState> {
         })
 }
 
-/// `{"result": {"url", "public_url"}}` (or bare).
-fn presigned(v: &Value) -> Option<(String, String)> {
+/// The PUT `url` of `{"result": {"url", "public_url"}}` (or bare).
+fn presigned(v: &Value) -> Option<String> {
     let inner = v.get("result").filter(|r| r.is_object()).unwrap_or(v);
-    let url = inner.get("url")?.as_str()?.to_string();
-    let public = inner.get("public_url")?.as_str()?.to_string();
-    Some((url, public))
+    Some(inner.get("url")?.as_str()?.to_string())
 }
 
 /// `{"credits": n, …}` (or wrapped in `result`/`data`).
@@ -252,23 +250,20 @@ impl VergingApi {
             code: "internal-error",
             message: format!("cannot build the upload: {e}"),
         };
-        let form = if self.presigned_upload {
-            let public_url = self.presigned_put(req, &name).await?;
-            Form::new()
-                .text("image_url", public_url)
-                .text("file_name", name.clone())
-                .text("job_type", JOB_TYPE)
-        } else {
-            let image =
-                Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-                    .file_name(name.clone())
-                    .mime_str(kind.mime())
-                    .map_err(internal)?;
-            Form::new()
-                .part("image", image)
-                .text("file_name", name.clone())
-                .text("job_type", JOB_TYPE)
-        };
+        // The presigned upload (an older flow, behind an option) comes
+        // before create-job; it does not replace the documented `image`
+        // file part.
+        if self.presigned_upload {
+            self.presigned_put(req, &name).await?;
+        }
+        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
+            .file_name(name.clone())
+            .mime_str(kind.mime())
+            .map_err(internal)?;
+        let form = Form::new()
+            .part("image", image)
+            .text("file_name", name.clone())
+            .text("job_type", JOB_TYPE);
         let what = self.what("POST /background-removal/create-job");
         let rb = self
             .core
@@ -297,8 +292,9 @@ impl VergingApi {
     }
 
     /// `POST /upload-video` for a presigned URL, then `PUT` the bytes there
-    /// (no key). Returns the public URL for create-job.
-    async fn presigned_put(&self, req: &Request<'_>, name: &str) -> Result<String, ProviderError> {
+    /// (no key). The public URL it answers is not used: create-job takes the
+    /// picture as its documented `image` part all the same.
+    async fn presigned_put(&self, req: &Request<'_>, name: &str) -> Result<(), ProviderError> {
         let what = self.what("POST /upload-video");
         let rb = self
             .core
@@ -313,13 +309,11 @@ impl VergingApi {
             );
         let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         let v = json_of(resp, &what).await?;
-        let (put_url, public_url) = presigned(&v).ok_or_else(|| ProviderError::Transient {
+        let put_url = presigned(&v).ok_or_else(|| ProviderError::Transient {
             code: "provider-bad-answer",
-            message: format!("{what}: the answer has no url/public_url"),
+            message: format!("{what}: the answer has no url"),
             retry_after: None,
         })?;
-        // Only the PUT URL is followed by us; the public URL goes back to
-        // verging as it came.
         let put_url = self.core.http.followable(&put_url)?;
         let shown = http::display_url(&put_url);
         let resp = self
@@ -342,7 +336,7 @@ impl VergingApi {
                 retry_after: None,
             });
         }
-        Ok(public_url)
+        Ok(())
     }
 
     /// Poll until the job ends; returns its `result_url`.
@@ -664,7 +658,7 @@ mod tests {
             presigned(&json(
                 r#"{"result":{"url":"https://u","public_url":"https://p"}}"#
             )),
-            Some(("https://u".into(), "https://p".into()))
+            Some("https://u".into())
         );
     }
 }
