@@ -314,7 +314,7 @@ impl VergingApi {
             message: format!("{what}: the answer has no url"),
             retry_after: None,
         })?;
-        let put_url = self.core.http.followable(&put_url)?;
+        let put_url = self.core.http.followable(&put_url).await?;
         let shown = http::display_url(&put_url);
         let resp = self
             .core
@@ -429,7 +429,7 @@ impl VergingApi {
 
     /// Download the result (no key; https only; size cap; timeout).
     async fn download(&self, result_url: &str) -> Result<bytes::Bytes, ProviderError> {
-        let url = self.core.http.followable(result_url)?;
+        let url = self.core.http.followable(result_url).await?;
         let shown = http::display_url(&url);
         let what = format!("provider `{}`: GET {shown}", self.core.name);
         let resp = self
