@@ -28,7 +28,8 @@
 //!   create-job answered 402).
 //!
 //! Must not: retry create-job on its own, send the key to a handed-back
-//! URL, or follow such a URL over plain http (see `http.rs`).
+//! URL, or follow such a URL over plain http or to a non-public address
+//! (see `http.rs`, `url_guard.rs`).
 
 use std::time::{Duration, Instant};
 
