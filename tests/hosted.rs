@@ -494,8 +494,9 @@ fn verging_jobs_already_paid_are_collected_while_paused() {
         0,
         "the paid jobs were still running when the provider paused"
     );
+    // Output written, then the input archived: wait for both.
     wait_until(LONG, "the three paid jobs collected while paused", || {
-        site.files(&site.outbox()).len() == 3
+        site.files(&site.outbox()).len() == 3 && site.files(&site.archive()).len() == 3
     });
     assert_eq!(fake.verging_credits(), 0, "still no credits");
     assert_eq!(fake.charged_count(Api::Verging), 3);
