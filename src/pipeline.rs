@@ -227,7 +227,18 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
     }
     let limits = ctx.cfg.limits;
     if st.size == 0 {
-        return reject(ctx, inbox, &rel, None, Some(st), Rejection::Empty, started).await;
+        // The hash of empty input is well defined (e3b0c442…b855).
+        let sha = hex::encode(Sha256::digest(b""));
+        return reject(
+            ctx,
+            inbox,
+            &rel,
+            Some(&sha),
+            Some(st),
+            Rejection::Empty,
+            started,
+        )
+        .await;
     }
     if st.size > limits.max_file_size {
         let r = Rejection::TooLarge {

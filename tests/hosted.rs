@@ -293,6 +293,14 @@ fn verging_presigned_upload_converts_to_webp_and_audits_the_job() {
     assert_cutout(&out);
     assert_eq!(fake.count_requests(Endpoint::VergingUploadPut), 1);
     assert_eq!(fake.charged_count(Api::Verging), 1);
+    // The presigned PUT comes first; create-job still carries the picture
+    // as its documented `image` part (the fake refuses it otherwise).
+    let put = requests(&fake, Endpoint::VergingUploadPut);
+    let created = requests(&fake, Endpoint::VergingCreateJob);
+    assert_eq!(created.len(), 1);
+    assert!(put[0].at < created[0].at);
+    assert!(created[0].image_sha256.is_some());
+    assert_eq!(created[0].image_sha256, put[0].image_sha256);
     let ok = site.audit_events("succeeded");
     assert_eq!(ok.len(), 1);
     let job = fake.job_ids()[0].to_string();
@@ -500,6 +508,52 @@ fn a_402_at_job_creation_pauses_until_credits_show_again() {
     assert!(log.contains("resuming"), "{log}");
     let ok = site.audit_events("succeeded");
     assert_eq!(ok[0]["attempts"], 1, "the paused attempt was given back");
+}
+
+#[test]
+fn verging_jobs_already_paid_are_collected_while_paused() {
+    // 3 credits, 4 pictures at once, jobs take 3 s: three jobs are created
+    // and charged, the fourth submission finds no credits and the provider
+    // pauses while the three are still running. A pause stops new
+    // submissions only: the three paid jobs are polled and downloaded
+    // while the account stays empty; the fourth waits for the recharge.
+    let fake = FakeProvider::start(Config::default().with_job_processing(Duration::from_secs(3)));
+    fake.set_verging_credits(3);
+    let site = verging_site(&fake, "", "");
+    for i in 0..4 {
+        site.drop_file(&format!("p{i}.jpg"), &jpeg(64, 48, 480 + i));
+    }
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the pause for credits", || {
+        d.log_text().contains("out of credits")
+    });
+    assert_eq!(
+        fake.count_requests(Endpoint::VergingFile),
+        0,
+        "the paid jobs were still running when the provider paused"
+    );
+    // Output written, then the input archived: wait for both.
+    wait_until(LONG, "the three paid jobs collected while paused", || {
+        site.files(&site.outbox()).len() == 3 && site.files(&site.archive()).len() == 3
+    });
+    assert_eq!(fake.verging_credits(), 0, "still no credits");
+    assert_eq!(fake.charged_count(Api::Verging), 3);
+    assert_eq!(
+        site.files(&site.inbox()).len(),
+        1,
+        "the fourth stays queued"
+    );
+    assert!(site.files(&site.failed()).is_empty());
+
+    fake.set_verging_credits(5);
+    wait_until(LONG, "the fourth done after the recharge", || {
+        site.files(&site.outbox()).len() == 4
+    });
+    d.term();
+    d.wait(LONG);
+    assert_eq!(fake.charged_count(Api::Verging), 4);
+    assert!(fake.doubly_charged().is_empty());
+    assert!(site.files(&site.failed()).is_empty());
 }
 
 #[test]

@@ -114,6 +114,16 @@ pub struct Hosted {
 /// How a refusal is read: vendor rules for "this is a quota answer".
 pub type QuotaRule = fn(&Refusal) -> bool;
 
+/// What a request does with money, for the pause rule of [`Hosted::send`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spend {
+    /// Starts (or leads to) paid work: refused while paused.
+    Submit,
+    /// Collects work already paid for (poll a job, read its state): sent
+    /// even while paused.
+    Collect,
+}
+
 impl Hosted {
     pub fn new(name: &str, kind: &'static str, cfg: &HostedConfig) -> Result<Hosted, BuildError> {
         let err = |message: String| BuildError {
@@ -197,15 +207,26 @@ impl Hosted {
     /// response; anything else as the mapped error (no connection at all is
     /// `Unavailable`). 429s and 503s slow the gate down here; pausing on
     /// quota/auth/outage errors is the caller's `pause_on`.
+    ///
+    /// `Spend::Submit` requests (they start paid work, or lead to it) are
+    /// refused at once while the provider is paused; `Spend::Collect`
+    /// requests (polling, fetching what was already paid for) go out
+    /// anyway: a pause stops new submissions, never collection.
     pub async fn send(
         &self,
         what: &str,
         req: reqwest::RequestBuilder,
         quota: QuotaRule,
+        spend: Spend,
     ) -> Result<reqwest::Response, ProviderError> {
-        self.refuse_if_paused()?;
+        let submit = spend == Spend::Submit;
+        if submit {
+            self.refuse_if_paused()?;
+        }
         let ticket = self.gate.ticket().await;
-        self.refuse_if_paused()?;
+        if submit {
+            self.refuse_if_paused()?;
+        }
         let resp = match req.send().await {
             Ok(r) => r,
             Err(e) => {

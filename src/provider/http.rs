@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
+use super::url_guard::{self, GuardedResolver};
 use super::ProviderError;
 use crate::config::HostedConfig;
 use crate::net::is_loopback;
@@ -56,13 +57,18 @@ pub struct Http {
     /// Plain http allowed for handed-back URLs (loopback only), because the
     /// provider itself is configured on plain-http loopback.
     pub allow_plain_http: bool,
+    /// Handed-back URLs may point at private/loopback hosts, because the
+    /// provider itself is configured on loopback (see `url_guard.rs`).
+    pub allow_local: bool,
 }
 
 impl Http {
     pub fn new(cfg: &HostedConfig) -> Result<Http, String> {
-        let allow_plain_http = Url::parse(&cfg.base_url)
-            .map(|u| u.scheme() == "http" && is_loopback(&u))
-            .unwrap_or(false);
+        let base = Url::parse(&cfg.base_url).ok();
+        let allow_local = base.as_ref().is_some_and(is_loopback);
+        let allow_plain_http = base
+            .as_ref()
+            .is_some_and(|u| u.scheme() == "http" && is_loopback(u));
         let connect = cfg.timeout.min(Duration::from_secs(10));
         let agent = concat!("cutout/", env!("CARGO_PKG_VERSION"));
         let api = reqwest::Client::builder()
@@ -80,12 +86,15 @@ impl Http {
             .redirect(reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
                     attempt.error("more than 5 redirects")
-                } else if let Err(e) = url_rule(allow_plain_http, attempt.url()) {
+                } else if let Err(e) = url_rule(allow_plain_http, allow_local, attempt.url()) {
                     attempt.error(e)
                 } else {
                     attempt.follow()
                 }
             }))
+            // Host names are checked where they are resolved, for the
+            // first request and every redirect alike.
+            .dns_resolver(GuardedResolver { allow_local })
             .retry(reqwest::retry::never())
             .build()
             .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
@@ -95,34 +104,53 @@ impl Http {
             timeout: cfg.timeout,
             max_body: cfg.max_result_size,
             allow_plain_http,
+            allow_local,
         })
     }
 
-    /// Check a URL the provider handed back (`url`, `result_url`, …).
-    pub fn followable(&self, text: &str) -> Result<Url, ProviderError> {
+    /// Check a URL the provider handed back (`url`, `result_url`, …):
+    /// https only, and its host must resolve to public addresses only
+    /// (both relaxed when `base_url` is on loopback).
+    pub async fn followable(&self, text: &str) -> Result<Url, ProviderError> {
         let url = Url::parse(text.trim()).map_err(|_| ProviderError::Transient {
             code: "provider-bad-answer",
             message: "the provider handed back a URL that cannot be read".into(),
             retry_after: None,
         })?;
-        url_rule(self.allow_plain_http, &url).map_err(|m| ProviderError::Transient {
+        let insecure = |m: String| ProviderError::Transient {
             code: "provider-insecure-url",
             message: m,
             retry_after: None,
-        })?;
+        };
+        url_rule(self.allow_plain_http, self.allow_local, &url).map_err(insecure)?;
+        url_guard::check_url(self.allow_local, &url)
+            .await
+            .map_err(insecure)?;
         Ok(url)
     }
 }
 
-/// https only; plain http only on loopback and only when allowed.
-fn url_rule(allow_plain_http: bool, url: &Url) -> Result<(), String> {
+/// https only (plain http only on loopback and only when allowed), and no
+/// non-public IP-literal host unless allowed (host names: `url_guard`).
+fn url_rule(allow_plain_http: bool, allow_local: bool, url: &Url) -> Result<(), String> {
     match url.scheme() {
-        "https" => Ok(()),
-        "http" if allow_plain_http && is_loopback(url) => Ok(()),
-        other => Err(format!(
-            "refusing to follow the {other} URL {} the provider handed back: only https is followed",
+        "https" => {}
+        "http" if allow_plain_http && is_loopback(url) => {}
+        other => {
+            return Err(format!(
+                "refusing to follow the {other} URL {} the provider handed back: only https is followed",
+                display_url(url)
+            ))
+        }
+    }
+    match url_guard::literal_refused(allow_local, url) {
+        Some(a) => Err(format!(
+            "refusing to follow the URL {} the provider handed back: {a} is a private, loopback \
+             or link-local address (only public addresses are followed unless base_url itself \
+             is on loopback)",
             display_url(url)
         )),
+        None => Ok(()),
     }
 }
 
@@ -431,14 +459,31 @@ mod tests {
     #[test]
     fn handed_back_urls_are_https_only() {
         let u = |s: &str| Url::parse(s).expect("url");
-        assert!(url_rule(false, &u("https://cdn.example.com/x.png")).is_ok());
-        assert!(url_rule(false, &u("http://127.0.0.1:9/x.png")).is_err());
-        assert!(url_rule(true, &u("http://127.0.0.1:9/x.png")).is_ok());
-        assert!(url_rule(true, &u("http://[::1]:9/x.png")).is_ok());
-        assert!(url_rule(true, &u("http://localhost:9/x.png")).is_ok());
-        assert!(url_rule(true, &u("http://cdn.example.com/x.png")).is_err());
-        assert!(url_rule(true, &u("ftp://127.0.0.1/x.png")).is_err());
-        let e = url_rule(false, &u("http://h.example/x?X-Amz-Signature=abc")).unwrap_err();
+        assert!(url_rule(false, false, &u("https://cdn.example.com/x.png")).is_ok());
+        assert!(url_rule(false, false, &u("http://127.0.0.1:9/x.png")).is_err());
+        assert!(url_rule(true, true, &u("http://127.0.0.1:9/x.png")).is_ok());
+        assert!(url_rule(true, true, &u("http://[::1]:9/x.png")).is_ok());
+        assert!(url_rule(true, true, &u("http://localhost:9/x.png")).is_ok());
+        assert!(url_rule(true, true, &u("http://cdn.example.com/x.png")).is_err());
+        assert!(url_rule(true, true, &u("ftp://127.0.0.1/x.png")).is_err());
+        // Non-public IP literals: refused unless base_url is on loopback.
+        for bad in [
+            "https://10.0.0.7/x.png",
+            "https://169.254.169.254/latest/meta-data/",
+            "https://[::ffff:192.168.0.1]/x.png",
+            "https://[fd00::5]/x.png",
+            "https://127.0.0.1:8443/x.png",
+            "https://100.64.1.1/x.png",
+        ] {
+            let e = url_rule(false, false, &u(bad)).unwrap_err();
+            assert!(e.contains("private, loopback or link-local"), "{bad}: {e}");
+            assert!(
+                url_rule(false, true, &u(bad)).is_ok(),
+                "{bad} with a loopback base"
+            );
+        }
+        assert!(url_rule(false, false, &u("https://93.184.215.14/x.png")).is_ok());
+        let e = url_rule(false, false, &u("http://h.example/x?X-Amz-Signature=abc")).unwrap_err();
         assert!(!e.contains("abc"), "{e}");
     }
 

@@ -14,6 +14,7 @@ pub mod http;
 pub mod key;
 pub mod local;
 pub mod rembg_com;
+pub mod url_guard;
 pub mod verging;
 pub mod verify;
 

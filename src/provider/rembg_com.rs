@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use reqwest::multipart::{Form, Part};
 
 use super::gate::Recheck;
-use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
+use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, Outcome, ProviderError, Request};
@@ -262,7 +262,7 @@ impl HostedApi for RembgApi {
             .post(format!("{}/rmbg", self.core.cfg.base_url))
             .header("x-api-key", self.core.key_header("")?)
             .multipart(form);
-        let resp = self.core.send(&what, rb, is_quota).await?;
+        let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         let bytes = http::read_capped(resp, self.core.http.max_body)
             .await
             .map_err(|e| e.into_provider_error(&what))?;

@@ -22,9 +22,14 @@
 //! - Poll errors do not end the job: polling goes on (through the gate)
 //!   until the job ends or `job_timeout`; a refused key pauses the provider
 //!   and keeps the job remembered.
+//! - A pause stops new submissions only (credits check, presigned upload,
+//!   create-job). Polling and downloading a job already paid for cost
+//!   nothing and go on while the provider is paused (e.g. another file's
+//!   create-job answered 402).
 //!
 //! Must not: retry create-job on its own, send the key to a handed-back
-//! URL, or follow such a URL over plain http (see `http.rs`).
+//! URL, or follow such a URL over plain http or to a non-public address
+//! (see `http.rs`, `url_guard.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +39,7 @@ use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::gate::Recheck;
-use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
+use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
 use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
@@ -139,12 +144,10 @@ fn find_job(v: &Value, id: &str) -> Option<JobState> {
         })
 }
 
-/// `{"result": {"url", "public_url"}}` (or bare).
-fn presigned(v: &Value) -> Option<(String, String)> {
+/// The PUT `url` of `{"result": {"url", "public_url"}}` (or bare).
+fn presigned(v: &Value) -> Option<String> {
     let inner = v.get("result").filter(|r| r.is_object()).unwrap_or(v);
-    let url = inner.get("url")?.as_str()?.to_string();
-    let public = inner.get("public_url")?.as_str()?.to_string();
-    Some((url, public))
+    Some(inner.get("url")?.as_str()?.to_string())
 }
 
 /// `{"credits": n, …}` (or wrapped in `result`/`data`).
@@ -209,7 +212,7 @@ impl VergingApi {
             .api
             .get(self.url("auth/me"))
             .header(AUTHORIZATION, self.core.key_header("ApiKey ")?);
-        let resp = match self.core.send(&what, rb, is_quota).await {
+        let resp = match self.core.send(&what, rb, is_quota, Spend::Submit).await {
             Ok(r) => r,
             Err(
                 e @ (ProviderError::Auth { .. }
@@ -248,23 +251,20 @@ impl VergingApi {
             code: "internal-error",
             message: format!("cannot build the upload: {e}"),
         };
-        let form = if self.presigned_upload {
-            let public_url = self.presigned_put(req, &name).await?;
-            Form::new()
-                .text("image_url", public_url)
-                .text("file_name", name.clone())
-                .text("job_type", JOB_TYPE)
-        } else {
-            let image =
-                Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-                    .file_name(name.clone())
-                    .mime_str(kind.mime())
-                    .map_err(internal)?;
-            Form::new()
-                .part("image", image)
-                .text("file_name", name.clone())
-                .text("job_type", JOB_TYPE)
-        };
+        // The presigned upload (an older flow, behind an option) comes
+        // before create-job; it does not replace the documented `image`
+        // file part.
+        if self.presigned_upload {
+            self.presigned_put(req, &name).await?;
+        }
+        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
+            .file_name(name.clone())
+            .mime_str(kind.mime())
+            .map_err(internal)?;
+        let form = Form::new()
+            .part("image", image)
+            .text("file_name", name.clone())
+            .text("job_type", JOB_TYPE);
         let what = self.what("POST /background-removal/create-job");
         let rb = self
             .core
@@ -273,7 +273,7 @@ impl VergingApi {
             .post(self.url("background-removal/create-job"))
             .header(AUTHORIZATION, self.core.key_header("ApiKey ")?)
             .multipart(form);
-        let resp = self.core.send(&what, rb, is_quota).await?;
+        let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         // From here on a job exists and was charged: an answer we cannot
         // read must not lead to a second job.
         let charged = |m: String| {
@@ -293,8 +293,9 @@ impl VergingApi {
     }
 
     /// `POST /upload-video` for a presigned URL, then `PUT` the bytes there
-    /// (no key). Returns the public URL for create-job.
-    async fn presigned_put(&self, req: &Request<'_>, name: &str) -> Result<String, ProviderError> {
+    /// (no key). The public URL it answers is not used: create-job takes the
+    /// picture as its documented `image` part all the same.
+    async fn presigned_put(&self, req: &Request<'_>, name: &str) -> Result<(), ProviderError> {
         let what = self.what("POST /upload-video");
         let rb = self
             .core
@@ -307,16 +308,14 @@ impl VergingApi {
                     .text("video_file_name", name.to_string())
                     .text("job_type", JOB_TYPE),
             );
-        let resp = self.core.send(&what, rb, is_quota).await?;
+        let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         let v = json_of(resp, &what).await?;
-        let (put_url, public_url) = presigned(&v).ok_or_else(|| ProviderError::Transient {
+        let put_url = presigned(&v).ok_or_else(|| ProviderError::Transient {
             code: "provider-bad-answer",
-            message: format!("{what}: the answer has no url/public_url"),
+            message: format!("{what}: the answer has no url"),
             retry_after: None,
         })?;
-        // Only the PUT URL is followed by us; the public URL goes back to
-        // verging as it came.
-        let put_url = self.core.http.followable(&put_url)?;
+        let put_url = self.core.http.followable(&put_url).await?;
         let shown = http::display_url(&put_url);
         let resp = self
             .core
@@ -338,7 +337,7 @@ impl VergingApi {
                 retry_after: None,
             });
         }
-        Ok(public_url)
+        Ok(())
     }
 
     /// Poll until the job ends; returns its `result_url`.
@@ -366,7 +365,7 @@ impl VergingApi {
                 .get(self.url("background-removal/jobs"))
                 .query(&[("job_ids", id)])
                 .header(AUTHORIZATION, self.core.key_header("ApiKey ")?);
-            let polled = match self.core.send(&what, rb, is_quota).await {
+            let polled = match self.core.send(&what, rb, is_quota, Spend::Collect).await {
                 Ok(resp) => json_of(resp, &what).await,
                 Err(e) => Err(e),
             };
@@ -399,8 +398,11 @@ impl VergingApi {
                     Some(_) => {}
                     None => last_problem = Some(format!("job {id} is not in the job list")),
                 },
-                // Pauses end the wait; the job stays remembered and polling
-                // resumes once the provider works again.
+                // A poll answered with a refused key, no connection, or
+                // (unheard of) a quota refusal ends the wait; the job stays
+                // remembered and polling resumes once the provider works
+                // again. A pause for another file's 402 does not get here:
+                // polls are `Spend::Collect` and go out while paused.
                 Err(
                     e @ (ProviderError::Auth { .. }
                     | ProviderError::QuotaExhausted { .. }
@@ -428,7 +430,7 @@ impl VergingApi {
 
     /// Download the result (no key; https only; size cap; timeout).
     async fn download(&self, result_url: &str) -> Result<bytes::Bytes, ProviderError> {
-        let url = self.core.http.followable(result_url)?;
+        let url = self.core.http.followable(result_url).await?;
         let shown = http::display_url(&url);
         let what = format!("provider `{}`: GET {shown}", self.core.name);
         let resp = self
@@ -502,7 +504,9 @@ impl HostedApi for VergingApi {
     }
 
     async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
-        self.core.refuse_if_paused()?;
+        // No `refuse_if_paused` here: a remembered job was paid for and is
+        // collected even while paused; only a new submission is refused
+        // (the `Spend::Submit` requests below).
         let _slot = self.core.slot().await;
         let (id, resumed) = match req.journal.remote_job() {
             Some(id) => {
@@ -510,6 +514,7 @@ impl HostedApi for VergingApi {
                 (id, true)
             }
             None => {
+                self.core.refuse_if_paused()?;
                 if req.input.bytes.len() > MAX_UPLOAD {
                     return Err(ProviderError::Permanent {
                         code: "provider-input-too-large",
@@ -648,7 +653,7 @@ mod tests {
             presigned(&json(
                 r#"{"result":{"url":"https://u","public_url":"https://p"}}"#
             )),
-            Some(("https://u".into(), "https://p".into()))
+            Some("https://u".into())
         );
     }
 }

@@ -56,14 +56,15 @@
 //! strings in the create-job answer, as the vendor does. Unknown ids are
 //! left out of the job list (an empty array for a single unknown id).
 //!
-//! The presigned flow is linked to the job through the public URL:
-//! `POST /api/v1/upload-video` answers `{"result": {"url":
+//! The presigned flow comes before create-job and does not replace its
+//! documented form: `POST /api/v1/upload-video` answers `{"result": {"url":
 //! ".../upload/<token>", "public_url": ".../files/uploads/<token>"}}`; the
-//! client `PUT`s the raw bytes to `url` (no `Authorization`), then calls
-//! create-job with the text part **`image_url=<public_url>`** instead of
-//! the `image` file part (plus `file_name` and `job_type` as usual). Sending
-//! both or neither is a 400, as is an `image_url` nothing was `PUT` to.
-//! Nothing is charged before create-job.
+//! client `PUT`s the raw bytes to `url` (no `Authorization`; served again
+//! at `public_url`), then calls create-job as usual. create-job is strict:
+//! the file part `image` is required (400 "File part 'image' is required"
+//! without it), and any field besides `image`, `file_name`, `job_type`
+//! (e.g. an undocumented `image_url`) is a 400. Nothing is charged before
+//! create-job.
 //!
 //! # Switches
 //!

@@ -40,7 +40,7 @@ pub struct LogEntry {
     /// File name of the upload (see [`crate::FaultRule::file_contains`]).
     pub file_name: Option<String>,
     /// SHA-256 (lower-case hex) of the uploaded image bytes, when the
-    /// request carried (or, for create-job by `image_url`, referenced) one.
+    /// request carried one.
     pub image_sha256: Option<String>,
     /// Whether this request took a credit.
     pub charged: bool,

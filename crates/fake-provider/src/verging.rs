@@ -110,12 +110,6 @@ fn check_fields(form: &Form, allowed: &[&str]) -> Result<(), Response> {
     }
 }
 
-/// The token in a `public_url` (`.../files/uploads/<token>`).
-fn upload_token(url: &str) -> Option<&str> {
-    let (_, t) = url.split_once("/files/uploads/")?;
-    (!t.is_empty() && t.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(t)
-}
-
 /// `POST /api/v1/background-removal/create-job`
 pub(crate) async fn create_job(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let mut ctx = Ctx::new(shared, Endpoint::VergingCreateJob);
@@ -140,54 +134,23 @@ async fn create_job_inner(ctx: &mut Ctx, req: Request) -> Result<Response, Respo
     ctx.pre_fault().await?;
     check_key(ctx, &headers)?;
     let form = form.map_err(form_error)?;
-    check_fields(&form, &["image", "image_url", "file_name", "job_type"])?;
+    // The documented form: the file part `image` (always, also after a
+    // presigned upload), `file_name`, `job_type`. Nothing else.
+    let Some(image) = form.get("image") else {
+        return Err(verging_error(400, "File part 'image' is required"));
+    };
+    check_fields(&form, &["image", "file_name", "job_type"])?;
     let file_name = match form.text("file_name") {
         Some(n) if !n.trim().is_empty() => n,
         _ => return Err(verging_error(400, "file_name is required")),
     };
-    let (input, image_url_in) = match (form.get("image"), form.text("image_url")) {
-        (Some(_), Some(_)) => {
-            return Err(verging_error(
-                400,
-                "Send either the image file or an image_url, not both",
-            ))
-        }
-        (None, None) => return Err(verging_error(400, "image is required")),
-        (Some(p), None) => {
-            if p.file_name.as_deref().unwrap_or("").is_empty() {
-                return Err(verging_error(
-                    400,
-                    "'image' must be a file part with a filename",
-                ));
-            }
-            (p.data.clone(), None)
-        }
-        (None, Some(url)) => {
-            let Some(token) = upload_token(&url) else {
-                return Err(verging_error(400, &format!("Invalid image_url '{url}'")));
-            };
-            let data = ctx
-                .shared
-                .uploads
-                .lock()
-                .unwrap()
-                .get(token)
-                .map(|u| u.data.clone());
-            match data {
-                None => return Err(verging_error(400, &format!("Unknown image_url '{url}'"))),
-                Some(None) => {
-                    return Err(verging_error(
-                        400,
-                        "Nothing was uploaded to this URL yet: PUT the file first",
-                    ))
-                }
-                Some(Some(d)) => {
-                    ctx.note.sha256 = Some(sha256_hex(&d));
-                    (d, Some(url))
-                }
-            }
-        }
-    };
+    if image.file_name.as_deref().unwrap_or("").is_empty() {
+        return Err(verging_error(
+            400,
+            "'image' must be a file part with a filename",
+        ));
+    }
+    let input = image.data.clone();
     if input.is_empty() {
         return Err(verging_error(400, "image is empty"));
     }
@@ -233,8 +196,7 @@ async fn create_job_inner(ctx: &mut Ctx, req: Request) -> Result<Response, Respo
         .shared
         .next_job
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let image_url = image_url_in
-        .unwrap_or_else(|| format!("{}/files/input-{id}.{}", ctx.shared.base, kind.ext()));
+    let image_url = format!("{}/files/input-{id}.{}", ctx.shared.base, kind.ext());
     let job = Job {
         id,
         file_name,

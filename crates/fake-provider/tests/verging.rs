@@ -202,7 +202,7 @@ async fn create_job_form_is_strict() {
             Form::new()
                 .text("file_name", "a.png")
                 .text("job_type", "background-removal"),
-            "image is required",
+            "File part 'image' is required",
         ),
         (
             job_form(picture(8, 8), "a.png").text("color", "red"),
@@ -262,13 +262,6 @@ async fn presigned_upload_flow() {
     let url = v["result"]["url"].as_str().unwrap().to_string();
     let public = v["result"]["public_url"].as_str().unwrap().to_string();
 
-    // create-job before the PUT: 400
-    let early = Form::new()
-        .text("image_url", public.clone())
-        .text("file_name", "shirt.png")
-        .text("job_type", "background-removal");
-    err(create_job(&fake, early).await, 400).await;
-
     // PUT with Authorization: 400
     let r = client()
         .put(&url)
@@ -293,21 +286,28 @@ async fn presigned_upload_flow() {
     assert_eq!(got.as_ref(), input.as_slice());
     assert!(fake.charged_hashes().is_empty(), "uploading is free");
 
-    // both image and image_url: 400
-    let both = job_form(picture(8, 8), "x.png").text("image_url", public.clone());
-    err(create_job(&fake, both).await, 400).await;
-
-    let form = Form::new()
+    // An undocumented `image_url` instead of the `image` part: 400 naming
+    // the part.
+    let no_part = Form::new()
         .text("image_url", public.clone())
         .text("file_name", "shirt.png")
         .text("job_type", "background-removal");
-    let r = create_job(&fake, form).await;
+    let r = create_job(&fake, no_part).await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["message"], "File part 'image' is required", "{v}");
+    // ... and alongside it: 400 (unknown field).
+    let both = job_form(input.clone(), "shirt.png").text("image_url", public.clone());
+    err(create_job(&fake, both).await, 400).await;
+    assert!(fake.charged_hashes().is_empty());
+
+    // After the presigned upload, create-job takes the documented form.
+    let r = create_job(&fake, job_form(input.clone(), "shirt.png")).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
     let id = v["result"]["job_id"].as_str().unwrap().to_string();
     let job = poll(&fake, &id).await;
     assert_eq!(job["status"], "COMPLETED");
-    assert_eq!(job["image_url"], public.as_str());
     assert_eq!(fake.charged_hashes(), vec![sha(&input)]);
 
     // unknown token: 403
