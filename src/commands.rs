@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crate::audit::Audit;
 use crate::cli::{Cli, Command, ConfigArg};
 use crate::config::{self, Config};
-use crate::pipeline::{self, Ctx, FileResult};
+use crate::job::FileResult;
+use crate::pipeline::{self, Ctx};
 use crate::provider::{self, Provider};
 use crate::queue::{self, Mode, Progress, ProgressFn, Tally};
 use crate::service::Heartbeat;
@@ -725,7 +726,7 @@ fn status(cfg: Config, errors: usize) -> i32 {
                     j.outcome.map(|o| o.as_str()).unwrap_or("?"),
                     j.rel_path.display(),
                     j.reason.as_deref().unwrap_or(""),
-                    j.reason_code.as_deref().unwrap_or("")
+                    j.reason_code.map_or("", crate::job::Code::as_str)
                 );
             }
         }

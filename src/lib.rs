@@ -28,6 +28,7 @@ pub mod config;
 pub mod engine;
 pub mod fsutil;
 pub mod http;
+pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod output;

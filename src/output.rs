@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::config::{Inbox, OutputFormat};
 use crate::fsutil::{self, FsError};
+use crate::job::Code;
 use crate::provider::Cutout;
 use crate::validate::ImageKind;
 
@@ -43,10 +44,10 @@ pub enum OutputError {
 }
 
 impl OutputError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            OutputError::Encode { .. } => "encode-failed",
-            OutputError::BadResult { .. } => "provider-bad-result",
+            OutputError::Encode { .. } => Code::EncodeFailed,
+            OutputError::BadResult { .. } => Code::ProviderBadResult,
             OutputError::Fs(e) => e.code(),
         }
     }
@@ -161,7 +162,7 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 pub struct ReasonFile<'a> {
     pub file: &'a str,
     pub outcome: &'a str,
-    pub code: &'a str,
+    pub code: Code,
     pub reason: &'a str,
     pub hint: &'a str,
     pub ts: &'a str,

@@ -12,7 +12,6 @@
 //! Must not: watch folders or schedule work (the queue does), or know any
 //! provider's wire format.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,9 +21,10 @@ use sha2::{Digest, Sha256};
 use crate::audit::{now_rfc3339, Audit, Record};
 use crate::config::{AfterSuccess, Config, Inbox};
 use crate::fsutil;
+use crate::job::{Backoff, Code, Event, FileResult, FileStat, Outcome, Reason};
 use crate::output::{self, ReasonFile};
 use crate::provider::{Disposition, JobJournal, Provider, ProviderError, Request};
-use crate::store::{Claim, Job, Known, Naming, Outcome, Store};
+use crate::store::{Claim, Job, Known, Naming, Store};
 use crate::validate::{self, Rejection, Validated};
 
 /// Everything a worker needs, shared read-only.
@@ -60,42 +60,6 @@ impl Ctx {
             .concurrency
             .max(1)
             .saturating_sub(self.engine_slots.available_permits())
-    }
-}
-
-/// What became of one file, for the queue and the batch summary.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FileResult {
-    Succeeded,
-    Duplicate,
-    Rejected(String),
-    Failed(String),
-    /// Dry run: would be submitted.
-    Valid,
-    /// Already done earlier and kept in place.
-    AlreadyDone,
-    /// Not ready (changing, or the same picture is in flight elsewhere):
-    /// look again after the delay.
-    Later(Duration),
-    /// The file is gone.
-    Vanished,
-    /// Stopped by shutdown; stays queued for the next start.
-    Interrupted,
-    /// Could not be processed now for a reason outside the file (state
-    /// database, full disk, unwritable folder): look again later.
-    Trouble(String),
-}
-
-#[derive(Debug, Clone, Copy)]
-struct FileStat {
-    size: u64,
-    mtime_ns: i64,
-}
-
-fn stat_of(m: &std::fs::Metadata) -> FileStat {
-    FileStat {
-        size: m.len(),
-        mtime_ns: m.mtime() * 1_000_000_000 + m.mtime_nsec(),
     }
 }
 
@@ -168,16 +132,6 @@ const PAUSED_LATER: Duration = Duration::from_secs(1);
 /// 429 answers one file may take in a row before it goes back to the queue.
 const MAX_FREE_RETRIES: u32 = 20;
 
-/// Full-jitter exponential backoff: a random delay in [0, min(max, initial·2ⁿ)].
-pub fn backoff_delay(retry: u32, initial: Duration, max: Duration) -> Duration {
-    let cap = initial
-        .checked_mul(1u32 << retry.min(20))
-        .unwrap_or(max)
-        .min(max);
-    let ms = cap.as_millis() as u64;
-    Duration::from_millis(fastrand::u64(0..=ms.max(1)))
-}
-
 /// Process one settled file of `inbox`.
 pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
     let started = Instant::now();
@@ -190,7 +144,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Err(_) => return FileResult::Vanished,
     };
     let ft = meta.file_type();
-    let st = stat_of(&meta);
+    let st = FileStat::of(&meta);
     // A decision made earlier whose finishing steps failed (e.g. the target
     // folder was full or read-only) is finished now, never decided again:
     // one outcome, one audit line. A file finished earlier and kept in
@@ -247,7 +201,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
             let f = std::fs::File::open(&p)?;
             let mut buf = Vec::with_capacity(st.size as usize);
             f.take(limits.max_file_size + 1).read_to_end(&mut buf)?;
-            let after = stat_of(&std::fs::symlink_metadata(&p)?);
+            let after = FileStat::of(&std::fs::symlink_metadata(&p)?);
             if after.size != st.size || after.mtime_ns != st.mtime_ns || buf.len() as u64 != st.size
             {
                 return Ok(None);
@@ -363,7 +317,10 @@ async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
         Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
         Err(e) => return FileResult::Trouble(e),
     }
-    let why = || job.reason.clone().unwrap_or_default();
+    let why = || {
+        let code = job.reason_code.unwrap_or(Code::InternalError);
+        Reason::new(code, job.reason.clone().unwrap_or_default())
+    };
     match job.outcome {
         Some(Outcome::Succeeded) => FileResult::Succeeded,
         Some(Outcome::Duplicate) => FileResult::Duplicate,
@@ -499,7 +456,7 @@ async fn run_job(
                 .await;
                 tracing::debug!(
                     provider = provider.name(),
-                    code = err.code(),
+                    code = %err.code(),
                     "{err}; keeping {} queued",
                     rel.display()
                 );
@@ -517,7 +474,7 @@ async fn run_job(
                         blocking("count attempt", move || store.set_attempts(id, attempts)).await;
                     free_retries += 1;
                     if free_retries > MAX_FREE_RETRIES {
-                        tracing::warn!(input = %rel.display(), code = err.code(), "{err}; still rate limited after {MAX_FREE_RETRIES} tries, putting it back in the queue");
+                        tracing::warn!(input = %rel.display(), code = %err.code(), "{err}; still rate limited after {MAX_FREE_RETRIES} tries, putting it back in the queue");
                         return FileResult::Later(retry.max_delay.max(Duration::from_secs(1)));
                     }
                 } else if attempts >= err.attempt_cap(retry.max_attempts) {
@@ -526,23 +483,23 @@ async fn run_job(
                 let cap = retry.max_delay.max(Duration::from_secs(1)) * 4;
                 if let Some(ra) = err.retry_after().filter(|ra| *ra > cap) {
                     // Asked to come back much later: free the worker.
-                    tracing::warn!(input = %rel.display(), code = err.code(), "{err}; the provider asked for {}; putting it back in the queue", humantime::format_duration(round_ms(ra)));
+                    tracing::warn!(input = %rel.display(), code = %err.code(), "{err}; the provider asked for {}; putting it back in the queue", humantime::format_duration(round_ms(ra)));
                     return FileResult::Later(ra);
                 }
                 let delay = err
                     .retry_after()
                     .unwrap_or_else(|| {
-                        backoff_delay(
-                            attempts.saturating_sub(1),
-                            retry.initial_delay,
-                            retry.max_delay,
-                        )
+                        Backoff {
+                            initial: retry.initial_delay,
+                            max: retry.max_delay,
+                        }
+                        .delay(attempts.saturating_sub(1))
                     })
                     .min(cap);
                 let mut r = base_record(inbox, rel, &job, Some(v));
-                r.event = "retry".into();
+                r.event = Event::Retry;
                 r.attempts = attempts;
-                r.code = Some(err.code().into());
+                r.code = Some(err.code());
                 r.reason = Some(format!(
                     "{err}; next attempt in {}",
                     humantime::format_duration(round_ms(delay))
@@ -552,7 +509,7 @@ async fn run_job(
                     tracing::error!("{e}");
                 }
                 crate::metrics::global().record_retry(provider.name());
-                tracing::warn!(input = %rel.display(), attempt = attempts, code = err.code(), "{err}; retrying in {}", humantime::format_duration(round_ms(delay)));
+                tracing::warn!(input = %rel.display(), attempt = attempts, code = %err.code(), "{err}; retrying in {}", humantime::format_duration(round_ms(delay)));
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = shutdown.wait_for(|s| *s) => return FileResult::Interrupted,
@@ -578,7 +535,7 @@ async fn run_job(
     .await;
     match written {
         Ok(Ok(())) => {}
-        Ok(Err(e)) if e.code() == "provider-bad-result" || e.code() == "encode-failed" => {
+        Ok(Err(e)) if matches!(e.code(), Code::ProviderBadResult | Code::EncodeFailed) => {
             let err = ProviderError::Permanent {
                 code: e.code(),
                 message: e.to_string(),
@@ -586,7 +543,7 @@ async fn run_job(
             return fail(ctx, inbox, rel, &job, attempts, &err, v, started).await;
         }
         Ok(Err(e)) => {
-            tracing::error!(input = %rel.display(), code = e.code(), "cannot write the cut-out: {e}; the input stays in the inbox and is tried again later");
+            tracing::error!(input = %rel.display(), code = %e.code(), "cannot write the cut-out: {e}; the input stays in the inbox and is tried again later");
             return FileResult::Trouble(e.to_string());
         }
         Err(e) => return FileResult::Trouble(e),
@@ -610,7 +567,7 @@ async fn succeed(
     mut rec: Record,
     started: Instant,
 ) -> FileResult {
-    rec.event = "succeeded".into();
+    rec.event = Event::Succeeded;
     rec.ts = now_rfc3339();
     rec.duration_ms = started.elapsed().as_millis() as u64;
     let archive = (inbox.after_success == AfterSuccess::Archive).then(|| inbox.archive.join(rel));
@@ -691,7 +648,7 @@ async fn duplicate(
         }
     };
     let mut rec = base_record(inbox, rel, &job, Some(v));
-    rec.event = "duplicate".into();
+    rec.event = Event::Duplicate;
     rec.output = Some(lossy(&out_path));
     rec.duplicate_of = Some(earlier.id);
     rec.reason = Some(format!(
@@ -718,7 +675,7 @@ async fn reject(
     started: Instant,
 ) -> FileResult {
     if ctx.dry_run {
-        return FileResult::Rejected(format!("{}: {why}", why.code()));
+        return FileResult::Rejected(Reason::new(why.code(), &why));
     }
     let (store, name, r, s) = (
         ctx.store.clone(),
@@ -742,9 +699,9 @@ async fn reject(
         Err(e) => return FileResult::Trouble(e),
     };
     let mut rec = base_record(inbox, rel, &job, None);
-    rec.event = "rejected".into();
+    rec.event = Event::Rejected;
     rec.provider = None;
-    rec.code = Some(why.code().into());
+    rec.code = Some(why.code());
     rec.reason = Some(format!("{why}; {}", why.hint()));
     rec.duration_ms = started.elapsed().as_millis() as u64;
     let target = Some(inbox.rejected.join(rel));
@@ -760,8 +717,8 @@ async fn reject(
     {
         return FileResult::Trouble(e);
     }
-    tracing::warn!(input = %rel.display(), code = why.code(), "rejected: {why}");
-    FileResult::Rejected(format!("{}: {why}", why.code()))
+    tracing::warn!(input = %rel.display(), code = %why.code(), "rejected: {why}");
+    FileResult::Rejected(Reason::new(why.code(), &why))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -776,9 +733,9 @@ async fn fail(
     started: Instant,
 ) -> FileResult {
     let mut rec = base_record(inbox, rel, job, Some(v));
-    rec.event = "failed".into();
+    rec.event = Event::Failed;
     rec.attempts = attempts;
-    rec.code = Some(err.code().into());
+    rec.code = Some(err.code());
     rec.reason = Some(format!(
         "{err} (after {attempts} attempt{})",
         if attempts == 1 { "" } else { "s" }
@@ -789,8 +746,8 @@ async fn fail(
     if let Err(e) = decide_and_finish(ctx, job.id, Outcome::Failed, rec, target, Some(hint)).await {
         return FileResult::Trouble(e);
     }
-    tracing::error!(input = %rel.display(), code = err.code(), attempts, "failed: {err}");
-    FileResult::Failed(format!("{}: {err}", err.code()))
+    tracing::error!(input = %rel.display(), code = %err.code(), attempts, "failed: {err}");
+    FileResult::Failed(Reason::new(err.code(), err))
 }
 
 /// Commit the decision (reserving where the input goes: `move_base` and
@@ -807,7 +764,7 @@ async fn decide_and_finish(
     let store = ctx.store.clone();
     blocking("record decision", move || {
         let out = rec.output.clone().map(PathBuf::from);
-        let (code, reason) = (rec.code.clone(), rec.reason.clone());
+        let (code, reason) = (rec.code, rec.reason.clone());
         let naming = move_base.map(|base| Naming {
             base,
             candidate: fsutil::numbered,
@@ -877,7 +834,7 @@ pub fn finish_job(
     let input = inbox.path.join(&job.rel_path);
     let input_here = std::fs::symlink_metadata(&input)
         .ok()
-        .map(|m| stat_of(&m))
+        .map(|m| FileStat::of(&m))
         .filter(|st| match (job.size, job.mtime_ns) {
             (Some(size), Some(mt)) => st.size == size && st.mtime_ns == mt,
             _ => true,
@@ -889,7 +846,7 @@ pub fn finish_job(
             let rel = lossy(&job.rel_path);
             let ts = now_rfc3339();
             let reason = job.reason.clone().unwrap_or_default();
-            let code = job.reason_code.clone().unwrap_or_default();
+            let code = job.reason_code.unwrap_or(Code::InternalError);
             let default_hint = match outcome {
                 Outcome::Rejected => "convert or fix the file and drop it into the inbox again",
                 _ => "check the reason; drop the file into the inbox again to retry it",
@@ -899,7 +856,7 @@ pub fn finish_job(
                 &ReasonFile {
                     file: &rel,
                     outcome: outcome.as_str(),
-                    code: &code,
+                    code,
                     reason: &reason,
                     hint: hint.unwrap_or(default_hint),
                     ts: &ts,
@@ -913,7 +870,7 @@ pub fn finish_job(
     // 2. the audit line, exactly once. Its "audited" mark is committed
     // with `finish` (one commit less per picture); a crash in between is
     // covered by the search of the audit file on the next finish.
-    if !job.audited && (fresh || !audit.contains_job(id, outcome.as_str())?) {
+    if !job.audited && (fresh || !contains_outcome(audit, id, outcome)?) {
         audit.append_json(&record_text)?;
     }
     // 3. the input goes to its one place.
@@ -927,6 +884,14 @@ pub fn finish_job(
     }
     store.finish(id, true)?;
     Ok(())
+}
+
+/// Whether the audit file's tail already holds `outcome`'s line for job `id`.
+fn contains_outcome(audit: &Audit, id: i64, outcome: Outcome) -> Result<bool, FinishError> {
+    match outcome.event() {
+        Some(event) => Ok(audit.contains_job(id, event)?),
+        None => Ok(false),
+    }
 }
 
 /// Move or delete the input as its outcome says (nothing when it is no

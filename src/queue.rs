@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::config::Inbox;
-use crate::pipeline::{self, Ctx, FileResult};
+use crate::job::FileResult;
+use crate::pipeline::{self, Ctx};
 use crate::service::Heartbeat;
 use crate::settle::{Seen, Settler};
 use crate::watch::{self, Found};

@@ -27,6 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::job::{Code, Outcome};
+
 const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,40 +51,6 @@ pub enum StoreError {
     Batch { path: PathBuf, what: String },
     #[error("state database {} was written by a newer cutout (schema {found}, this build knows {SCHEMA_VERSION})", path.display())]
     TooNew { path: PathBuf, found: i64 },
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Duplicate,
-    Rejected,
-    Failed,
-    /// The input disappeared before a decision (not a user-visible outcome).
-    Vanished,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Rejected => "rejected",
-            Outcome::Failed => "failed",
-            Outcome::Vanished => "vanished",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "succeeded" => Outcome::Succeeded,
-            "duplicate" => Outcome::Duplicate,
-            "rejected" => Outcome::Rejected,
-            "failed" => Outcome::Failed,
-            "vanished" => Outcome::Vanished,
-            _ => return None,
-        })
-    }
 }
 
 /// One row of `jobs`.
@@ -108,7 +76,7 @@ pub struct Job {
     /// The audit record prepared when the outcome was decided.
     pub record: Option<String>,
     pub audited: bool,
-    pub reason_code: Option<String>,
+    pub reason_code: Option<Code>,
     pub reason: Option<String>,
 }
 
@@ -504,7 +472,10 @@ impl Store {
             remote_since_ms: r.get("remote_since_ms")?,
             record: r.get("record")?,
             audited: r.get::<_, i64>("audited")? != 0,
-            reason_code: r.get("reason_code")?,
+            reason_code: r
+                .get::<_, Option<String>>("reason_code")?
+                .as_deref()
+                .and_then(Code::parse),
             reason: r.get("reason")?,
         })
     }
@@ -814,7 +785,7 @@ impl Store {
         id: i64,
         outcome: Outcome,
         output: Option<PathBuf>,
-        reason_code: Option<String>,
+        reason_code: Option<Code>,
         reason: Option<String>,
         move_to: Option<Naming>,
         record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
@@ -833,7 +804,7 @@ impl Store {
                 id,
                 outcome.as_str(),
                 output.as_deref().map(path_blob),
-                reason_code,
+                reason_code.map(Code::as_str),
                 reason,
                 record,
                 now_ms()

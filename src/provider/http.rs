@@ -21,6 +21,7 @@ use reqwest::{StatusCode, Url};
 
 use super::ProviderError;
 use crate::config::HostedConfig;
+use crate::job::Code;
 
 /// Longest `Retry-After` honoured as given; longer answers are cut to this
 /// (a provider asking for a day should not park a file for a day).
@@ -111,12 +112,12 @@ impl Http {
     /// Check a URL the provider handed back (`url`, `result_url`, …).
     pub fn followable(&self, text: &str) -> Result<Url, ProviderError> {
         let url = Url::parse(text.trim()).map_err(|_| ProviderError::Transient {
-            code: "provider-bad-answer",
+            code: Code::ProviderBadAnswer,
             message: "the provider handed back a URL that cannot be read".into(),
             retry_after: None,
         })?;
         url_rule(self.allow_plain_http, &url).map_err(|m| ProviderError::Transient {
-            code: "provider-insecure-url",
+            code: Code::ProviderInsecureUrl,
             message: m,
             retry_after: None,
         })?;
@@ -176,11 +177,11 @@ impl BodyError {
     pub fn into_provider_error(self, what: &str) -> ProviderError {
         match self {
             BodyError::TooLarge { .. } => ProviderError::Permanent {
-                code: "provider-result-too-large",
+                code: Code::ProviderResultTooLarge,
                 message: format!("{what}: {self}"),
             },
             BodyError::Cut { .. } => ProviderError::Transient {
-                code: "provider-truncated",
+                code: Code::ProviderTruncated,
                 message: format!("{what}: {self}"),
                 retry_after: None,
             },
@@ -249,13 +250,13 @@ pub fn send_error(what: &str, e: reqwest::Error) -> ProviderError {
     let e = e.without_url();
     let detail = transport_detail(&e);
     let code = if e.is_timeout() {
-        "provider-timeout"
+        Code::ProviderTimeout
     } else if e.is_connect() {
-        "provider-unreachable"
+        Code::ProviderUnreachable
     } else if e.is_redirect() {
-        "provider-insecure-url"
+        Code::ProviderInsecureUrl
     } else {
-        "provider-connection-lost"
+        Code::ProviderConnectionLost
     };
     ProviderError::Transient {
         code,
@@ -314,21 +315,21 @@ impl Refusal {
             },
             401 | 403 => ProviderError::Auth { message },
             400 | 413 | 415 | 422 => ProviderError::Permanent {
-                code: "provider-rejected-file",
+                code: Code::ProviderRejectedFile,
                 message,
             },
             408 | 425 => ProviderError::Transient {
-                code: "provider-timeout",
+                code: Code::ProviderTimeout,
                 message,
                 retry_after: self.retry_after,
             },
             500..=599 => ProviderError::Transient {
-                code: "provider-server-error",
+                code: Code::ProviderServerError,
                 message,
                 retry_after: self.retry_after,
             },
             _ => ProviderError::Transient {
-                code: "provider-unexpected-answer",
+                code: Code::ProviderUnexpectedAnswer,
                 message,
                 retry_after: self.retry_after,
             },

@@ -18,6 +18,7 @@ use super::{BuildError, Cutout, Health, Outcome, Provider, ProviderError, Reques
 use crate::config::{LocalConfig, LocalEngine};
 use crate::engine::backdrop::{self, BackdropOptions, SegmentError};
 use crate::engine::onnx::{ModelKind, OnnxEngine, OnnxError, OnnxOptions, PostOptions};
+use crate::job::Code;
 
 enum Engine {
     Builtin(BackdropOptions),
@@ -107,12 +108,12 @@ impl LocalProvider {
 fn onnx_error(e: OnnxError) -> ProviderError {
     match e {
         OnnxError::Inference { .. } => ProviderError::Transient {
-            code: "engine-inference-failed",
+            code: Code::EngineInferenceFailed,
             message: e.to_string(),
             retry_after: None,
         },
         other => ProviderError::Permanent {
-            code: "engine-failed",
+            code: Code::EngineFailed,
             message: other.to_string(),
         },
     }
@@ -134,7 +135,7 @@ impl Provider for LocalProvider {
 
     async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
         let decoded = req.input.decoded.clone().ok_or(ProviderError::Permanent {
-            code: "internal-no-pixels",
+            code: Code::InternalNoPixels,
             message: "the local engine was given no decoded pixels".into(),
         })?;
         let _slot =
@@ -143,7 +144,7 @@ impl Provider for LocalProvider {
                 .acquire_owned()
                 .await
                 .map_err(|_| ProviderError::Transient {
-                    code: "engine-stopped",
+                    code: Code::EngineStopped,
                     message: "the local engine is shutting down".into(),
                     retry_after: None,
                 })?;
@@ -154,11 +155,11 @@ impl Provider for LocalProvider {
             let image = match &*engine {
                 Engine::Builtin(o) => backdrop::cut_out(&decoded.rgba, o).map_err(|e| match e {
                     SegmentError::TooSmall { .. } => ProviderError::Permanent {
-                        code: "image-too-small",
+                        code: Code::ImageTooSmall,
                         message: e.to_string(),
                     },
                     SegmentError::NoObject => ProviderError::Permanent {
-                        code: "no-object-found",
+                        code: Code::NoObjectFound,
                         message: e.to_string(),
                     },
                 })?,
@@ -168,7 +169,7 @@ impl Provider for LocalProvider {
         })
         .await
         .map_err(|e| ProviderError::Transient {
-            code: "engine-crashed",
+            code: Code::EngineCrashed,
             message: format!("the local engine stopped unexpectedly: {e}"),
             retry_after: None,
         })?;

@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 use crate::config::{OutputFormat, ProviderConfig, ProviderKind};
+use crate::job::Code;
 use crate::validate::{ImageKind, Validated};
 
 /// What a provider is given for one picture.
@@ -87,7 +88,7 @@ pub enum ProviderError {
     /// Worth another attempt later (5xx, timeout, reset, truncated body).
     #[error("{message}")]
     Transient {
-        code: &'static str,
+        code: Code,
         message: String,
         retry_after: Option<Duration>,
     },
@@ -111,7 +112,7 @@ pub enum ProviderError {
     Unavailable { message: String },
     /// This file can never succeed with this provider (e.g. 400 validation).
     #[error("{message}")]
-    Permanent { code: &'static str, message: String },
+    Permanent { code: Code, message: String },
     /// The provider said "success" but sent something that is not the
     /// asked-for picture (an HTML page, bytes that do not decode, an opaque
     /// picture where transparency was asked for). Retried, since it may be
@@ -130,15 +131,15 @@ pub enum Disposition {
 
 impl ProviderError {
     /// Stable kebab-case code for reason files, audit lines and metrics.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ProviderError::Transient { code, .. } => code,
-            ProviderError::RateLimited { .. } => "provider-rate-limited",
-            ProviderError::QuotaExhausted { .. } => "provider-quota-exhausted",
-            ProviderError::Auth { .. } => "provider-auth-failed",
-            ProviderError::Unavailable { .. } => "provider-unreachable",
-            ProviderError::Permanent { code, .. } => code,
-            ProviderError::BadResult { .. } => "provider-bad-result",
+            ProviderError::Transient { code, .. } => *code,
+            ProviderError::RateLimited { .. } => Code::ProviderRateLimited,
+            ProviderError::QuotaExhausted { .. } => Code::ProviderQuotaExhausted,
+            ProviderError::Auth { .. } => Code::ProviderAuthFailed,
+            ProviderError::Unavailable { .. } => Code::ProviderUnreachable,
+            ProviderError::Permanent { code, .. } => *code,
+            ProviderError::BadResult { .. } => Code::ProviderBadResult,
         }
     }
 

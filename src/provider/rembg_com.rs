@@ -25,6 +25,7 @@ use super::http::{self, Refusal};
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, Outcome, ProviderError, Request};
 use crate::config::{OutputFormat, RembgConfig};
+use crate::job::Code;
 use crate::validate::ImageKind;
 
 /// The option keys rembg.com documents.
@@ -338,12 +339,12 @@ impl HostedApi for RembgApi {
     async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
         self.core.refuse_if_paused()?;
         let opts = Options::parse(req.options).map_err(|m| ProviderError::Permanent {
-            code: "provider-bad-options",
+            code: Code::ProviderBadOptions,
             message: format!("options for provider `{}`: {m}", self.core.name),
         })?;
         if req.input.bytes.len() > MAX_UPLOAD {
             return Err(ProviderError::Permanent {
-                code: "provider-input-too-large",
+                code: Code::ProviderInputTooLarge,
                 message: format!(
                     "the picture is {} bytes; rembg.com accepts at most 50 MB",
                     req.input.bytes.len()
@@ -356,7 +357,7 @@ impl HostedApi for RembgApi {
             .file_name(upload_name(req.file_name, kind))
             .mime_str(kind.mime())
             .map_err(|e| ProviderError::Permanent {
-                code: "internal-error",
+                code: Code::InternalError,
                 message: format!("cannot build the upload: {e}"),
             })?;
         let mut form = Form::new().part("image", image);

@@ -40,6 +40,7 @@ use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, Outcome, ProviderError, Request};
 use crate::config::VergingConfig;
+use crate::job::Code;
 
 const JOB_TYPE: &str = "background-removal";
 /// Largest input verging accepts.
@@ -174,7 +175,7 @@ async fn json_of(resp: reqwest::Response, what: &str) -> Result<Value, ProviderE
         .await
         .map_err(|e| e.into_provider_error(what))?;
     serde_json::from_slice(&body).map_err(|_| ProviderError::Transient {
-        code: "provider-bad-answer",
+        code: Code::ProviderBadAnswer,
         message: format!("{what}: the answer is not JSON"),
         retry_after: None,
     })
@@ -245,7 +246,7 @@ impl VergingApi {
         let kind = req.input.kind;
         let name = upload_name(req.file_name, kind);
         let internal = |e: reqwest::Error| ProviderError::Permanent {
-            code: "internal-error",
+            code: Code::InternalError,
             message: format!("cannot build the upload: {e}"),
         };
         let form = if self.presigned_upload {
@@ -278,7 +279,7 @@ impl VergingApi {
         // read must not lead to a second job.
         let charged = |m: String| {
             ProviderError::Permanent {
-            code: "provider-bad-answer",
+            code: Code::ProviderBadAnswer,
             message: format!(
                 "{what}: {m}; the job was probably created and charged, so it is not submitted again automatically (drop the file in again to pay for a new job)"
             ),
@@ -310,7 +311,7 @@ impl VergingApi {
         let resp = self.core.send(&what, rb, is_quota).await?;
         let v = json_of(resp, &what).await?;
         let (put_url, public_url) = presigned(&v).ok_or_else(|| ProviderError::Transient {
-            code: "provider-bad-answer",
+            code: Code::ProviderBadAnswer,
             message: format!("{what}: the answer has no url/public_url"),
             retry_after: None,
         })?;
@@ -330,7 +331,7 @@ impl VergingApi {
             .map_err(|e| http::send_error(&format!("PUT {shown}"), e))?;
         if !resp.status().is_success() {
             return Err(ProviderError::Transient {
-                code: "provider-upload-failed",
+                code: Code::ProviderUploadFailed,
                 message: format!(
                     "the presigned upload PUT {shown} answered HTTP {}",
                     resp.status().as_u16()
@@ -389,7 +390,7 @@ impl VergingApi {
                         ) =>
                     {
                         return Err(ProviderError::Permanent {
-                            code: "provider-job-failed",
+                            code: Code::ProviderJobFailed,
                             message: format!(
                                 "verging job {id} ended {} (the provider gives no reason); it was charged (1 credit). It is not resubmitted automatically, which would pay again: drop the file in again to try a new job",
                                 j.status
@@ -413,7 +414,7 @@ impl VergingApi {
             }
             if Instant::now() >= deadline {
                 return Err(ProviderError::Permanent {
-                    code: "provider-job-timeout",
+                    code: Code::ProviderJobTimeout,
                     message: format!(
                         "verging job {id} did not finish within job_timeout ({}){}; it was charged (1 credit) and may still finish at the provider. It is not resubmitted automatically, which would pay again: drop the file in again to try a new job",
                         humantime::format_duration(self.job_timeout),
@@ -441,7 +442,7 @@ impl VergingApi {
             .map_err(|e| http::send_error(&what, e))?;
         if !resp.status().is_success() {
             return Err(ProviderError::Transient {
-                code: "provider-download-failed",
+                code: Code::ProviderDownloadFailed,
                 message: format!("{what} answered HTTP {}", resp.status().as_u16()),
                 retry_after: http::retry_after(resp.headers()),
             });
@@ -505,7 +506,7 @@ impl HostedApi for VergingApi {
         self.core.refuse_if_paused()?;
         if let Some(k) = req.options.keys().next() {
             return Err(ProviderError::Permanent {
-                code: "provider-bad-options",
+                code: Code::ProviderBadOptions,
                 message: format!("provider kind `verging` takes no options, but `{k}` was given"),
             });
         }
@@ -518,7 +519,7 @@ impl HostedApi for VergingApi {
             None => {
                 if req.input.bytes.len() > MAX_UPLOAD {
                     return Err(ProviderError::Permanent {
-                        code: "provider-input-too-large",
+                        code: Code::ProviderInputTooLarge,
                         message: format!(
                             "the picture is {} bytes; verging accepts at most 10 MB",
                             req.input.bytes.len()
