@@ -116,7 +116,7 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
         }
         Err(e) => return Err((exit::CONFIG, e.to_string())),
     }
-    let providers = build_providers(cfg, |_| None).map_err(|m| (exit::CONFIG, m))?;
+    let providers = provider::build::build_all(cfg, |_| None).map_err(|m| (exit::CONFIG, m))?;
     let store = Store::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let audit = Audit::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     Ok(Setup {
@@ -129,32 +129,6 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
 /// Build the providers the inboxes use and check each inbox's `options`
 /// against its provider. `reuse` may hand back an already running provider
 /// for a name (a reload keeps providers whose settings did not change).
-pub(crate) fn build_providers(
-    cfg: &Config,
-    mut reuse: impl FnMut(&str) -> Option<Arc<dyn Provider>>,
-) -> Result<std::collections::BTreeMap<String, Arc<dyn Provider>>, String> {
-    let mut providers = std::collections::BTreeMap::new();
-    let used: std::collections::BTreeSet<&str> =
-        cfg.inboxes.iter().map(|i| i.provider.as_str()).collect();
-    for (name, pc) in &cfg.providers {
-        if !used.contains(name.as_str()) {
-            continue;
-        }
-        let p = match reuse(name) {
-            Some(p) => p,
-            None => provider::build(name, pc).map_err(|e| e.to_string())?,
-        };
-        for (i, ib) in cfg.inboxes.iter().enumerate() {
-            if &ib.provider == name {
-                p.check_options(&ib.options)
-                    .map_err(|m| format!("{}: `inbox[{i}].options`: {m}", origin(cfg)))?;
-            }
-        }
-        providers.insert(name.clone(), p);
-    }
-    Ok(providers)
-}
-
 fn origin(cfg: &Config) -> String {
     cfg.source
         .as_ref()
@@ -612,7 +586,7 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
     };
     let mut ok = true;
     for (name, pc) in &cfg.providers {
-        match provider::build(name, pc) {
+        match provider::build::build(name, pc) {
             Ok(p) => {
                 for (i, ib) in cfg.inboxes.iter().enumerate() {
                     if &ib.provider == name {

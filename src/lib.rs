@@ -22,6 +22,7 @@
 //! reload is built and checked in `commands`, then switched in by `queue`.
 
 pub mod audit;
+pub mod blocking;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -606,7 +606,7 @@ fn spawn_scan(
     report_done: bool,
 ) {
     let inbox = inbox.clone();
-    tokio::task::spawn_blocking(move || {
+    tokio::spawn(crate::blocking::run("scan inbox", move || {
         let n = watch::scan(idx, &inbox, &root, &tx);
         if report_done {
             let _ = tx.send(Found::ScanDone {
@@ -614,7 +614,7 @@ fn spawn_scan(
                 files: n,
             });
         }
-    });
+    }));
 }
 
 fn start_watcher(

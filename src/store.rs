@@ -80,6 +80,23 @@ pub struct Job {
     pub reason: Option<String>,
 }
 
+/// What `claim` is asked about: one file of one inbox, with its content.
+#[derive(Clone)]
+pub struct ClaimRequest {
+    pub inbox: String,
+    /// The file's path relative to its inbox.
+    pub rel: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub provider: String,
+    /// Successful inputs stay in the inbox (`after_success = "keep"`): a
+    /// finished job for the same path and content means "nothing to do".
+    pub kept_in_place: bool,
+    /// How to name the output of a new job (None: no name reserved).
+    pub output: Option<Naming>,
+}
+
 /// What `claim` found.
 #[derive(Debug)]
 pub enum Claim {
@@ -534,40 +551,21 @@ impl Store {
         })
     }
 
-    /// Find or create the job for this file and content. `kept_in_place`
-    /// tells whether successful inputs stay in the inbox (then a finished job
-    /// for the same path and content means "nothing to do"). With `output`,
-    /// a new job (not a duplicate) gets its output name reserved and its
-    /// first attempt counted in the same commit; a resumed job without a
-    /// reserved name gets one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn claim(
-        &self,
-        inbox: &str,
-        rel: &Path,
-        sha: &str,
-        size: u64,
-        mtime_ns: i64,
-        provider: &str,
-        kept_in_place: bool,
-        output: Option<Naming>,
-    ) -> Result<Claim, StoreError> {
-        let (inbox, rel, sha, provider) = (
-            inbox.to_string(),
-            rel.to_path_buf(),
-            sha.to_string(),
-            provider.to_string(),
-        );
+    /// Find or create the job for this file and content (see
+    /// [`ClaimRequest`]): a new job (not a duplicate) gets its output name
+    /// reserved and its first attempt counted in the same commit; a resumed
+    /// job without a reserved name gets one.
+    pub fn claim(&self, req: ClaimRequest) -> Result<Claim, StoreError> {
         self.run(move |c| {
             Self::claim_in(
                 c,
-                &inbox,
-                &rel,
-                &sha,
-                (size, mtime_ns),
-                &provider,
-                kept_in_place,
-                output.as_ref(),
+                &req.inbox,
+                &req.rel,
+                &req.sha256,
+                (req.size, req.mtime_ns),
+                &req.provider,
+                req.kept_in_place,
+                req.output.as_ref(),
             )
         })
     }
@@ -924,7 +922,16 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let a = match s
-            .claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("a.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 10,
+                mtime_ns: 1,
+                provider: "local".into(),
+                kept_in_place: false,
+                output: None,
+            })
             .expect("claim")
         {
             Claim::New(j) => j,
@@ -932,18 +939,45 @@ mod tests {
         };
         // same path, same content, still active → resume
         assert!(matches!(
-            s.claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false, None).expect("claim"),
+            s.claim(ClaimRequest {
+            inbox: "in".into(),
+            rel: Path::new("a.jpg").into(),
+            sha256: "h1".to_string(),
+            size: 10,
+            mtime_ns: 1,
+            provider: "local".into(),
+            kept_in_place: false,
+            output: None,
+        }).expect("claim"),
             Claim::Resume(j) if j.id == a.id
         ));
         // same content under another name while active → busy
         assert!(matches!(
-            s.claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
-                .expect("claim"),
+            s.claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 10,
+                mtime_ns: 1,
+                provider: "local".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .expect("claim"),
             Claim::Busy
         ));
         succeed_with_output(&s, a.id, &d.path().join("a.png"));
         match s
-            .claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 10,
+                mtime_ns: 1,
+                provider: "local".into(),
+                kept_in_place: false,
+                output: None,
+            })
             .expect("claim")
         {
             Claim::Duplicate { earlier, .. } => assert_eq!(earlier.id, a.id),
@@ -956,7 +990,16 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let Claim::New(a) = s
-            .claim("in", Path::new("a.jpg"), "h1", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("a.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
             .expect("claim")
         else {
             panic!("expected New");
@@ -964,14 +1007,32 @@ mod tests {
         succeed_with_output(&s, a.id, &d.path().join("a.png"));
         // b.jpg is claimed as a duplicate, then the process dies before deciding
         let Claim::Duplicate { job: b, .. } = s
-            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
             .expect("claim")
         else {
             panic!("expected Duplicate");
         };
         // after a restart the same file must come back as a duplicate again
         match s
-            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
             .expect("claim")
         {
             Claim::Duplicate { job, earlier } => {
@@ -999,7 +1060,16 @@ mod tests {
                     };
                     let sha = format!("h{i}");
                     match s
-                        .claim("in", Path::new(&name), &sha, 1, 1, "p", false, Some(naming))
+                        .claim(ClaimRequest {
+                            inbox: "in".into(),
+                            rel: Path::new(&name).into(),
+                            sha256: sha.clone(),
+                            size: 1,
+                            mtime_ns: 1,
+                            provider: "p".into(),
+                            kept_in_place: false,
+                            output: Some(naming),
+                        })
                         .expect("claim")
                     {
                         Claim::New(j) => j,
@@ -1030,7 +1100,16 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let Claim::New(a) = s
-            .claim("in", Path::new("a.jpg"), "ha", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("a.jpg").into(),
+                sha256: "ha".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
             .expect("claim")
         else {
             panic!("expected New");

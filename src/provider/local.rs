@@ -14,7 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use super::{BuildError, Cutout, Health, Outcome, Provider, ProviderError, Request};
+use super::{BuildError, Cutout, Health, Provider, ProviderError, Request, Response};
 use crate::config::{LocalConfig, LocalEngine};
 use crate::engine::backdrop::{self, BackdropOptions, SegmentError};
 use crate::engine::onnx::{ModelKind, OnnxEngine, OnnxError, OnnxOptions, PostOptions};
@@ -133,7 +133,7 @@ impl Provider for LocalProvider {
         true
     }
 
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove_background(&self, req: Request<'_>) -> Result<Response, ProviderError> {
         let decoded = req.input.decoded.clone().ok_or(ProviderError::Permanent {
             code: Code::InternalNoPixels,
             message: "the local engine was given no decoded pixels".into(),
@@ -150,7 +150,7 @@ impl Provider for LocalProvider {
                 })?;
         let engine = self.engine.clone();
         let span = tracing::debug_span!("local-engine", file = req.file_name);
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::blocking::run("local engine", move || {
             let _g = span.enter();
             let image = match &*engine {
                 Engine::Builtin(o) => backdrop::cut_out(&decoded.rgba, o).map_err(|e| match e {
@@ -170,11 +170,11 @@ impl Provider for LocalProvider {
         .await
         .map_err(|e| ProviderError::Transient {
             code: Code::EngineCrashed,
-            message: format!("the local engine stopped unexpectedly: {e}"),
+            message: format!("the local engine stopped unexpectedly: {}", e.detail),
             retry_after: None,
         })?;
         let (image, icc) = result?;
-        Ok(Outcome {
+        Ok(Response {
             cutout: Cutout::Pixels { image, icc },
             remote_job: None,
             credits_used: None,

@@ -1,13 +1,16 @@
 //! The `Provider` trait: the one seam between the queue and an engine that
 //! removes backgrounds (the built-in `local` engine, hosted APIs).
 //!
-//! Owns: the request/response types that cross that seam, the typed error
-//! that tells the queue whether to retry, pause the provider or fail the file,
-//! and building providers from the validated config.
+//! Owns: the request/response types that cross that seam, and the typed
+//! error that tells the pipeline whether to retry, pause the provider or
+//! fail the file. Building providers from the config is `build`'s.
 //!
-//! Must not: touch the inbox/outbox (the output stage does), retry on its own
-//! (the queue owns retries and backoff), or log secrets.
+//! Must not: touch the inbox/outbox (the output stage does), retry a file on
+//! its own (the pipeline's engine attempt owns retries and backoff; a hosted
+//! provider's `gate` only paces requests and cools down after 429s), or log
+//! secrets.
 
+pub mod build;
 pub mod gate;
 pub mod hosted;
 pub mod http;
@@ -17,13 +20,12 @@ pub mod rembg_com;
 pub mod verging;
 pub mod verify;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{OutputFormat, ProviderConfig, ProviderKind};
+use crate::config::OutputFormat;
 use crate::job::Code;
 use crate::validate::{ImageKind, Validated};
 
@@ -72,9 +74,9 @@ pub enum Cutout {
     },
 }
 
-/// The result of one successful call.
+/// The answer to one successful call.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Response {
     pub cutout: Cutout,
     /// The provider's job id, where its API has one (for the audit line).
     pub remote_job: Option<String>,
@@ -244,7 +246,7 @@ pub trait Provider: Send + Sync {
     /// Whether `Request::input.decoded` must hold the pixels.
     fn wants_pixels(&self) -> bool;
     /// Remove the background of one picture.
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError>;
+    async fn remove_background(&self, req: Request<'_>) -> Result<Response, ProviderError>;
     /// Check reachability, key and credits (for `cutout check`).
     async fn health(&self) -> Health;
     /// Whether the provider is paused (out of credits, key refused): the
@@ -265,15 +267,6 @@ pub trait Provider: Send + Sync {
                 self.kind()
             )),
         }
-    }
-}
-
-/// Build the provider for one `[providers.NAME]` entry.
-pub fn build(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, BuildError> {
-    match &cfg.kind {
-        ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(name, local)?)),
-        ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::build(name, c)?)),
-        ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::build(name, c)?)),
     }
 }
 

@@ -23,7 +23,7 @@ use super::gate::Recheck;
 use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
 use super::http::{self, Refusal};
 use super::verify::{self, Expect};
-use super::{key, BuildError, Health, Outcome, ProviderError, Request};
+use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::{OutputFormat, RembgConfig};
 use crate::job::Code;
 use crate::validate::ImageKind;
@@ -336,7 +336,7 @@ impl HostedApi for RembgApi {
         &self.core
     }
 
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove(&self, req: &Request<'_>) -> Result<Response, ProviderError> {
         self.core.refuse_if_paused()?;
         let opts = Options::parse(req.options).map_err(|m| ProviderError::Permanent {
             code: Code::ProviderBadOptions,
@@ -379,7 +379,7 @@ impl HostedApi for RembgApi {
         let expect = opts.expect();
         let want = req.output_format;
         let cutout = verify::check_off_thread(bytes, expect, want).await?;
-        Ok(Outcome {
+        Ok(Response {
             cutout,
             remote_job: None,
             credits_used: None,

@@ -38,7 +38,7 @@ use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
 use super::http::{self, Refusal};
 use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
-use super::{key, BuildError, Health, Outcome, ProviderError, Request};
+use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::VergingConfig;
 use crate::job::Code;
 
@@ -502,7 +502,7 @@ impl HostedApi for VergingApi {
         &self.core
     }
 
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove(&self, req: &Request<'_>) -> Result<Response, ProviderError> {
         self.core.refuse_if_paused()?;
         if let Some(k) = req.options.keys().next() {
             return Err(ProviderError::Permanent {
@@ -546,7 +546,7 @@ impl HostedApi for VergingApi {
         let bytes = self.download(&result_url).await?;
         let want = req.output_format;
         let cutout = verify::check_off_thread(bytes, Expect::Alpha, want).await?;
-        Ok(Outcome {
+        Ok(Response {
             cutout,
             remote_job: Some(id),
             credits_used: Some(1.0),

@@ -40,11 +40,11 @@ pub async fn check_off_thread(
     expect: Expect,
     want: OutputFormat,
 ) -> Result<Cutout, ProviderError> {
-    tokio::task::spawn_blocking(move || check(bytes, expect, want))
+    crate::blocking::run("check result", move || check(bytes, expect, want))
         .await
         .map_err(|e| ProviderError::Transient {
             code: Code::InternalError,
-            message: format!("checking the result stopped unexpectedly: {e}"),
+            message: format!("checking the result stopped unexpectedly: {}", e.detail),
             retry_after: None,
         })?
 }
