@@ -3,9 +3,9 @@
 //!
 //! Owns: encoding (RGBA PNG with the ICC profile, WebP lossy with alpha or
 //! lossless at quality 100), the naming rules for outputs and moved inputs,
-//! `<file name>.reason.json` files, and the after-success disposition
-//! (archive / delete / keep). All writes go through `fsutil` (temp file in
-//! the target folder → fsync → rename).
+//! and `<file name>.reason.json` files. All writes go through `fsutil`
+//! (temp file in the target folder → fsync → rename). Moving or deleting
+//! the input (archive / delete / keep) is the pipeline's finish stage.
 //!
 //! Naming rule (never overwrite another input's result): the cut-out of
 //! `inbox/a/b/shoe.jpg` is `outbox/a/b/shoe.png`; when that name is already
@@ -14,7 +14,8 @@
 //! archived), the next free name `shoe-2.png`, `shoe-3.png`, … is used. The
 //! same rule applies to archive/, rejected/ and failed/.
 //!
-//! Must not: talk to providers, decide outcomes, or write the audit log.
+//! Must not: talk to providers, decide outcomes, move inputs, or write the
+//! audit log.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claim::FirstAttempt;
-use super::{blocking, decide, Picture};
+use super::ctx::{blocking, Picture};
+use super::decide;
+use super::decide::Done;
 use crate::job::{Backoff, Event, FileResult};
 use crate::provider::{Disposition, JobJournal, Provider, ProviderError, Request, Response};
 use crate::store::{Job, Store};
@@ -24,15 +26,6 @@ use crate::validate::Validated;
 const PAUSED_LATER: Duration = Duration::from_secs(1);
 /// 429 answers one file may take in a row before it goes back to the queue.
 const MAX_FREE_RETRIES: u32 = 20;
-
-/// What the engine stage hands on to the decision.
-pub(super) enum Done {
-    /// The cut-out was written at the reserved name before a restart: it is
-    /// this job's finished result and is not paid for again.
-    AlreadyWritten,
-    /// A fresh cut-out after `attempts` attempts.
-    Fresh { response: Response, attempts: u32 },
-}
 
 /// Attempts so far, as the state database counts them.
 struct Attempts {

@@ -5,8 +5,9 @@
 //! Must not: touch the state database before a rejection is decided (the
 //! decide stage records it).
 
+use super::ctx::{blocking, Picture};
+use super::decide;
 use super::intake::Read;
-use super::{blocking, decide, Picture};
 use crate::job::FileResult;
 use crate::validate::{self, Validated};
 

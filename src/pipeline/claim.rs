@@ -6,16 +6,15 @@
 //!
 //! Must not: call a provider or write any file.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
+use super::ctx::{blocking, Picture};
+use super::decide::{self, output_naming};
 use super::intake::Read;
-use super::{blocking, decide, Picture};
 use crate::config::AfterSuccess;
-use crate::fsutil;
 use crate::job::FileResult;
 use crate::output;
-use crate::store::{Claim, ClaimRequest, Job, Naming};
+use crate::store::{Claim, ClaimRequest, Job};
 use crate::validate::Validated;
 
 /// Whether the job's first attempt is already counted in the database.
@@ -58,14 +57,5 @@ pub(super) async fn claim(
         Claim::Duplicate { job, earlier } => Err(decide::duplicate(pic, job, *earlier, v).await),
         Claim::New(job) => Ok((job, FirstAttempt::CountedByClaim)),
         Claim::Resume(job) => Ok((job, FirstAttempt::CountWhenStarted)),
-    }
-}
-
-/// A free name for a cut-out: `base`, else `base-2`, `base-3`, …
-pub(super) fn output_naming(base: PathBuf) -> Naming {
-    Naming {
-        base,
-        candidate: fsutil::numbered,
-        also_free: |_| true,
     }
 }

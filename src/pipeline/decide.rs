@@ -9,18 +9,34 @@
 
 use std::path::{Path, PathBuf};
 
-use super::attempt::Done;
-use super::claim::output_naming;
+use super::ctx::{blocking, lossy, Picture};
 use super::finish::{finish_job, Decided};
-use super::{blocking, lossy, Picture};
 use crate::audit::{now_rfc3339, Record};
 use crate::config::AfterSuccess;
 use crate::fsutil;
 use crate::job::{Code, Event, FileResult, FileStat, Outcome, Reason};
 use crate::output;
-use crate::provider::{Cutout, ProviderError};
+use crate::provider::{Cutout, ProviderError, Response};
 use crate::store::{Job, Naming};
 use crate::validate::{self, Rejection, Validated};
+
+/// What the engine stage hands on to the decision.
+pub(super) enum Done {
+    /// The cut-out was written at the reserved name before a restart: it is
+    /// this job's finished result and is not paid for again.
+    AlreadyWritten,
+    /// A fresh cut-out after `attempts` attempts.
+    Fresh { response: Response, attempts: u32 },
+}
+
+/// A free name for a cut-out: `base`, else `base-2`, `base-3`, …
+pub(super) fn output_naming(base: PathBuf) -> Naming {
+    Naming {
+        base,
+        candidate: fsutil::numbered,
+        also_free: |_| true,
+    }
+}
 
 /// The audit record every outcome of `job` starts from.
 pub(super) fn base_record(pic: &Picture<'_>, job: &Job, v: Option<&Validated>) -> Record {

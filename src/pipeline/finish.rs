@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use super::{blocking, lossy, Ctx};
+use super::ctx::{blocking, lossy, Ctx};
 use crate::audit::{now_rfc3339, Audit};
 use crate::config::{AfterSuccess, Config, Inbox};
 use crate::fsutil;

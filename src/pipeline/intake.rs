@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{blocking, decide, finish, Picture};
+use super::ctx::{blocking, Picture};
+use super::{decide, finish};
 use crate::job::{FileResult, FileStat};
 use crate::store::Known;
 use crate::validate::Rejection;
