@@ -30,7 +30,7 @@ pub mod exit {
 }
 
 /// Run one parsed command; returns the exit status.
-pub fn main(cli: Cli) -> i32 {
+pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => {
             with_config(&config, |cfg, loaded| run_daemon(cfg, loaded, &config))
