@@ -354,11 +354,13 @@ impl Store {
 
     /// Run `f` in the state thread's next batch and wait until that batch
     /// is committed. Called from blocking threads (it blocks).
-    fn run<T: Send + 'static>(
+    /// Queue `f` for the state thread; `deliver` gets its result once its
+    /// batch is committed (or failed).
+    fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> OpResult<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (tx, rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let op: Op = Box::new(move |c| {
             let r = match c {
@@ -378,18 +380,46 @@ impl Store {
                     }),
                     (Err(e), _) => Err(e),
                 };
-                let _ = tx.send(out);
+                deliver(out);
             });
             (ok, reply)
         });
-        let stopped = || StoreError::Batch {
+        self.ops.send(op).map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> StoreError {
+        StoreError::Batch {
             path: self.path.clone(),
             what:
                 "the request was lost in the state thread (it failed inside or the thread stopped)"
                     .into(),
-        };
-        self.ops.send(op).map_err(|_| stopped())?;
-        rx.recv().map_err(|_| stopped())?
+        }
+    }
+
+    /// Run `f` on the state thread and wait for it (blocking callers:
+    /// finishing steps, recovery, the CLI).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Run `f` on the state thread; async callers wait on a oneshot reply
+    /// and tie up no thread meanwhile.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| self.stopped())?
     }
 
     fn migrate(c: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -512,14 +542,14 @@ impl Store {
     /// finishing steps are still to run, or (for a regular file, `stat` =
     /// size and mtime) a finished job that kept it in place unchanged, so
     /// rescans skip it without reading it.
-    pub fn lookup(
+    pub async fn lookup(
         &self,
         inbox: &str,
         rel: &Path,
         stat: Option<(u64, i64)>,
     ) -> Result<Known, StoreError> {
         let (inbox, rel) = (inbox.to_string(), rel.to_path_buf());
-        self.run(move |c| {
+        self.call(move |c| {
             let decided = c
                 .prepare_cached(
                     "SELECT * FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 1
@@ -549,14 +579,15 @@ impl Store {
                 Known::Unknown
             })
         })
+        .await
     }
 
     /// Find or create the job for this file and content (see
     /// [`ClaimRequest`]): a new job (not a duplicate) gets its output name
     /// reserved and its first attempt counted in the same commit; a resumed
     /// job without a reserved name gets one.
-    pub fn claim(&self, req: ClaimRequest) -> Result<Claim, StoreError> {
-        self.run(move |c| {
+    pub async fn claim(&self, req: ClaimRequest) -> Result<Claim, StoreError> {
+        self.call(move |c| {
             Self::claim_in(
                 c,
                 &req.inbox,
@@ -568,6 +599,7 @@ impl Store {
                 req.output.as_ref(),
             )
         })
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -681,7 +713,7 @@ impl Store {
     }
 
     /// A job for a file rejected before it could be hashed (or claimed).
-    pub fn insert_untracked(
+    pub async fn insert_untracked(
         &self,
         inbox: &str,
         rel: &Path,
@@ -694,7 +726,7 @@ impl Store {
             rel.to_path_buf(),
             sha.map(str::to_string),
         );
-        self.run(move |c| {
+        self.call(move |c| {
             let now = now_ms();
             // An earlier undecided row for this path (e.g. a file that turned
             // corrupt) yields to the new one.
@@ -718,24 +750,28 @@ impl Store {
             let id = c.last_insert_rowid();
             Ok(Self::job(c, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?)
         })
+        .await
     }
 
-    pub fn set_attempts(&self, id: i64, attempts: u32) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE jobs SET attempts = ?2, updated_ms = ?3 WHERE id = ?1",
-            (id, attempts as i64, now_ms()),
-        )
+    pub async fn set_attempts(&self, id: i64, attempts: u32) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.prepare_cached("UPDATE jobs SET attempts = ?2, updated_ms = ?3 WHERE id = ?1")?
+                .execute((id, attempts as i64, now_ms()))?;
+            Ok(())
+        })
+        .await
     }
 
-    pub fn set_remote_job(&self, id: i64, remote: &str) -> Result<(), StoreError> {
+    pub async fn set_remote_job(&self, id: i64, remote: &str) -> Result<(), StoreError> {
         let remote = remote.to_string();
-        self.run(move |c| {
+        self.call(move |c| {
             c.prepare_cached(
                 "UPDATE jobs SET remote_job = ?2, remote_since_ms = ?3, updated_ms = ?3 WHERE id = ?1",
             )?
             .execute(params![id, remote, now_ms()])?;
             Ok(())
         })
+        .await
     }
 
     /// Pick the first free name of `naming` and store it in `col` of job
@@ -768,8 +804,9 @@ impl Store {
 
     /// Reserve an output name for job `id` (a duplicate that needs its own
     /// copy of the earlier cut-out). Returns the reserved path.
-    pub fn reserve_output(&self, id: i64, naming: Naming) -> Result<PathBuf, StoreError> {
-        self.run(move |c| Self::pick_name(c, id, NameColumn::Output, &naming))
+    pub async fn reserve_output(&self, id: i64, naming: Naming) -> Result<PathBuf, StoreError> {
+        self.call(move |c| Self::pick_name(c, id, NameColumn::Output, &naming))
+            .await
     }
 
     /// Record the decision in one commit: the outcome, where the input goes
@@ -778,7 +815,7 @@ impl Store {
     /// From here on the job is finished by `finish_job`, also after a crash.
     /// Returns the reserved input target.
     #[allow(clippy::too_many_arguments)]
-    pub fn decide(
+    pub async fn decide(
         &self,
         id: i64,
         outcome: Outcome,
@@ -788,7 +825,7 @@ impl Store {
         move_to: Option<Naming>,
         record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
     ) -> Result<Option<PathBuf>, StoreError> {
-        self.run(move |c| {
+        self.call(move |c| {
             let target = match &move_to {
                 Some(naming) => Some(Self::pick_name(c, id, NameColumn::MoveTo, naming)?),
                 None => None,
@@ -809,6 +846,7 @@ impl Store {
             ])?;
             Ok(target)
         })
+        .await
     }
 
     /// The audit line is written (used when a later finishing step fails,
@@ -906,6 +944,17 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Wait for a store call from a plain (test) thread.
+    trait Wait: std::future::Future + Sized {
+        fn wait(self) -> Self::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(self)
+        }
+    }
+    impl<F: std::future::Future> Wait for F {}
+
     /// Job `id` succeeded with a cut-out at `out` (written now) and is done.
     fn succeed_with_output(s: &Store, id: i64, out: &Path) {
         std::fs::write(out, b"x").expect("write");
@@ -913,6 +962,7 @@ mod tests {
         s.decide(id, Outcome::Succeeded, out, None, None, None, |_| {
             Ok("{}".into())
         })
+        .wait()
         .expect("decide");
         s.finish(id, true).expect("finish");
     }
@@ -932,6 +982,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim")
         {
             Claim::New(j) => j,
@@ -948,7 +999,7 @@ mod tests {
             provider: "local".into(),
             kept_in_place: false,
             output: None,
-        }).expect("claim"),
+        }).wait().expect("claim"),
             Claim::Resume(j) if j.id == a.id
         ));
         // same content under another name while active → busy
@@ -963,6 +1014,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim"),
             Claim::Busy
         ));
@@ -978,6 +1030,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim")
         {
             Claim::Duplicate { earlier, .. } => assert_eq!(earlier.id, a.id),
@@ -1000,6 +1053,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim")
         else {
             panic!("expected New");
@@ -1017,6 +1071,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim")
         else {
             panic!("expected Duplicate");
@@ -1033,6 +1088,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim")
         {
             Claim::Duplicate { job, earlier } => {
@@ -1070,6 +1126,7 @@ mod tests {
                             kept_in_place: false,
                             output: Some(naming),
                         })
+                        .wait()
                         .expect("claim")
                     {
                         Claim::New(j) => j,
@@ -1110,6 +1167,7 @@ mod tests {
                 kept_in_place: false,
                 output: None,
             })
+            .wait()
             .expect("claim")
         else {
             panic!("expected New");
@@ -1125,7 +1183,7 @@ mod tests {
         let p = s.run(|_| -> OpResult<()> { panic!("made to panic") });
         assert!(p.is_err());
         // The state thread still serves, and the row is as before.
-        s.set_attempts(a.id, 2).expect("still served");
+        s.set_attempts(a.id, 2).wait().expect("still served");
         assert_eq!(s.get(a.id).expect("get").expect("row").attempts, 2);
     }
 

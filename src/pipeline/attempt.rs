@@ -115,8 +115,7 @@ async fn attempt(
         n.first = FirstAttempt::CountWhenStarted;
     } else {
         n.count += 1;
-        let (store, id, count) = (ctx.store.clone(), job.id, n.count);
-        if let Ok(Err(e)) = blocking("count attempt", move || store.set_attempts(id, count)).await {
+        if let Err(e) = ctx.store.set_attempts(job.id, n.count).await {
             return Err(FileResult::Trouble(e.to_string()));
         }
     }
@@ -236,8 +235,7 @@ async fn audit_retry(
 
 /// Write the attempt count (best effort: it only steers `max_attempts`).
 async fn set_attempts(store: &Store, id: i64, attempts: u32) {
-    let store = store.clone();
-    let _ = blocking("count attempt", move || store.set_attempts(id, attempts)).await;
+    let _ = store.set_attempts(id, attempts).await;
 }
 
 fn round_ms(d: Duration) -> Duration {
@@ -266,12 +264,10 @@ impl JobJournal for Journal {
         Some(Duration::from_millis(ms as u64))
     }
     async fn set_remote_job(&self, id: &str) -> Result<(), String> {
-        let (store, job, remote) = (self.store.clone(), self.id, id.to_string());
-        blocking("remember remote job", move || {
-            store.set_remote_job(job, &remote)
-        })
-        .await?
-        .map_err(|e| e.to_string())?;
+        self.store
+            .set_remote_job(self.id, id)
+            .await
+            .map_err(|e| e.to_string())?;
         if let Ok(mut g) = self.remote.lock() {
             *g = Some((id.to_string(), Some(crate::store::now_ms())));
         }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::ctx::{blocking, Picture};
+use super::ctx::Picture;
 use super::decide::{self, output_naming};
 use super::intake::Read;
 use crate::config::AfterSuccess;
@@ -43,11 +43,9 @@ pub(super) async fn claim(
         kept_in_place: pic.inbox.after_success == AfterSuccess::Keep,
         output: Some(output_naming(output::output_base(pic.inbox, &pic.rel))),
     };
-    let store = pic.ctx.store.clone();
-    let claim = match blocking("claim", move || store.claim(req)).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(FileResult::Trouble(e.to_string())),
-        Err(e) => return Err(FileResult::Trouble(e)),
+    let claim = match pic.ctx.store.claim(req).await {
+        Ok(c) => c,
+        Err(e) => return Err(FileResult::Trouble(e.to_string())),
     };
     match claim {
         Claim::AlreadyDone => Err(FileResult::AlreadyDone),

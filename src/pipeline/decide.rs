@@ -186,14 +186,12 @@ async fn copy_earlier(
     // already: writing it again is a no-op).
     let reserved = match job.output.clone() {
         Some(p) => p,
-        None => {
-            let (store, id) = (pic.ctx.store.clone(), job.id);
-            blocking("reserve output", move || {
-                store.reserve_output(id, output_naming(natural))
-            })
-            .await?
-            .map_err(|e| e.to_string())?
-        }
+        None => pic
+            .ctx
+            .store
+            .reserve_output(job.id, output_naming(natural))
+            .await
+            .map_err(|e| e.to_string())?,
     };
     let (dst, fmt, q) = (
         reserved.clone(),
@@ -233,26 +231,14 @@ pub(super) async fn reject(
     if pic.ctx.dry_run {
         return FileResult::Rejected(Reason::new(why.code(), &why));
     }
-    let (store, name, r, s) = (
-        pic.ctx.store.clone(),
-        pic.inbox.name.clone(),
-        pic.rel.clone(),
-        sha.map(str::to_string),
-    );
-    let job = match blocking("record rejection", move || {
-        store.insert_untracked(
-            &name,
-            &r,
-            s.as_deref(),
-            st.map(|s| s.size),
-            st.map(|s| s.mtime_ns),
-        )
-    })
-    .await
+    let (store, inbox) = (&pic.ctx.store, &pic.inbox.name);
+    let (size, mtime_ns) = (st.map(|s| s.size), st.map(|s| s.mtime_ns));
+    let job = match store
+        .insert_untracked(inbox, &pic.rel, sha, size, mtime_ns)
+        .await
     {
-        Ok(Ok(j)) => j,
-        Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
-        Err(e) => return FileResult::Trouble(e),
+        Ok(j) => j,
+        Err(e) => return FileResult::Trouble(e.to_string()),
     };
     let mut rec = base_record(pic, &job, None);
     rec.event = Event::Rejected;
@@ -307,25 +293,23 @@ async fn decide_and_finish(
     hint: Option<&str>,
 ) -> Result<(), String> {
     let ctx = pic.ctx;
-    let store = ctx.store.clone();
-    blocking("record decision", move || {
-        let out = rec.output.clone().map(PathBuf::from);
-        let (code, reason) = (rec.code, rec.reason.clone());
-        let naming = move_base.map(|base| Naming {
-            base,
-            candidate: fsutil::numbered,
-            // rejected/ and failed/ hold a reason file beside each input
-            also_free: |p| std::fs::symlink_metadata(output::reason_path(p)).is_err(),
-        });
-        store.decide(id, outcome, out, code, reason, naming, move |moved| {
+    let out = rec.output.clone().map(PathBuf::from);
+    let (code, reason) = (rec.code, rec.reason.clone());
+    let naming = move_base.map(|base| Naming {
+        base,
+        candidate: fsutil::numbered,
+        // rejected/ and failed/ hold a reason file beside each input
+        also_free: |p| std::fs::symlink_metadata(output::reason_path(p)).is_err(),
+    });
+    ctx.store
+        .decide(id, outcome, out, code, reason, naming, move |moved| {
             if let Some(p) = moved {
                 rec.moved_to = Some(lossy(p));
             }
             serde_json::to_string(&rec).map_err(|e| e.to_string())
         })
-    })
-    .await?
-    .map_err(|e| e.to_string())?;
+        .await
+        .map_err(|e| e.to_string())?;
     let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
     let hint = hint.map(str::to_string);
     blocking("finish job", move || {

@@ -76,18 +76,13 @@ pub(super) async fn read(pic: &Picture<'_>, path: &Path) -> Result<Read, FileRes
 /// outcome, one audit line. A file finished earlier and kept in place
 /// unchanged is not read again.
 async fn known_earlier(pic: &Picture<'_>, stat: Option<FileStat>) -> Result<(), FileResult> {
-    let (store, name, r) = (
-        pic.ctx.store.clone(),
-        pic.inbox.name.clone(),
-        pic.rel.clone(),
-    );
     let stat = stat.map(|s| (s.size, s.mtime_ns));
-    match blocking("state lookup", move || store.lookup(&name, &r, stat)).await {
-        Ok(Ok(Known::Decided(job))) => Err(finish::finish_decided(pic.ctx, *job).await),
-        Ok(Ok(Known::DoneUnchanged)) => Err(FileResult::AlreadyDone),
-        Ok(Ok(Known::Unknown)) => Ok(()),
-        Ok(Err(e)) => Err(FileResult::Trouble(e.to_string())),
-        Err(e) => Err(FileResult::Trouble(e)),
+    let store = &pic.ctx.store;
+    match store.lookup(&pic.inbox.name, &pic.rel, stat).await {
+        Ok(Known::Decided(job)) => Err(finish::finish_decided(pic.ctx, *job).await),
+        Ok(Known::DoneUnchanged) => Err(FileResult::AlreadyDone),
+        Ok(Known::Unknown) => Ok(()),
+        Err(e) => Err(FileResult::Trouble(e.to_string())),
     }
 }
 
