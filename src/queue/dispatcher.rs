@@ -199,9 +199,9 @@ impl Dispatcher {
             };
             match event {
                 Event::Finished(w) => self.on_finished(w),
-                Event::Found(msg) => self.on_found(msg),
+                Event::Found(msg) => self.on_found(msg).await,
                 Event::Reload(reload) => self.on_reload(reload),
-                Event::SettleDue => self.on_settle_due(),
+                Event::SettleDue => self.on_settle_due().await,
                 Event::Tick => self.on_tick().await,
             }
             self.dispatch();
@@ -254,29 +254,47 @@ impl Dispatcher {
     }
 
     /// Watcher and scan messages: this one and what else is waiting
-    /// (without starving the loop).
-    fn on_found(&mut self, msg: Found) {
+    /// (without starving the loop). New files are stat'ed by the settler on
+    /// a blocking thread.
+    async fn on_found(&mut self, msg: Found) {
         let now = Instant::now();
-        self.found(msg, now);
+        let mut files = Vec::new();
+        self.found(msg, &mut files);
         for _ in 0..4096 {
             match self.rx.try_recv() {
-                Ok(m) => self.found(m, now),
+                Ok(m) => self.found(m, &mut files),
                 Err(_) => break,
             }
         }
+        if files.is_empty() {
+            return;
+        }
+        let seen = self
+            .with_settler("settle: note files", move |settler| {
+                let mut seen = 0;
+                for (inbox, path, how, settle) in files {
+                    let before = settler.pending_len();
+                    settler.observe(inbox, path, how, now, settle);
+                    if settler.pending_len() > before {
+                        seen += 1;
+                    }
+                }
+                seen
+            })
+            .await
+            .unwrap_or(0);
+        for _ in 0..seen {
+            self.metrics.file_seen();
+        }
     }
 
-    fn found(&mut self, msg: Found, now: Instant) {
+    /// One message; files to note are collected in `files`.
+    fn found(&mut self, msg: Found, files: &mut Vec<(usize, PathBuf, Seen, Duration)>) {
         match msg {
             Found::File { inbox, path, how } => {
                 // Messages from an inbox a reload removed are dropped.
-                let Some(s) = self.inboxes.get(&inbox) else {
-                    return;
-                };
-                let before = self.settler.pending_len();
-                self.settler.observe(inbox, path, how, now, s.inbox.settle);
-                if self.settler.pending_len() > before {
-                    self.metrics.file_seen();
+                if let Some(s) = self.inboxes.get(&inbox) {
+                    files.push((inbox, path, how, s.inbox.settle));
                 }
             }
             Found::Folder { inbox, path } => {
@@ -319,20 +337,55 @@ impl Dispatcher {
         let _ = reload.done.send(rep);
     }
 
-    /// Files whose settle time is up are checked.
-    fn on_settle_due(&mut self) {
+    /// Files whose settle time is up are checked (stat'ed on a blocking
+    /// thread).
+    async fn on_settle_due(&mut self) {
         let now = Instant::now();
         self.last_settle_pass = now;
-        let inboxes = &self.inboxes;
-        self.settler.tick(now, |i| {
-            inboxes.get(&i).map(|s| s.inbox.settle).unwrap_or_default()
-        });
+        if self.settler.next_due().is_none_or(|d| now < d) {
+            return;
+        }
+        let settles: HashMap<usize, Duration> = self
+            .inboxes
+            .iter()
+            .map(|(i, s)| (*i, s.inbox.settle))
+            .collect();
+        self.with_settler("settle pass", move |settler| {
+            settler.tick(now, |i| settles.get(&i).copied().unwrap_or_default())
+        })
+        .await;
+    }
+
+    /// Run `f` on the settler on a blocking thread (it stats files). A lost
+    /// task costs only the waiting list: the files stay in the inbox and
+    /// the next rescan finds them.
+    async fn with_settler<T: Send + 'static>(
+        &mut self,
+        what: &'static str,
+        f: impl FnOnce(&mut Settler) -> T + Send + 'static,
+    ) -> Option<T> {
+        let mut settler = std::mem::take(&mut self.settler);
+        let ran = crate::blocking::run(what, move || {
+            let r = f(&mut settler);
+            (settler, r)
+        })
+        .await;
+        match ran {
+            Ok((settler, r)) => {
+                self.settler = settler;
+                Some(r)
+            }
+            Err(e) => {
+                tracing::error!("{e}; the waiting files are found again by the next rescan");
+                None
+            }
+        }
     }
 
     /// Housekeeping: settle pass, provider status into the metrics,
     /// rescans and folder checks (daemon).
     async fn on_tick(&mut self) {
-        self.on_settle_due();
+        self.on_settle_due().await;
         let now = self.last_settle_pass;
         if self
             .last_provider_sync
