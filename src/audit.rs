@@ -16,13 +16,15 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::job::{Code, Event};
+
 /// One audit line.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Record {
     /// RFC 3339 UTC time of the event.
     pub ts: String,
     /// `succeeded`, `rejected`, `failed`, `duplicate` or `retry`.
-    pub event: String,
+    pub event: Event,
     /// The job id in the state database.
     pub job: i64,
     /// The inbox's name.
@@ -45,7 +47,7 @@ pub struct Record {
     /// Human-readable reason (rejections, failures, retries).
     pub reason: Option<String>,
     /// Stable kebab-case reason code.
-    pub code: Option<String>,
+    pub code: Option<Code>,
     /// The provider's job id, where its API has one.
     pub remote_job: Option<String>,
     /// Credits used, when known.
@@ -99,10 +101,6 @@ impl Audit {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Append one line and make it durable.
     pub fn append_json(&self, line: &str) -> Result<(), AuditError> {
         let mut buf = String::with_capacity(line.len() + 1);
@@ -131,7 +129,7 @@ impl Audit {
 
     /// Whether an outcome line for `job` is already in the file's tail (used
     /// only by crash recovery, so reading the last few MiB is plenty).
-    pub fn contains_job(&self, job: i64, event: &str) -> Result<bool, AuditError> {
+    pub fn contains_job(&self, job: i64, event: Event) -> Result<bool, AuditError> {
         let err = |source| AuditError {
             path: self.path.clone(),
             source,
@@ -152,17 +150,4 @@ impl Audit {
                     .unwrap_or(false)
         }))
     }
-}
-
-/// Read every record (for `cutout status` and tests).
-pub fn read_all(path: &Path) -> std::io::Result<Vec<Record>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
 }

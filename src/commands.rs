@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use crate::audit::Audit;
 use crate::cli::{Cli, Command, ConfigArg};
 use crate::config::{self, Config};
-use crate::pipeline::{self, Ctx, FileResult};
+use crate::job::FileResult;
+use crate::pipeline::{self, Ctx};
 use crate::provider::{self, Provider};
 use crate::queue::{self, Mode, Progress, ProgressFn, Tally};
 use crate::service::Heartbeat;
@@ -29,7 +30,7 @@ pub mod exit {
 }
 
 /// Run one parsed command; returns the exit status.
-pub fn main(cli: Cli) -> i32 {
+pub fn run(cli: Cli) -> i32 {
     match cli.command {
         Command::Run { config } => {
             with_config(&config, |cfg, loaded| run_daemon(cfg, loaded, &config))
@@ -116,7 +117,7 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
         }
         Err(e) => return Err((exit::CONFIG, e.to_string())),
     }
-    let providers = build_providers(cfg, |_| None).map_err(|m| (exit::CONFIG, m))?;
+    let providers = provider::build::build_all(cfg, |_| None).map_err(|m| (exit::CONFIG, m))?;
     let store = Store::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     let audit = Audit::open(&cfg.state_dir).map_err(|e| (exit::RUNTIME, e.to_string()))?;
     Ok(Setup {
@@ -124,30 +125,6 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
         audit: Arc::new(audit),
         providers,
     })
-}
-
-/// Build the providers the inboxes use (each inbox's `options` were checked
-/// for its provider's kind with the config). `reuse` may hand back an
-/// already running provider for a name (a reload keeps providers whose
-/// settings did not change).
-pub(crate) fn build_providers(
-    cfg: &Config,
-    mut reuse: impl FnMut(&str) -> Option<Arc<dyn Provider>>,
-) -> Result<std::collections::BTreeMap<String, Arc<dyn Provider>>, String> {
-    let mut providers = std::collections::BTreeMap::new();
-    let used: std::collections::BTreeSet<&str> =
-        cfg.inboxes.iter().map(|i| i.provider.as_str()).collect();
-    for (name, pc) in &cfg.providers {
-        if !used.contains(name.as_str()) {
-            continue;
-        }
-        let p = match reuse(name) {
-            Some(p) => p,
-            None => provider::build(name, pc).map_err(|e| e.to_string())?,
-        };
-        providers.insert(name.clone(), p);
-    }
-    Ok(providers)
 }
 
 fn origin(cfg: &Config) -> String {
@@ -607,7 +584,7 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
     };
     let mut ok = true;
     for (name, pc) in &cfg.providers {
-        match provider::build(name, pc) {
+        match provider::build::build(name, pc) {
             Ok(p) => {
                 let h = rt.block_on(p.health());
                 println!(
@@ -720,7 +697,7 @@ fn status(cfg: Config, errors: usize) -> i32 {
                     j.outcome.map(|o| o.as_str()).unwrap_or("?"),
                     j.rel_path.display(),
                     j.reason.as_deref().unwrap_or(""),
-                    j.reason_code.as_deref().unwrap_or("")
+                    j.reason_code.map_or("", crate::job::Code::as_str)
                 );
             }
         }

@@ -9,6 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+use crate::job::Code;
+
 /// An I/O error with the path it happened on.
 #[derive(Debug, thiserror::Error)]
 #[error("{op} {}: {source}", path.display())]
@@ -37,17 +39,17 @@ impl FsError {
     }
 
     /// A stable kebab-case code for reason files and the audit log.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         if self.is_disk_full() {
-            "disk-full"
+            Code::DiskFull
         } else if self.source.kind() == io::ErrorKind::PermissionDenied
             || self.source.raw_os_error() == Some(libc::EROFS)
         {
-            "folder-not-writable"
+            Code::FolderNotWritable
         } else if self.source.kind() == io::ErrorKind::NotFound {
-            "file-vanished"
+            Code::FileVanished
         } else {
-            "io-error"
+            Code::IoError
         }
     }
 }

@@ -5,30 +5,40 @@
 //!
 //! ```text
 //!  watch ──Found──▶ settle ──Ready──▶ queue ──path──▶ pipeline::process_file
-//!  (notify,          (quiet +          (bounded        │ validate (sniff, caps, decode)
-//!   walkdir scans)    stable stat)      workers)       │ store::claim (sha256: resume / dedup)
-//!                                                      │ provider::Provider (local, hosted…)
-//!                                                      │ output (encode, atomic write, moves)
-//!                                                      └ audit (audit.jsonl, exactly once)
+//!  (notify,          (quiet +          (bounded        │ intake   (state lookup, read + sha256)
+//!   walkdir scans)    stable stat)      workers)       │ check    (validate: sniff, caps, decode)
+//!                                                      │ claim    (store: new / resume / dedup)
+//!                                                      │ attempt  (provider::Provider, retries)
+//!                                                      │ decide   (output: encode, atomic write)
+//!                                                      └ finish   (reason file, audit line, move)
 //! ```
 //!
-//! `config` turns TOML into checked types before anything runs; `net` holds
-//! the pure address rules config and providers share; `commands`
-//! holds the CLI verbs; `fsutil` the durable file operations everything
-//! shares; `engine` the pixel-level background removers.
+//! `job` holds the plain types every stage shares (the file's verdict, the
+//! typed reason `Code`, the audit `Event`, the backoff schedule) and imports
+//! nothing else from the crate. `config` turns TOML into checked types
+//! before anything runs; `net` holds
+//! the pure address rules config and providers share; `commands` holds the CLI verbs (`cli` parses
+//! them); `fsutil` the durable file operations everything shares;
+//! `blocking` the one way blocking work leaves the async executor; `store`
+//! the state database; `audit` the audit log; `engine` the pixel-level
+//! background removers behind the `local` provider.
 //!
 //! Running as a service: `service` speaks `sd_notify` (ready, status,
 //! watchdog on the dispatcher's heartbeat, reloading, stopping), `metrics`
-//! keeps the counters, and `http` serves `/healthz` and `/metrics`. A SIGHUP
-//! reload is built and checked in `commands`, then switched in by `queue`.
+//! keeps the counters, `http` serves `/healthz` and `/metrics`, and
+//! `logging` sets up the log files. A SIGHUP reload is built and checked in
+//! `reload` (providers through `provider::build`), then switched in by the
+//! queue.
 
 pub mod audit;
+pub mod blocking;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
 pub mod fsutil;
 pub mod http;
+pub mod job;
 pub mod logging;
 pub mod metrics;
 pub mod models;

@@ -5,6 +5,6 @@ use clap::Parser;
 
 fn main() {
     let cli = cutout::cli::Cli::parse();
-    let code = cutout::commands::main(cli);
+    let code = cutout::commands::run(cli);
     std::process::exit(code);
 }

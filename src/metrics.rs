@@ -17,7 +17,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use crate::pipeline::FileResult;
+use crate::job::FileResult;
 
 /// Upper bounds (seconds) of the provider latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
@@ -568,8 +568,8 @@ mod tests {
             FileResult::Succeeded,
             FileResult::Succeeded,
             FileResult::Duplicate,
-            FileResult::Rejected("x".into()),
-            FileResult::Failed("y".into()),
+            FileResult::Rejected(crate::job::Reason::new(crate::job::Code::NotAnImage, "x")),
+            FileResult::Failed(crate::job::Reason::new(crate::job::Code::EngineFailed, "y")),
             FileResult::AlreadyDone,
             FileResult::Later(std::time::Duration::from_secs(1)),
         ] {

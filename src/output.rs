@@ -3,9 +3,9 @@
 //!
 //! Owns: encoding (RGBA PNG with the ICC profile, WebP lossy with alpha or
 //! lossless at quality 100), the naming rules for outputs and moved inputs,
-//! `<file name>.reason.json` files, and the after-success disposition
-//! (archive / delete / keep). All writes go through `fsutil` (temp file in
-//! the target folder → fsync → rename).
+//! and `<file name>.reason.json` files. All writes go through `fsutil`
+//! (temp file in the target folder → fsync → rename). Moving or deleting
+//! the input (archive / delete / keep) is the pipeline's finish stage.
 //!
 //! Naming rule (never overwrite another input's result): the cut-out of
 //! `inbox/a/b/shoe.jpg` is `outbox/a/b/shoe.png`; when that name is already
@@ -14,7 +14,8 @@
 //! archived), the next free name `shoe-2.png`, `shoe-3.png`, … is used. The
 //! same rule applies to archive/, rejected/ and failed/.
 //!
-//! Must not: talk to providers, decide outcomes, or write the audit log.
+//! Must not: talk to providers, decide outcomes, move inputs, or write the
+//! audit log.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use serde::Serialize;
 
 use crate::config::{Inbox, OutputFormat};
 use crate::fsutil::{self, FsError};
+use crate::job::Code;
 use crate::provider::Cutout;
 use crate::validate::ImageKind;
 
@@ -43,10 +45,10 @@ pub enum OutputError {
 }
 
 impl OutputError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            OutputError::Encode { .. } => "encode-failed",
-            OutputError::BadResult { .. } => "provider-bad-result",
+            OutputError::Encode { .. } => Code::EncodeFailed,
+            OutputError::BadResult { .. } => Code::ProviderBadResult,
             OutputError::Fs(e) => e.code(),
         }
     }
@@ -161,7 +163,7 @@ pub fn write_output(path: &Path, bytes: &[u8]) -> Result<(), OutputError> {
 pub struct ReasonFile<'a> {
     pub file: &'a str,
     pub outcome: &'a str,
-    pub code: &'a str,
+    pub code: Code,
     pub reason: &'a str,
     pub hint: &'a str,
     pub ts: &'a str,

@@ -100,7 +100,7 @@ fn prepare(
     }
     let created = config::prepare_folders(&cfg)?;
     let mut rebuilt = Vec::new();
-    let providers = crate::commands::build_providers(&cfg, |name| {
+    let providers = crate::provider::build::build_all(&cfg, |name| {
         let same = digests.get(name) == old_digests.get(name);
         match old_providers.get(name) {
             Some(p) if same => Some(p.clone()),
@@ -133,10 +133,11 @@ impl Reloader {
             self.current.providers.clone(),
             self.digests.clone(),
         );
-        let p =
-            tokio::task::spawn_blocking(move || prepare(path, &old, &old_providers, &old_digests))
-                .await
-                .map_err(|e| ReloadError::Internal(e.to_string()))??;
+        let p = crate::blocking::run("prepare reload", move || {
+            prepare(path, &old, &old_providers, &old_digests)
+        })
+        .await
+        .map_err(|e| ReloadError::Internal(e.to_string()))??;
         for line in &p.created {
             tracing::info!("{line}");
         }

@@ -27,6 +27,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
+use crate::job::{Code, Outcome};
+
 const SCHEMA_VERSION: i64 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,40 +51,6 @@ pub enum StoreError {
     Batch { path: PathBuf, what: String },
     #[error("state database {} was written by a newer cutout (schema {found}, this build knows {SCHEMA_VERSION})", path.display())]
     TooNew { path: PathBuf, found: i64 },
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Duplicate,
-    Rejected,
-    Failed,
-    /// The input disappeared before a decision (not a user-visible outcome).
-    Vanished,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Succeeded => "succeeded",
-            Outcome::Duplicate => "duplicate",
-            Outcome::Rejected => "rejected",
-            Outcome::Failed => "failed",
-            Outcome::Vanished => "vanished",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "succeeded" => Outcome::Succeeded,
-            "duplicate" => Outcome::Duplicate,
-            "rejected" => Outcome::Rejected,
-            "failed" => Outcome::Failed,
-            "vanished" => Outcome::Vanished,
-            _ => return None,
-        })
-    }
 }
 
 /// One row of `jobs`.
@@ -108,8 +76,25 @@ pub struct Job {
     /// The audit record prepared when the outcome was decided.
     pub record: Option<String>,
     pub audited: bool,
-    pub reason_code: Option<String>,
+    pub reason_code: Option<Code>,
     pub reason: Option<String>,
+}
+
+/// What `claim` is asked about: one file of one inbox, with its content.
+#[derive(Clone)]
+pub struct ClaimRequest {
+    pub inbox: String,
+    /// The file's path relative to its inbox.
+    pub rel: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    pub mtime_ns: i64,
+    pub provider: String,
+    /// Successful inputs stay in the inbox (`after_success = "keep"`): a
+    /// finished job for the same path and content means "nothing to do".
+    pub kept_in_place: bool,
+    /// How to name the output of a new job (None: no name reserved).
+    pub output: Option<Naming>,
 }
 
 /// What `claim` found.
@@ -369,11 +354,13 @@ impl Store {
 
     /// Run `f` in the state thread's next batch and wait until that batch
     /// is committed. Called from blocking threads (it blocks).
-    fn run<T: Send + 'static>(
+    /// Queue `f` for the state thread; `deliver` gets its result once its
+    /// batch is committed (or failed).
+    fn submit<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Connection) -> OpResult<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (tx, rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
+    ) -> Result<(), StoreError> {
         let path = self.path.clone();
         let op: Op = Box::new(move |c| {
             let r = match c {
@@ -393,18 +380,46 @@ impl Store {
                     }),
                     (Err(e), _) => Err(e),
                 };
-                let _ = tx.send(out);
+                deliver(out);
             });
             (ok, reply)
         });
-        let stopped = || StoreError::Batch {
+        self.ops.send(op).map_err(|_| self.stopped())
+    }
+
+    fn stopped(&self) -> StoreError {
+        StoreError::Batch {
             path: self.path.clone(),
             what:
                 "the request was lost in the state thread (it failed inside or the thread stopped)"
                     .into(),
-        };
-        self.ops.send(op).map_err(|_| stopped())?;
-        rx.recv().map_err(|_| stopped())?
+        }
+    }
+
+    /// Run `f` on the state thread and wait for it (blocking callers:
+    /// finishing steps, recovery, the CLI).
+    fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = mpsc::sync_channel::<Result<T, StoreError>>(1);
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.recv().map_err(|_| self.stopped())?
+    }
+
+    /// Run `f` on the state thread; async callers wait on a oneshot reply
+    /// and tie up no thread meanwhile.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> OpResult<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<T, StoreError>>();
+        self.submit(f, move |r| {
+            let _ = tx.send(r);
+        })?;
+        rx.await.map_err(|_| self.stopped())?
     }
 
     fn migrate(c: &Connection, path: &Path) -> Result<(), StoreError> {
@@ -504,7 +519,10 @@ impl Store {
             remote_since_ms: r.get("remote_since_ms")?,
             record: r.get("record")?,
             audited: r.get::<_, i64>("audited")? != 0,
-            reason_code: r.get("reason_code")?,
+            reason_code: r
+                .get::<_, Option<String>>("reason_code")?
+                .as_deref()
+                .and_then(Code::parse),
             reason: r.get("reason")?,
         })
     }
@@ -524,14 +542,14 @@ impl Store {
     /// finishing steps are still to run, or (for a regular file, `stat` =
     /// size and mtime) a finished job that kept it in place unchanged, so
     /// rescans skip it without reading it.
-    pub fn lookup(
+    pub async fn lookup(
         &self,
         inbox: &str,
         rel: &Path,
         stat: Option<(u64, i64)>,
     ) -> Result<Known, StoreError> {
         let (inbox, rel) = (inbox.to_string(), rel.to_path_buf());
-        self.run(move |c| {
+        self.call(move |c| {
             let decided = c
                 .prepare_cached(
                     "SELECT * FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 1
@@ -561,44 +579,27 @@ impl Store {
                 Known::Unknown
             })
         })
+        .await
     }
 
-    /// Find or create the job for this file and content. `kept_in_place`
-    /// tells whether successful inputs stay in the inbox (then a finished job
-    /// for the same path and content means "nothing to do"). With `output`,
-    /// a new job (not a duplicate) gets its output name reserved and its
-    /// first attempt counted in the same commit; a resumed job without a
-    /// reserved name gets one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn claim(
-        &self,
-        inbox: &str,
-        rel: &Path,
-        sha: &str,
-        size: u64,
-        mtime_ns: i64,
-        provider: &str,
-        kept_in_place: bool,
-        output: Option<Naming>,
-    ) -> Result<Claim, StoreError> {
-        let (inbox, rel, sha, provider) = (
-            inbox.to_string(),
-            rel.to_path_buf(),
-            sha.to_string(),
-            provider.to_string(),
-        );
-        self.run(move |c| {
+    /// Find or create the job for this file and content (see
+    /// [`ClaimRequest`]): a new job (not a duplicate) gets its output name
+    /// reserved and its first attempt counted in the same commit; a resumed
+    /// job without a reserved name gets one.
+    pub async fn claim(&self, req: ClaimRequest) -> Result<Claim, StoreError> {
+        self.call(move |c| {
             Self::claim_in(
                 c,
-                &inbox,
-                &rel,
-                &sha,
-                (size, mtime_ns),
-                &provider,
-                kept_in_place,
-                output.as_ref(),
+                &req.inbox,
+                &req.rel,
+                &req.sha256,
+                (req.size, req.mtime_ns),
+                &req.provider,
+                req.kept_in_place,
+                req.output.as_ref(),
             )
         })
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -712,7 +713,7 @@ impl Store {
     }
 
     /// A job for a file rejected before it could be hashed (or claimed).
-    pub fn insert_untracked(
+    pub async fn insert_untracked(
         &self,
         inbox: &str,
         rel: &Path,
@@ -725,7 +726,7 @@ impl Store {
             rel.to_path_buf(),
             sha.map(str::to_string),
         );
-        self.run(move |c| {
+        self.call(move |c| {
             let now = now_ms();
             // An earlier undecided row for this path (e.g. a file that turned
             // corrupt) yields to the new one.
@@ -749,24 +750,28 @@ impl Store {
             let id = c.last_insert_rowid();
             Ok(Self::job(c, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?)
         })
+        .await
     }
 
-    pub fn set_attempts(&self, id: i64, attempts: u32) -> Result<(), StoreError> {
-        self.exec(
-            "UPDATE jobs SET attempts = ?2, updated_ms = ?3 WHERE id = ?1",
-            (id, attempts as i64, now_ms()),
-        )
+    pub async fn set_attempts(&self, id: i64, attempts: u32) -> Result<(), StoreError> {
+        self.call(move |c| {
+            c.prepare_cached("UPDATE jobs SET attempts = ?2, updated_ms = ?3 WHERE id = ?1")?
+                .execute((id, attempts as i64, now_ms()))?;
+            Ok(())
+        })
+        .await
     }
 
-    pub fn set_remote_job(&self, id: i64, remote: &str) -> Result<(), StoreError> {
+    pub async fn set_remote_job(&self, id: i64, remote: &str) -> Result<(), StoreError> {
         let remote = remote.to_string();
-        self.run(move |c| {
+        self.call(move |c| {
             c.prepare_cached(
                 "UPDATE jobs SET remote_job = ?2, remote_since_ms = ?3, updated_ms = ?3 WHERE id = ?1",
             )?
             .execute(params![id, remote, now_ms()])?;
             Ok(())
         })
+        .await
     }
 
     /// Pick the first free name of `naming` and store it in `col` of job
@@ -799,8 +804,9 @@ impl Store {
 
     /// Reserve an output name for job `id` (a duplicate that needs its own
     /// copy of the earlier cut-out). Returns the reserved path.
-    pub fn reserve_output(&self, id: i64, naming: Naming) -> Result<PathBuf, StoreError> {
-        self.run(move |c| Self::pick_name(c, id, NameColumn::Output, &naming))
+    pub async fn reserve_output(&self, id: i64, naming: Naming) -> Result<PathBuf, StoreError> {
+        self.call(move |c| Self::pick_name(c, id, NameColumn::Output, &naming))
+            .await
     }
 
     /// Record the decision in one commit: the outcome, where the input goes
@@ -809,17 +815,17 @@ impl Store {
     /// From here on the job is finished by `finish_job`, also after a crash.
     /// Returns the reserved input target.
     #[allow(clippy::too_many_arguments)]
-    pub fn decide(
+    pub async fn decide(
         &self,
         id: i64,
         outcome: Outcome,
         output: Option<PathBuf>,
-        reason_code: Option<String>,
+        reason_code: Option<Code>,
         reason: Option<String>,
         move_to: Option<Naming>,
         record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
     ) -> Result<Option<PathBuf>, StoreError> {
-        self.run(move |c| {
+        self.call(move |c| {
             let target = match &move_to {
                 Some(naming) => Some(Self::pick_name(c, id, NameColumn::MoveTo, naming)?),
                 None => None,
@@ -833,13 +839,14 @@ impl Store {
                 id,
                 outcome.as_str(),
                 output.as_deref().map(path_blob),
-                reason_code,
+                reason_code.map(Code::as_str),
                 reason,
                 record,
                 now_ms()
             ])?;
             Ok(target)
         })
+        .await
     }
 
     /// The audit line is written (used when a later finishing step fails,
@@ -937,6 +944,17 @@ impl Store {
 mod tests {
     use super::*;
 
+    /// Wait for a store call from a plain (test) thread.
+    trait Wait: std::future::Future + Sized {
+        fn wait(self) -> Self::Output {
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime")
+                .block_on(self)
+        }
+    }
+    impl<F: std::future::Future> Wait for F {}
+
     /// Job `id` succeeded with a cut-out at `out` (written now) and is done.
     fn succeed_with_output(s: &Store, id: i64, out: &Path) {
         std::fs::write(out, b"x").expect("write");
@@ -944,6 +962,7 @@ mod tests {
         s.decide(id, Outcome::Succeeded, out, None, None, None, |_| {
             Ok("{}".into())
         })
+        .wait()
         .expect("decide");
         s.finish(id, true).expect("finish");
     }
@@ -953,7 +972,17 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let a = match s
-            .claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("a.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 10,
+                mtime_ns: 1,
+                provider: "local".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
             .expect("claim")
         {
             Claim::New(j) => j,
@@ -961,18 +990,47 @@ mod tests {
         };
         // same path, same content, still active → resume
         assert!(matches!(
-            s.claim("in", Path::new("a.jpg"), "h1", 10, 1, "local", false, None).expect("claim"),
+            s.claim(ClaimRequest {
+            inbox: "in".into(),
+            rel: Path::new("a.jpg").into(),
+            sha256: "h1".to_string(),
+            size: 10,
+            mtime_ns: 1,
+            provider: "local".into(),
+            kept_in_place: false,
+            output: None,
+        }).wait().expect("claim"),
             Claim::Resume(j) if j.id == a.id
         ));
         // same content under another name while active → busy
         assert!(matches!(
-            s.claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
-                .expect("claim"),
+            s.claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 10,
+                mtime_ns: 1,
+                provider: "local".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
+            .expect("claim"),
             Claim::Busy
         ));
         succeed_with_output(&s, a.id, &d.path().join("a.png"));
         match s
-            .claim("in", Path::new("b.jpg"), "h1", 10, 1, "local", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 10,
+                mtime_ns: 1,
+                provider: "local".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
             .expect("claim")
         {
             Claim::Duplicate { earlier, .. } => assert_eq!(earlier.id, a.id),
@@ -985,7 +1043,17 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let Claim::New(a) = s
-            .claim("in", Path::new("a.jpg"), "h1", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("a.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
             .expect("claim")
         else {
             panic!("expected New");
@@ -993,14 +1061,34 @@ mod tests {
         succeed_with_output(&s, a.id, &d.path().join("a.png"));
         // b.jpg is claimed as a duplicate, then the process dies before deciding
         let Claim::Duplicate { job: b, .. } = s
-            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
             .expect("claim")
         else {
             panic!("expected Duplicate");
         };
         // after a restart the same file must come back as a duplicate again
         match s
-            .claim("in", Path::new("b.jpg"), "h1", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("b.jpg").into(),
+                sha256: "h1".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
             .expect("claim")
         {
             Claim::Duplicate { job, earlier } => {
@@ -1028,7 +1116,17 @@ mod tests {
                     };
                     let sha = format!("h{i}");
                     match s
-                        .claim("in", Path::new(&name), &sha, 1, 1, "p", false, Some(naming))
+                        .claim(ClaimRequest {
+                            inbox: "in".into(),
+                            rel: Path::new(&name).into(),
+                            sha256: sha.clone(),
+                            size: 1,
+                            mtime_ns: 1,
+                            provider: "p".into(),
+                            kept_in_place: false,
+                            output: Some(naming),
+                        })
+                        .wait()
                         .expect("claim")
                     {
                         Claim::New(j) => j,
@@ -1059,7 +1157,17 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let s = Store::open(d.path()).expect("open");
         let Claim::New(a) = s
-            .claim("in", Path::new("a.jpg"), "ha", 1, 1, "p", false, None)
+            .claim(ClaimRequest {
+                inbox: "in".into(),
+                rel: Path::new("a.jpg").into(),
+                sha256: "ha".to_string(),
+                size: 1,
+                mtime_ns: 1,
+                provider: "p".into(),
+                kept_in_place: false,
+                output: None,
+            })
+            .wait()
             .expect("claim")
         else {
             panic!("expected New");
@@ -1075,7 +1183,7 @@ mod tests {
         let p = s.run(|_| -> OpResult<()> { panic!("made to panic") });
         assert!(p.is_err());
         // The state thread still serves, and the row is as before.
-        s.set_attempts(a.id, 2).expect("still served");
+        s.set_attempts(a.id, 2).wait().expect("still served");
         assert_eq!(s.get(a.id).expect("get").expect("row").attempts, 2);
     }
 

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
 
 use crate::config::Limits;
+use crate::job::Code;
 
 /// The accepted input types.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,19 +84,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            Rejection::Empty => "empty-file",
-            Rejection::TooLarge { .. } => "file-too-large",
-            Rejection::NotRegular { .. } => "not-a-regular-file",
-            Rejection::Unsupported { .. } => "unsupported-format",
-            Rejection::NotAnImage => "not-an-image",
-            Rejection::TooWide { .. } => "image-too-wide",
-            Rejection::TooTall { .. } => "image-too-tall",
-            Rejection::TooManyPixels { .. } => "too-many-pixels",
-            Rejection::Truncated { .. } => "truncated-image",
-            Rejection::Corrupt { .. } => "corrupt-image",
-            Rejection::Animated => "animated-image",
+            Rejection::Empty => Code::EmptyFile,
+            Rejection::TooLarge { .. } => Code::FileTooLarge,
+            Rejection::NotRegular { .. } => Code::NotARegularFile,
+            Rejection::Unsupported { .. } => Code::UnsupportedFormat,
+            Rejection::NotAnImage => Code::NotAnImage,
+            Rejection::TooWide { .. } => Code::ImageTooWide,
+            Rejection::TooTall { .. } => Code::ImageTooTall,
+            Rejection::TooManyPixels { .. } => Code::TooManyPixels,
+            Rejection::Truncated { .. } => Code::TruncatedImage,
+            Rejection::Corrupt { .. } => Code::CorruptImage,
+            Rejection::Animated => Code::AnimatedImage,
         }
     }
 
@@ -412,7 +413,7 @@ mod tests {
         ];
         for (what, bytes, code) in cases {
             let r = validate(bytes.into(), &l, false).expect_err(what);
-            assert_eq!(r.code(), code, "{what}: {r}");
+            assert_eq!(r.code().as_str(), code, "{what}: {r}");
         }
         let v = validate(good_jpeg.into(), &l, true).expect("good jpeg");
         assert_eq!((v.kind, v.width, v.height), (ImageKind::Jpeg, 64, 48));
@@ -424,6 +425,6 @@ mod tests {
         let mut l = limits();
         l.max_pixels = 1000;
         let r = validate(png(40, 30).into(), &l, false).expect_err("over cap");
-        assert_eq!(r.code(), "too-many-pixels");
+        assert_eq!(r.code(), Code::TooManyPixels);
     }
 }

@@ -44,7 +44,7 @@ proptest! {
     fn validator_survives_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..4096)) {
         match validate::validate(bytes.into(), &limits(), true) {
             Ok(v) => prop_assert!(v.width > 0 && v.height > 0),
-            Err(r) => prop_assert!(!r.code().is_empty()),
+            Err(r) => prop_assert!(!r.code().as_str().is_empty()),
         }
     }
 

@@ -35,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 
 use super::{PauseInfo, PauseReason, ProviderStatus};
+use crate::job::Backoff;
 
 /// How long after the last slow-down before recovery starts.
 pub const RECOVERY_HOLD: Duration = Duration::from_secs(5);
@@ -237,11 +238,11 @@ impl Gate {
                     st.last_decrease = Some(now);
                 }
                 let cool = retry_after.unwrap_or_else(|| {
-                    crate::pipeline::backoff_delay(
-                        st.in_a_row - 1,
-                        self.limits.initial_delay,
-                        self.limits.max_delay,
-                    )
+                    Backoff {
+                        initial: self.limits.initial_delay,
+                        max: self.limits.max_delay,
+                    }
+                    .delay(st.in_a_row - 1)
                 });
                 self.cool_down(&mut st, now, cool);
             }

@@ -19,7 +19,8 @@ use reqwest::header::HeaderValue;
 use super::gate::{Announce, Announced, Feedback, Gate, Limits, Recheck};
 use super::http::{self, Http, Refusal};
 use super::{
-    key, BuildError, Health, Outcome, PauseReason, Provider, ProviderError, ProviderStatus, Request,
+    key, BuildError, Health, PauseReason, Provider, ProviderError, ProviderStatus, Request,
+    Response,
 };
 use crate::config::{ApiKeySource, HostedConfig, Secret};
 
@@ -29,7 +30,7 @@ use crate::config::{ApiKeySource, HostedConfig, Secret};
 pub trait HostedApi: Send + Sync + 'static {
     fn core(&self) -> &Hosted;
     /// One picture, start to end (errors are mapped, not retried).
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError>;
+    async fn remove(&self, req: &Request<'_>) -> Result<Response, ProviderError>;
     /// The paused provider's periodic look (the key is re-read just
     /// before): may it resume?
     async fn recheck(&self) -> Recheck;
@@ -81,7 +82,7 @@ impl<A: HostedApi> Provider for HostedProvider<A> {
         false
     }
 
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove_background(&self, req: Request<'_>) -> Result<Response, ProviderError> {
         let r = self.api.remove(&req).await;
         if let Err(e) = &r {
             self.pause_on(e);

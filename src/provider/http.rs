@@ -21,6 +21,7 @@ use reqwest::{StatusCode, Url};
 use super::url_guard::{self, GuardedResolver};
 use super::ProviderError;
 use crate::config::HostedConfig;
+use crate::job::Code;
 use crate::net::is_loopback;
 
 /// Longest `Retry-After` honoured as given; longer answers are cut to this
@@ -113,12 +114,12 @@ impl Http {
     /// (both relaxed when `base_url` is on loopback).
     pub async fn followable(&self, text: &str) -> Result<Url, ProviderError> {
         let url = Url::parse(text.trim()).map_err(|_| ProviderError::Transient {
-            code: "provider-bad-answer",
+            code: Code::ProviderBadAnswer,
             message: "the provider handed back a URL that cannot be read".into(),
             retry_after: None,
         })?;
         let insecure = |m: String| ProviderError::Transient {
-            code: "provider-insecure-url",
+            code: Code::ProviderInsecureUrl,
             message: m,
             retry_after: None,
         };
@@ -194,11 +195,11 @@ impl BodyError {
     pub fn into_provider_error(self, what: &str) -> ProviderError {
         match self {
             BodyError::TooLarge { .. } => ProviderError::Permanent {
-                code: "provider-result-too-large",
+                code: Code::ProviderResultTooLarge,
                 message: format!("{what}: {self}"),
             },
             BodyError::Cut { .. } => ProviderError::Transient {
-                code: "provider-truncated",
+                code: Code::ProviderTruncated,
                 message: format!("{what}: {self}"),
                 retry_after: None,
             },
@@ -267,13 +268,13 @@ pub fn send_error(what: &str, e: reqwest::Error) -> ProviderError {
     let e = e.without_url();
     let detail = transport_detail(&e);
     let code = if e.is_timeout() {
-        "provider-timeout"
+        Code::ProviderTimeout
     } else if e.is_connect() {
-        "provider-unreachable"
+        Code::ProviderUnreachable
     } else if e.is_redirect() {
-        "provider-insecure-url"
+        Code::ProviderInsecureUrl
     } else {
-        "provider-connection-lost"
+        Code::ProviderConnectionLost
     };
     ProviderError::Transient {
         code,
@@ -332,21 +333,21 @@ impl Refusal {
             },
             401 | 403 => ProviderError::Auth { message },
             400 | 413 | 415 | 422 => ProviderError::Permanent {
-                code: "provider-rejected-file",
+                code: Code::ProviderRejectedFile,
                 message,
             },
             408 | 425 => ProviderError::Transient {
-                code: "provider-timeout",
+                code: Code::ProviderTimeout,
                 message,
                 retry_after: self.retry_after,
             },
             500..=599 => ProviderError::Transient {
-                code: "provider-server-error",
+                code: Code::ProviderServerError,
                 message,
                 retry_after: self.retry_after,
             },
             _ => ProviderError::Transient {
-                code: "provider-unexpected-answer",
+                code: Code::ProviderUnexpectedAnswer,
                 message,
                 retry_after: self.retry_after,
             },

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
 
-use super::{BuildError, Cutout, Health, Outcome, Provider, ProviderError, Request};
+use super::{BuildError, Cutout, Health, Provider, ProviderError, Request, Response};
 use crate::config::{LocalConfig, LocalEngine};
 use crate::engine::backdrop::{self, BackdropOptions, SegmentError};
 use crate::engine::onnx::{ModelKind, OnnxEngine, OnnxError, OnnxOptions, PostOptions};
+use crate::job::Code;
 
 enum Engine {
     Builtin(BackdropOptions),
@@ -124,12 +125,12 @@ impl LocalProvider {
 fn onnx_error(e: OnnxError) -> ProviderError {
     match e {
         OnnxError::Inference { .. } => ProviderError::Transient {
-            code: "engine-inference-failed",
+            code: Code::EngineInferenceFailed,
             message: e.to_string(),
             retry_after: None,
         },
         other => ProviderError::Permanent {
-            code: "engine-failed",
+            code: Code::EngineFailed,
             message: other.to_string(),
         },
     }
@@ -149,9 +150,9 @@ impl Provider for LocalProvider {
         true
     }
 
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove_background(&self, req: Request<'_>) -> Result<Response, ProviderError> {
         let decoded = req.input.decoded.clone().ok_or(ProviderError::Permanent {
-            code: "internal-no-pixels",
+            code: Code::InternalNoPixels,
             message: "the local engine was given no decoded pixels".into(),
         })?;
         let _slot =
@@ -160,22 +161,22 @@ impl Provider for LocalProvider {
                 .acquire_owned()
                 .await
                 .map_err(|_| ProviderError::Transient {
-                    code: "engine-stopped",
+                    code: Code::EngineStopped,
                     message: "the local engine is shutting down".into(),
                     retry_after: None,
                 })?;
         let engine = self.engine.clone();
         let span = tracing::debug_span!("local-engine", file = req.file_name);
-        let result = tokio::task::spawn_blocking(move || {
+        let result = crate::blocking::run("local engine", move || {
             let _g = span.enter();
             let image = match &*engine {
                 Engine::Builtin(o) => backdrop::cut_out(&decoded.rgba, o).map_err(|e| match e {
                     SegmentError::TooSmall { .. } => ProviderError::Permanent {
-                        code: "image-too-small",
+                        code: Code::ImageTooSmall,
                         message: e.to_string(),
                     },
                     SegmentError::NoObject => ProviderError::Permanent {
-                        code: "no-object-found",
+                        code: Code::NoObjectFound,
                         message: e.to_string(),
                     },
                 })?,
@@ -185,12 +186,12 @@ impl Provider for LocalProvider {
         })
         .await
         .map_err(|e| ProviderError::Transient {
-            code: "engine-crashed",
-            message: format!("the local engine stopped unexpectedly: {e}"),
+            code: Code::EngineCrashed,
+            message: format!("the local engine stopped unexpectedly: {}", e.detail),
             retry_after: None,
         })?;
         let (image, icc) = result?;
-        Ok(Outcome {
+        Ok(Response {
             cutout: Cutout::Pixels { image, icc },
             remote_job: None,
             credits_used: None,

@@ -1,13 +1,16 @@
 //! The `Provider` trait: the one seam between the queue and an engine that
 //! removes backgrounds (the built-in `local` engine, hosted APIs).
 //!
-//! Owns: the request/response types that cross that seam, the typed error
-//! that tells the queue whether to retry, pause the provider or fail the file,
-//! and building providers from the validated config.
+//! Owns: the request/response types that cross that seam, and the typed
+//! error that tells the pipeline whether to retry, pause the provider or
+//! fail the file. Building providers from the config is `build`'s.
 //!
-//! Must not: touch the inbox/outbox (the output stage does), retry on its own
-//! (the queue owns retries and backoff), or log secrets.
+//! Must not: touch the inbox/outbox (the output stage does), retry a file on
+//! its own (the pipeline's engine attempt owns retries and backoff; a hosted
+//! provider's `gate` only paces requests and cools down after 429s), or log
+//! secrets.
 
+pub mod build;
 pub mod gate;
 pub mod hosted;
 pub mod http;
@@ -18,13 +21,13 @@ pub mod url_guard;
 pub mod verging;
 pub mod verify;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{InboxOptions, OutputFormat, ProviderConfig, ProviderKind};
+use crate::config::{InboxOptions, OutputFormat};
+use crate::job::Code;
 use crate::validate::{ImageKind, Validated};
 
 /// What a provider is given for one picture.
@@ -73,9 +76,9 @@ pub enum Cutout {
     },
 }
 
-/// The result of one successful call.
+/// The answer to one successful call.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Response {
     pub cutout: Cutout,
     /// The provider's job id, where its API has one (for the audit line).
     pub remote_job: Option<String>,
@@ -89,7 +92,7 @@ pub enum ProviderError {
     /// Worth another attempt later (5xx, timeout, reset, truncated body).
     #[error("{message}")]
     Transient {
-        code: &'static str,
+        code: Code,
         message: String,
         retry_after: Option<Duration>,
     },
@@ -113,7 +116,7 @@ pub enum ProviderError {
     Unavailable { message: String },
     /// This file can never succeed with this provider (e.g. 400 validation).
     #[error("{message}")]
-    Permanent { code: &'static str, message: String },
+    Permanent { code: Code, message: String },
     /// The provider said "success" but sent something that is not the
     /// asked-for picture (an HTML page, bytes that do not decode, an opaque
     /// picture where transparency was asked for). Retried, since it may be
@@ -132,15 +135,15 @@ pub enum Disposition {
 
 impl ProviderError {
     /// Stable kebab-case code for reason files, audit lines and metrics.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> Code {
         match self {
-            ProviderError::Transient { code, .. } => code,
-            ProviderError::RateLimited { .. } => "provider-rate-limited",
-            ProviderError::QuotaExhausted { .. } => "provider-quota-exhausted",
-            ProviderError::Auth { .. } => "provider-auth-failed",
-            ProviderError::Unavailable { .. } => "provider-unreachable",
-            ProviderError::Permanent { code, .. } => code,
-            ProviderError::BadResult { .. } => "provider-bad-result",
+            ProviderError::Transient { code, .. } => *code,
+            ProviderError::RateLimited { .. } => Code::ProviderRateLimited,
+            ProviderError::QuotaExhausted { .. } => Code::ProviderQuotaExhausted,
+            ProviderError::Auth { .. } => Code::ProviderAuthFailed,
+            ProviderError::Unavailable { .. } => Code::ProviderUnreachable,
+            ProviderError::Permanent { code, .. } => *code,
+            ProviderError::BadResult { .. } => Code::ProviderBadResult,
         }
     }
 
@@ -245,7 +248,7 @@ pub trait Provider: Send + Sync {
     /// Whether `Request::input.decoded` must hold the pixels.
     fn wants_pixels(&self) -> bool;
     /// Remove the background of one picture.
-    async fn remove_background(&self, req: Request<'_>) -> Result<Outcome, ProviderError>;
+    async fn remove_background(&self, req: Request<'_>) -> Result<Response, ProviderError>;
     /// Check reachability, key and credits (for `cutout check`).
     async fn health(&self) -> Health;
     /// Whether the provider is paused (out of credits, key refused): the
@@ -256,15 +259,6 @@ pub trait Provider: Send + Sync {
     /// A snapshot of the client state (pause, credits, 429s).
     fn status(&self) -> ProviderStatus {
         ProviderStatus::default()
-    }
-}
-
-/// Build the provider for one `[providers.NAME]` entry.
-pub fn build(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, BuildError> {
-    match &cfg.kind {
-        ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(name, local)?)),
-        ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::build(name, c)?)),
-        ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::build(name, c)?)),
     }
 }
 

@@ -24,8 +24,9 @@ use super::gate::Recheck;
 use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
 use super::verify::{self, Expect};
-use super::{key, BuildError, Health, Outcome, ProviderError, Request};
+use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::{OutputFormat, RembgConfig, RembgOptions};
+use crate::job::Code;
 use crate::validate::ImageKind;
 
 /// Largest upload rembg.com accepts.
@@ -227,14 +228,14 @@ impl HostedApi for RembgApi {
         &self.core
     }
 
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove(&self, req: &Request<'_>) -> Result<Response, ProviderError> {
         self.core.refuse_if_paused()?;
         // Checked with the config; an inbox of this kind always has them.
         let defaults = RembgOptions::default();
         let opts = req.options.rembg().unwrap_or(&defaults);
         if req.input.bytes.len() > MAX_UPLOAD {
             return Err(ProviderError::Permanent {
-                code: "provider-input-too-large",
+                code: Code::ProviderInputTooLarge,
                 message: format!(
                     "the picture is {} bytes; rembg.com accepts at most 50 MB",
                     req.input.bytes.len()
@@ -247,7 +248,7 @@ impl HostedApi for RembgApi {
             .file_name(upload_name(req.file_name, kind))
             .mime_str(kind.mime())
             .map_err(|e| ProviderError::Permanent {
-                code: "internal-error",
+                code: Code::InternalError,
                 message: format!("cannot build the upload: {e}"),
             })?;
         let mut form = Form::new().part("image", image);
@@ -269,7 +270,7 @@ impl HostedApi for RembgApi {
         let expect = opts.expect();
         let want = req.output_format;
         let cutout = verify::check_off_thread(bytes, expect, want).await?;
-        Ok(Outcome {
+        Ok(Response {
             cutout,
             remote_job: None,
             credits_used: None,

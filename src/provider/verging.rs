@@ -43,8 +43,9 @@ use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
 use super::rembg_com::upload_name;
 use super::verify::{self, Expect};
-use super::{key, BuildError, Health, Outcome, ProviderError, Request};
+use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::VergingConfig;
+use crate::job::Code;
 
 const JOB_TYPE: &str = "background-removal";
 /// Largest input verging accepts.
@@ -177,7 +178,7 @@ async fn json_of(resp: reqwest::Response, what: &str) -> Result<Value, ProviderE
         .await
         .map_err(|e| e.into_provider_error(what))?;
     serde_json::from_slice(&body).map_err(|_| ProviderError::Transient {
-        code: "provider-bad-answer",
+        code: Code::ProviderBadAnswer,
         message: format!("{what}: the answer is not JSON"),
         retry_after: None,
     })
@@ -248,7 +249,7 @@ impl VergingApi {
         let kind = req.input.kind;
         let name = upload_name(req.file_name, kind);
         let internal = |e: reqwest::Error| ProviderError::Permanent {
-            code: "internal-error",
+            code: Code::InternalError,
             message: format!("cannot build the upload: {e}"),
         };
         // The presigned upload (an older flow, behind an option) comes
@@ -278,7 +279,7 @@ impl VergingApi {
         // read must not lead to a second job.
         let charged = |m: String| {
             ProviderError::Permanent {
-            code: "provider-bad-answer",
+            code: Code::ProviderBadAnswer,
             message: format!(
                 "{what}: {m}; the job was probably created and charged, so it is not submitted again automatically (drop the file in again to pay for a new job)"
             ),
@@ -311,7 +312,7 @@ impl VergingApi {
         let resp = self.core.send(&what, rb, is_quota, Spend::Submit).await?;
         let v = json_of(resp, &what).await?;
         let put_url = presigned(&v).ok_or_else(|| ProviderError::Transient {
-            code: "provider-bad-answer",
+            code: Code::ProviderBadAnswer,
             message: format!("{what}: the answer has no url"),
             retry_after: None,
         })?;
@@ -329,7 +330,7 @@ impl VergingApi {
             .map_err(|e| http::send_error(&format!("PUT {shown}"), e))?;
         if !resp.status().is_success() {
             return Err(ProviderError::Transient {
-                code: "provider-upload-failed",
+                code: Code::ProviderUploadFailed,
                 message: format!(
                     "the presigned upload PUT {shown} answered HTTP {}",
                     resp.status().as_u16()
@@ -388,7 +389,7 @@ impl VergingApi {
                         ) =>
                     {
                         return Err(ProviderError::Permanent {
-                            code: "provider-job-failed",
+                            code: Code::ProviderJobFailed,
                             message: format!(
                                 "verging job {id} ended {} (the provider gives no reason); it was charged (1 credit). It is not resubmitted automatically, which would pay again: drop the file in again to try a new job",
                                 j.status
@@ -415,7 +416,7 @@ impl VergingApi {
             }
             if Instant::now() >= deadline {
                 return Err(ProviderError::Permanent {
-                    code: "provider-job-timeout",
+                    code: Code::ProviderJobTimeout,
                     message: format!(
                         "verging job {id} did not finish within job_timeout ({}){}; it was charged (1 credit) and may still finish at the provider. It is not resubmitted automatically, which would pay again: drop the file in again to try a new job",
                         humantime::format_duration(self.job_timeout),
@@ -443,7 +444,7 @@ impl VergingApi {
             .map_err(|e| http::send_error(&what, e))?;
         if !resp.status().is_success() {
             return Err(ProviderError::Transient {
-                code: "provider-download-failed",
+                code: Code::ProviderDownloadFailed,
                 message: format!("{what} answered HTTP {}", resp.status().as_u16()),
                 retry_after: http::retry_after(resp.headers()),
             });
@@ -503,7 +504,7 @@ impl HostedApi for VergingApi {
         &self.core
     }
 
-    async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
+    async fn remove(&self, req: &Request<'_>) -> Result<Response, ProviderError> {
         // No `refuse_if_paused` here: a remembered job was paid for and is
         // collected even while paused; only a new submission is refused
         // (the `Spend::Submit` requests below).
@@ -517,7 +518,7 @@ impl HostedApi for VergingApi {
                 self.core.refuse_if_paused()?;
                 if req.input.bytes.len() > MAX_UPLOAD {
                     return Err(ProviderError::Permanent {
-                        code: "provider-input-too-large",
+                        code: Code::ProviderInputTooLarge,
                         message: format!(
                             "the picture is {} bytes; verging accepts at most 10 MB",
                             req.input.bytes.len()
@@ -544,7 +545,7 @@ impl HostedApi for VergingApi {
         let bytes = self.download(&result_url).await?;
         let want = req.output_format;
         let cutout = verify::check_off_thread(bytes, Expect::Alpha, want).await?;
-        Ok(Outcome {
+        Ok(Response {
             cutout,
             remote_job: Some(id),
             credits_used: Some(1.0),

@@ -17,6 +17,7 @@ use image::{ImageDecoder, ImageReader};
 
 use super::{Cutout, ProviderError};
 use crate::config::OutputFormat;
+use crate::job::Code;
 use crate::validate::{self, ImageKind};
 
 /// Decoding caps for results (a rotated 10000 px picture fits; a
@@ -39,11 +40,11 @@ pub async fn check_off_thread(
     expect: Expect,
     want: OutputFormat,
 ) -> Result<Cutout, ProviderError> {
-    tokio::task::spawn_blocking(move || check(bytes, expect, want))
+    crate::blocking::run("check result", move || check(bytes, expect, want))
         .await
         .map_err(|e| ProviderError::Transient {
-            code: "internal-error",
-            message: format!("checking the result stopped unexpectedly: {e}"),
+            code: Code::InternalError,
+            message: format!("checking the result stopped unexpectedly: {}", e.detail),
             retry_after: None,
         })?
 }
@@ -154,7 +155,7 @@ mod tests {
     fn opaque_and_garbage_are_bad_results() {
         let rgb = png(image::DynamicImage::ImageRgb8(image::RgbImage::new(4, 4)));
         let e = check(rgb.clone(), Expect::Alpha, OutputFormat::Png).unwrap_err();
-        assert_eq!(e.code(), "provider-bad-result");
+        assert_eq!(e.code(), Code::ProviderBadResult);
         assert!(e.to_string().contains("no alpha"), "{e}");
         assert!(check(rgb, Expect::AnyPicture, OutputFormat::Png).is_ok());
         let e = check(

@@ -1,0 +1,59 @@
+//! Claim: find or create the job for this file and content in the state
+//! database (`store::claim`): a new job reserves its output name and counts
+//! its first attempt in one commit; an interrupted one is resumed; the same
+//! content done before is a duplicate (its cut-out reused); the same content
+//! in flight under another name waits.
+//!
+//! Must not: call a provider or write any file.
+
+use std::time::Duration;
+
+use super::ctx::Picture;
+use super::decide::{self, output_naming};
+use super::intake::Read;
+use crate::config::AfterSuccess;
+use crate::job::FileResult;
+use crate::output;
+use crate::store::{Claim, ClaimRequest, Job};
+use crate::validate::Validated;
+
+/// Whether the job's first attempt is already counted in the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum FirstAttempt {
+    /// A new job: the claim counted it in the same commit.
+    CountedByClaim,
+    /// A resumed job: every attempt is counted when it starts.
+    CountWhenStarted,
+}
+
+/// Claim the job, or say what became of the file instead (a duplicate is
+/// decided here).
+pub(super) async fn claim(
+    pic: &Picture<'_>,
+    read: &Read,
+    v: &Validated,
+) -> Result<(Job, FirstAttempt), FileResult> {
+    let req = ClaimRequest {
+        inbox: pic.inbox.name.clone(),
+        rel: pic.rel.clone(),
+        sha256: read.sha256.clone(),
+        size: read.stat.size,
+        mtime_ns: read.stat.mtime_ns,
+        provider: pic.inbox.provider.clone(),
+        kept_in_place: pic.inbox.after_success == AfterSuccess::Keep,
+        output: Some(output_naming(output::output_base(pic.inbox, &pic.rel))),
+    };
+    let claim = match pic.ctx.store.claim(req).await {
+        Ok(c) => c,
+        Err(e) => return Err(FileResult::Trouble(e.to_string())),
+    };
+    match claim {
+        Claim::AlreadyDone => Err(FileResult::AlreadyDone),
+        Claim::Busy => Err(FileResult::Later(
+            pic.inbox.settle.max(Duration::from_secs(1)),
+        )),
+        Claim::Duplicate { job, earlier } => Err(decide::duplicate(pic, job, *earlier, v).await),
+        Claim::New(job) => Ok((job, FirstAttempt::CountedByClaim)),
+        Claim::Resume(job) => Ok((job, FirstAttempt::CountWhenStarted)),
+    }
+}

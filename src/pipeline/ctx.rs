@@ -1,0 +1,75 @@
+//! What every stage of the pipeline is handed: the shared [`Ctx`] of a
+//! worker, the [`Picture`] on its way, and the pipeline's door to the
+//! crate's one blocking helper.
+//!
+//! Must not: import a stage (every stage imports this).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::audit::Audit;
+use crate::config::{Config, Inbox};
+use crate::provider::Provider;
+use crate::store::Store;
+
+/// Everything a worker needs, shared read-only.
+pub struct Ctx {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub audit: Arc<Audit>,
+    pub providers: std::collections::BTreeMap<String, Arc<dyn Provider>>,
+    pub dry_run: bool,
+    /// Flips to true when the process is asked to stop.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// `queue.concurrency` permits: pictures at the engine at once.
+    pub engine_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl Ctx {
+    /// The engine slots for a `queue.concurrency`.
+    pub fn engine_slots(concurrency: usize) -> Arc<tokio::sync::Semaphore> {
+        Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)))
+    }
+
+    /// Workers the queue runs at once: the pictures at the engine plus as
+    /// many again being read, checked and finished around them (each holds
+    /// at most one picture's bytes).
+    pub fn worker_limit(&self) -> usize {
+        2 * self.cfg.queue.concurrency.max(1)
+    }
+
+    /// Pictures holding an engine slot right now.
+    pub fn at_engine(&self) -> usize {
+        self.cfg
+            .queue
+            .concurrency
+            .max(1)
+            .saturating_sub(self.engine_slots.available_permits())
+    }
+}
+
+/// One picture on its way through the stages: what every stage is handed.
+pub(super) struct Picture<'a> {
+    pub ctx: &'a Ctx,
+    pub inbox: &'a Inbox,
+    /// The input's path relative to its inbox.
+    pub rel: PathBuf,
+    /// When work on it began (for `duration_ms`).
+    pub started: Instant,
+}
+
+pub(super) fn lossy(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// Blocking work of the pipeline, through the crate's one helper
+/// ([`crate::blocking::run`]); a lost task becomes a message.
+pub(super) async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    crate::blocking::run(what, f)
+        .await
+        .map_err(|e| e.to_string())
+}

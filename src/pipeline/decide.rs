@@ -1,0 +1,320 @@
+//! Decide: make a job's outcome durable. A success first writes the cut-out
+//! at its reserved name (temp file → fsync → rename); a duplicate places a
+//! copy of the earlier cut-out; then the decision is committed in one
+//! transaction with the audit record to write and the name the input moves
+//! to, and the finish stage runs.
+//!
+//! Must not: call a provider, or write the audit line or move the input
+//! itself (finish does, also after a crash).
+
+use std::path::{Path, PathBuf};
+
+use super::ctx::{blocking, lossy, Picture};
+use super::finish::{finish_job, Decided};
+use crate::audit::{now_rfc3339, Record};
+use crate::config::AfterSuccess;
+use crate::fsutil;
+use crate::job::{Code, Event, FileResult, FileStat, Outcome, Reason};
+use crate::output;
+use crate::provider::{Cutout, ProviderError, Response};
+use crate::store::{Job, Naming};
+use crate::validate::{self, Rejection, Validated};
+
+/// What the engine stage hands on to the decision.
+pub(super) enum Done {
+    /// The cut-out was written at the reserved name before a restart: it is
+    /// this job's finished result and is not paid for again.
+    AlreadyWritten,
+    /// A fresh cut-out after `attempts` attempts.
+    Fresh { response: Response, attempts: u32 },
+}
+
+/// A free name for a cut-out: `base`, else `base-2`, `base-3`, …
+pub(super) fn output_naming(base: PathBuf) -> Naming {
+    Naming {
+        base,
+        candidate: fsutil::numbered,
+        also_free: |_| true,
+    }
+}
+
+/// The audit record every outcome of `job` starts from.
+pub(super) fn base_record(pic: &Picture<'_>, job: &Job, v: Option<&Validated>) -> Record {
+    Record {
+        ts: now_rfc3339(),
+        job: job.id,
+        inbox: pic.inbox.name.clone(),
+        input: lossy(&pic.rel),
+        sha256: job.sha256.clone(),
+        bytes: job.size,
+        format: v.map(|v| v.kind.name().to_string()),
+        width: v.map(|v| v.width),
+        height: v.map(|v| v.height),
+        provider: Some(pic.inbox.provider.clone()),
+        attempts: job.attempts,
+        ..Record::default()
+    }
+}
+
+/// Where a successful input goes: archive/, or nowhere (kept or deleted).
+fn archive_target(pic: &Picture<'_>) -> Option<PathBuf> {
+    (pic.inbox.after_success == AfterSuccess::Archive).then(|| pic.inbox.archive.join(&pic.rel))
+}
+
+/// Write the cut-out (unless a restart found it written) and decide success.
+pub(super) async fn succeed(pic: &Picture<'_>, job: &Job, done: Done, v: &Validated) -> FileResult {
+    let mut rec = base_record(pic, job, Some(v));
+    let Some(output_path) = job.output.clone() else {
+        return FileResult::Trouble(format!("job {} has no reserved output name", job.id));
+    };
+    match done {
+        Done::AlreadyWritten => rec.remote_job = job.remote_job.clone(),
+        Done::Fresh { response, attempts } => {
+            rec.attempts = attempts;
+            rec.remote_job = response.remote_job.clone();
+            rec.credits = response.credits_used;
+            if let Err(done) =
+                write_cutout(pic, job, &output_path, response.cutout, attempts, v).await
+            {
+                return done;
+            }
+        }
+    }
+    rec.output = Some(lossy(&output_path));
+    rec.event = Event::Succeeded;
+    rec.ts = now_rfc3339();
+    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
+    let (output, ms) = (rec.output.clone().unwrap_or_default(), rec.duration_ms);
+    let archive = archive_target(pic);
+    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Succeeded, rec, archive, None).await {
+        return FileResult::Trouble(e);
+    }
+    tracing::info!(input = %pic.rel.display(), output, ms, "succeeded");
+    FileResult::Succeeded
+}
+
+/// Encode and write the result durably at the reserved name. A result that
+/// cannot be encoded fails the file; a folder that cannot take it now is
+/// trouble (the input stays and is tried again later).
+async fn write_cutout(
+    pic: &Picture<'_>,
+    job: &Job,
+    out: &Path,
+    cutout: Cutout,
+    attempts: u32,
+    v: &Validated,
+) -> Result<(), FileResult> {
+    let (format, quality, out) = (
+        pic.inbox.output_format,
+        pic.inbox.webp_quality,
+        out.to_path_buf(),
+    );
+    let written = blocking(
+        "write output",
+        move || -> Result<(), output::OutputError> {
+            let bytes = output::encode(cutout, format, quality)?;
+            output::write_output(&out, &bytes)
+        },
+    )
+    .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if matches!(e.code(), Code::ProviderBadResult | Code::EncodeFailed) => {
+            let err = ProviderError::Permanent {
+                code: e.code(),
+                message: e.to_string(),
+            };
+            Err(fail(pic, job, attempts, &err, v).await)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(input = %pic.rel.display(), code = %e.code(), "cannot write the cut-out: {e}; the input stays in the inbox and is tried again later");
+            Err(FileResult::Trouble(e.to_string()))
+        }
+        Err(e) => Err(FileResult::Trouble(e)),
+    }
+}
+
+/// The same picture (sha256) succeeded before: reuse its cut-out.
+pub(super) async fn duplicate(
+    pic: &Picture<'_>,
+    job: Job,
+    earlier: Job,
+    v: &Validated,
+) -> FileResult {
+    let Some(earlier_out) = earlier.output.clone() else {
+        return FileResult::Trouble("duplicate without an earlier output".into());
+    };
+    let natural = output::output_base(pic.inbox, &pic.rel);
+    let same_kind = earlier_out.extension() == natural.extension();
+    // Reuse: when the earlier cut-out already sits at this input's natural
+    // name, nothing is written; otherwise a copy is placed at this input's
+    // own name (converted if the format differs).
+    let out_path = if same_kind && earlier_out == natural {
+        earlier_out.clone()
+    } else {
+        match copy_earlier(pic, &job, earlier_out, natural).await {
+            Ok(p) => p,
+            Err(e) => return FileResult::Trouble(e),
+        }
+    };
+    let mut rec = base_record(pic, &job, Some(v));
+    rec.event = Event::Duplicate;
+    rec.output = Some(lossy(&out_path));
+    rec.duplicate_of = Some(earlier.id);
+    rec.reason = Some(format!(
+        "same picture (sha256) as job {} ({}); its cut-out was reused, nothing was submitted",
+        earlier.id,
+        earlier.rel_path.display()
+    ));
+    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
+    let archive = archive_target(pic);
+    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Duplicate, rec, archive, None).await {
+        return FileResult::Trouble(e);
+    }
+    tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier cut-out");
+    FileResult::Duplicate
+}
+
+/// Place a copy of the earlier cut-out at this input's own (reserved) name.
+async fn copy_earlier(
+    pic: &Picture<'_>,
+    job: &Job,
+    src: PathBuf,
+    natural: PathBuf,
+) -> Result<PathBuf, String> {
+    // A name reserved before a restart is kept (the copy may be there
+    // already: writing it again is a no-op).
+    let reserved = match job.output.clone() {
+        Some(p) => p,
+        None => pic
+            .ctx
+            .store
+            .reserve_output(job.id, output_naming(natural))
+            .await
+            .map_err(|e| e.to_string())?,
+    };
+    let (dst, fmt, q) = (
+        reserved.clone(),
+        pic.inbox.output_format,
+        pic.inbox.webp_quality,
+    );
+    blocking("copy output", move || -> Result<(), String> {
+        let bytes = std::fs::read(&src)
+            .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
+        let kind = validate::sniff(&bytes).map_err(|e| e.to_string())?;
+        let cut = Cutout::Encoded {
+            bytes: bytes.into(),
+            format: kind,
+        };
+        let enc = output::encode(cut, fmt, q).map_err(|e| e.to_string())?;
+        match output::write_output(&dst, &enc) {
+            Ok(()) => Ok(()),
+            Err(output::OutputError::Fs(e))
+                if e.source.kind() == std::io::ErrorKind::AlreadyExists =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .await??;
+    Ok(reserved)
+}
+
+/// Reject the file (dry run: only say so).
+pub(super) async fn reject(
+    pic: &Picture<'_>,
+    sha: Option<&str>,
+    st: Option<FileStat>,
+    why: Rejection,
+) -> FileResult {
+    if pic.ctx.dry_run {
+        return FileResult::Rejected(Reason::new(why.code(), &why));
+    }
+    let (store, inbox) = (&pic.ctx.store, &pic.inbox.name);
+    let (size, mtime_ns) = (st.map(|s| s.size), st.map(|s| s.mtime_ns));
+    let job = match store
+        .insert_untracked(inbox, &pic.rel, sha, size, mtime_ns)
+        .await
+    {
+        Ok(j) => j,
+        Err(e) => return FileResult::Trouble(e.to_string()),
+    };
+    let mut rec = base_record(pic, &job, None);
+    rec.event = Event::Rejected;
+    rec.provider = None;
+    rec.code = Some(why.code());
+    rec.reason = Some(format!("{why}; {}", why.hint()));
+    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
+    let target = Some(pic.inbox.rejected.join(&pic.rel));
+    let hint = Some(why.hint());
+    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Rejected, rec, target, hint).await {
+        return FileResult::Trouble(e);
+    }
+    tracing::warn!(input = %pic.rel.display(), code = %why.code(), "rejected: {why}");
+    FileResult::Rejected(Reason::new(why.code(), &why))
+}
+
+/// Fail the file after `attempts` attempts.
+pub(super) async fn fail(
+    pic: &Picture<'_>,
+    job: &Job,
+    attempts: u32,
+    err: &ProviderError,
+    v: &Validated,
+) -> FileResult {
+    let mut rec = base_record(pic, job, Some(v));
+    rec.event = Event::Failed;
+    rec.attempts = attempts;
+    rec.code = Some(err.code());
+    rec.reason = Some(format!(
+        "{err} (after {attempts} attempt{})",
+        if attempts == 1 { "" } else { "s" }
+    ));
+    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
+    let hint = "check the reason; drop the file into the inbox again to retry it";
+    let target = Some(pic.inbox.failed.join(&pic.rel));
+    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Failed, rec, target, Some(hint)).await {
+        return FileResult::Trouble(e);
+    }
+    tracing::error!(input = %pic.rel.display(), code = %err.code(), attempts, "failed: {err}");
+    FileResult::Failed(Reason::new(err.code(), err))
+}
+
+/// Commit the decision (reserving where the input goes: `move_base` and
+/// its numbered variants, None for delete/keep), then run the finishing
+/// steps.
+async fn decide_and_finish(
+    pic: &Picture<'_>,
+    id: i64,
+    outcome: Outcome,
+    mut rec: Record,
+    move_base: Option<PathBuf>,
+    hint: Option<&str>,
+) -> Result<(), String> {
+    let ctx = pic.ctx;
+    let out = rec.output.clone().map(PathBuf::from);
+    let (code, reason) = (rec.code, rec.reason.clone());
+    let naming = move_base.map(|base| Naming {
+        base,
+        candidate: fsutil::numbered,
+        // rejected/ and failed/ hold a reason file beside each input
+        also_free: |p| std::fs::symlink_metadata(output::reason_path(p)).is_err(),
+    });
+    ctx.store
+        .decide(id, outcome, out, code, reason, naming, move |moved| {
+            if let Some(p) = moved {
+                rec.moved_to = Some(lossy(p));
+            }
+            serde_json::to_string(&rec).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
+    let hint = hint.map(str::to_string);
+    blocking("finish job", move || {
+        finish_job(&cfg, &store, &audit, id, hint.as_deref(), Decided::JustNow)
+    })
+    .await?
+    .map_err(|e| e.to_string())
+}
