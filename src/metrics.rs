@@ -181,13 +181,41 @@ impl Metrics {
     fn registered(mut self) -> Metrics {
         let r = &mut self.registry;
         let counters = [
-            ("cutout_files_seen", &self.files_seen, "Files noticed in an inbox (a file looked at again by a later scan counts again)."),
-            ("cutout_files_succeeded", &self.succeeded, "Pictures cut out and written to the outbox."),
-            ("cutout_files_duplicates", &self.duplicates, "Pictures identical to an earlier one; its cut-out was reused, nothing was paid."),
-            ("cutout_files_rejected", &self.rejected, "Files moved to rejected/ (not a usable picture)."),
-            ("cutout_files_failed", &self.failed, "Pictures moved to failed/ (the provider could not process them)."),
-            ("cutout_files_skipped", &self.skipped, "Files already done earlier, or gone before they were processed."),
-            ("cutout_trouble", &self.trouble, "Times a file was left in its inbox for trouble outside it (disk, state); looked at again later."),
+            (
+                "cutout_files_seen",
+                &self.files_seen,
+                "Files noticed in an inbox (a file looked at again by a later scan counts again).",
+            ),
+            (
+                "cutout_files_succeeded",
+                &self.succeeded,
+                "Pictures cut out and written to the outbox.",
+            ),
+            (
+                "cutout_files_duplicates",
+                &self.duplicates,
+                "Pictures identical to an earlier one; its cut-out was reused, nothing was paid.",
+            ),
+            (
+                "cutout_files_rejected",
+                &self.rejected,
+                "Files moved to rejected/ (not a usable picture).",
+            ),
+            (
+                "cutout_files_failed",
+                &self.failed,
+                "Pictures moved to failed/ (the provider could not process them).",
+            ),
+            (
+                "cutout_files_skipped",
+                &self.skipped,
+                "Files already done earlier, or gone before they were processed.",
+            ),
+            (
+                "cutout_trouble",
+                &self.trouble,
+                "Times a file was left in its inbox for trouble outside it (disk, state); looked at again later.",
+            ),
         ];
         for (name, c, help) in counters {
             register(r, name, help, c.clone());
