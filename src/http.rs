@@ -83,13 +83,10 @@ async fn metrics_text(State(st): State<HttpState>) -> impl IntoResponse {
         up: st.heartbeat.verdict().is_ok(),
         heartbeat_age: st.heartbeat.age().map(|a| a.as_secs_f64()),
     };
-    let body = metrics::render(&metrics::global().snapshot(), live);
+    let body = metrics::global().render(live);
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         body,
     )
 }

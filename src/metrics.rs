@@ -7,61 +7,58 @@
 //! outcomes and queue shape, and once a second copies each running
 //! provider's `Provider::status()` (pause, credits, 429s) in with
 //! [`Metrics::sync_providers`]; the pipeline feeds retries and latency.
-//! Also rendering it all as Prometheus text.
+//! The metric types, the registry and the text exposition are the
+//! Prometheus project's client (`prometheus-client`); this file only names
+//! the metrics and keeps the few figures the status line needs.
 //!
-//! Must not: block (atomics and one short-held mutex), use file paths or
+//! Must not: block (atomics and short-held locks), use file paths or
 //! anything unbounded as labels (provider names only), or hold secrets.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+use std::sync::{LazyLock, Mutex};
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 
 use crate::job::FileResult;
+
+/// The `Content-Type` of what [`render`] returns (text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// Upper bounds (seconds) of the provider latency histogram buckets.
 pub const LATENCY_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
-/// A Prometheus-style cumulative histogram.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Histogram {
-    /// Observations ≤ each bound of [`LATENCY_BUCKETS`] (not cumulative here;
-    /// rendering makes them cumulative).
-    pub buckets: [u64; LATENCY_BUCKETS.len()],
-    pub sum: f64,
-    pub count: u64,
+/// The one label of the per-provider metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabel {
+    provider: String,
 }
 
-impl Histogram {
-    fn observe(&mut self, v: f64) {
-        if !v.is_finite() || v < 0.0 {
-            return;
-        }
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| v <= *b) {
-            self.buckets[i] += 1;
-        }
-        self.sum += v;
-        self.count += 1;
-    }
+/// The one label of `cutout_reloads_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabel {
+    result: &'static str,
 }
 
-/// What is known about one provider.
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// What the status line knows about one provider.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProviderFigures {
-    pub retries: u64,
-    /// 429s since start (kept counting across provider rebuilds).
-    pub rate_limited: u64,
-    /// The provider object's own 429 count when last synced.
-    pub(crate) rate_limited_seen: u64,
-    pub credits: Option<f64>,
     /// `Some(why)` while the provider is paused (quota, key refused…).
     pub paused: Option<String>,
-    pub latency: Histogram,
 }
 
-/// A consistent copy of everything, for rendering and the status line.
+/// A consistent copy of the figures the status line and `/healthz` show.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     pub files_seen: u64,
@@ -76,8 +73,6 @@ pub struct Snapshot {
     pub in_flight: u64,
     pub at_engine: u64,
     pub inboxes: u64,
-    pub reloads_ok: u64,
-    pub reloads_rejected: u64,
     pub providers: BTreeMap<String, ProviderFigures>,
 }
 
@@ -88,27 +83,41 @@ impl Snapshot {
     }
 }
 
+/// What the metrics keep about a provider beyond the registry: why it is
+/// paused, and its own 429 count when last synced (so a rebuilt provider's
+/// count starting again keeps `cutout_provider_rate_limited_total` growing).
+#[derive(Debug, Default)]
+struct ProviderState {
+    paused: Option<String>,
+    rate_limited_seen: u64,
+}
+
 /// The counters. Cheap to update from any thread.
 #[derive(Debug)]
 pub struct Metrics {
-    files_seen: AtomicU64,
-    succeeded: AtomicU64,
-    duplicates: AtomicU64,
-    rejected: AtomicU64,
-    failed: AtomicU64,
-    skipped: AtomicU64,
-    trouble: AtomicU64,
-    settling: AtomicU64,
-    queued: AtomicU64,
-    in_flight: AtomicU64,
-    at_engine: AtomicU64,
-    inboxes: AtomicU64,
-    reloads_ok: AtomicU64,
-    reloads_rejected: AtomicU64,
-    providers: Mutex<BTreeMap<String, ProviderFigures>>,
+    registry: Registry,
+    files_seen: Counter,
+    succeeded: Counter,
+    duplicates: Counter,
+    rejected: Counter,
+    failed: Counter,
+    skipped: Counter,
+    trouble: Counter,
+    queue_depth: Gauge,
+    queue_ready: Gauge,
+    in_flight: Gauge,
+    at_engine: Gauge,
+    inboxes: Gauge,
+    reloads: Family<ReloadLabel, Counter>,
+    retries: Family<ProviderLabel, Counter>,
+    rate_limited: Family<ProviderLabel, Counter>,
+    paused: Family<ProviderLabel, Gauge>,
+    credits: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
+    latency: Family<ProviderLabel, Histogram, fn() -> Histogram>,
+    providers: Mutex<BTreeMap<String, ProviderState>>,
 }
 
-static GLOBAL: Metrics = Metrics::new();
+static GLOBAL: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
 /// The process's metrics (what `/metrics` serves).
 pub fn global() -> &'static Metrics {
@@ -121,47 +130,178 @@ impl Default for Metrics {
     }
 }
 
+/// `registry.register` adds the final full stop to the help text itself.
+fn register(
+    r: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: impl prometheus_client::registry::Metric,
+) {
+    r.register(name, help.trim_end_matches('.'), metric);
+}
+
+/// Clamp a count into a gauge's `i64`.
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
 impl Metrics {
-    pub const fn new() -> Metrics {
-        Metrics {
-            files_seen: AtomicU64::new(0),
-            succeeded: AtomicU64::new(0),
-            duplicates: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            trouble: AtomicU64::new(0),
-            settling: AtomicU64::new(0),
-            queued: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            at_engine: AtomicU64::new(0),
-            inboxes: AtomicU64::new(0),
-            reloads_ok: AtomicU64::new(0),
-            reloads_rejected: AtomicU64::new(0),
+    /// Fresh metrics, all zero, registered under their exported names
+    /// (counters get `_total` from the client library).
+    pub fn new() -> Metrics {
+        let m = Metrics {
+            registry: Registry::default(),
+            files_seen: Counter::default(),
+            succeeded: Counter::default(),
+            duplicates: Counter::default(),
+            rejected: Counter::default(),
+            failed: Counter::default(),
+            skipped: Counter::default(),
+            trouble: Counter::default(),
+            queue_depth: Gauge::default(),
+            queue_ready: Gauge::default(),
+            in_flight: Gauge::default(),
+            at_engine: Gauge::default(),
+            inboxes: Gauge::default(),
+            reloads: Family::default(),
+            retries: Family::default(),
+            rate_limited: Family::default(),
+            paused: Family::default(),
+            credits: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram),
             providers: Mutex::new(BTreeMap::new()),
+        };
+        for result in ["applied", "rejected"] {
+            drop(m.reloads.get_or_create(&ReloadLabel { result }));
         }
+        m.registered()
     }
 
-    fn with_provider(&self, provider: &str, f: impl FnOnce(&mut ProviderFigures)) {
-        let mut map = self.providers.lock().unwrap_or_else(|p| p.into_inner());
-        match map.get_mut(provider) {
-            Some(p) => f(p),
-            None => {
-                let mut p = ProviderFigures::default();
-                f(&mut p);
-                map.insert(provider.to_string(), p);
-            }
+    /// Register every metric, in the order `/metrics` shows them.
+    fn registered(mut self) -> Metrics {
+        let r = &mut self.registry;
+        let counters = [
+            (
+                "cutout_files_seen",
+                &self.files_seen,
+                "Files noticed in an inbox (a file looked at again by a later scan counts again).",
+            ),
+            (
+                "cutout_files_succeeded",
+                &self.succeeded,
+                "Pictures cut out and written to the outbox.",
+            ),
+            (
+                "cutout_files_duplicates",
+                &self.duplicates,
+                "Pictures identical to an earlier one; its cut-out was reused, nothing was paid.",
+            ),
+            (
+                "cutout_files_rejected",
+                &self.rejected,
+                "Files moved to rejected/ (not a usable picture).",
+            ),
+            (
+                "cutout_files_failed",
+                &self.failed,
+                "Pictures moved to failed/ (the provider could not process them).",
+            ),
+            (
+                "cutout_files_skipped",
+                &self.skipped,
+                "Files already done earlier, or gone before they were processed.",
+            ),
+            (
+                "cutout_trouble",
+                &self.trouble,
+                "Times a file was left in its inbox for trouble outside it (disk, state); looked at again later.",
+            ),
+        ];
+        for (name, c, help) in counters {
+            register(r, name, help, c.clone());
         }
+        let gauges = [
+            (
+                "cutout_queue_depth",
+                &self.queue_depth,
+                "Files waiting: settling (still being written) plus queued for a worker.",
+            ),
+            (
+                "cutout_queue_ready",
+                &self.queue_ready,
+                "Files settled and waiting for a worker.",
+            ),
+            (
+                "cutout_in_flight",
+                &self.in_flight,
+                "Pictures being processed now (read, checked, at the engine or being filed).",
+            ),
+            (
+                "cutout_at_engine",
+                &self.at_engine,
+                "Pictures at the engine now (at most queue.concurrency).",
+            ),
+            ("cutout_inboxes", &self.inboxes, "Inboxes being watched."),
+        ];
+        for (name, g, help) in gauges {
+            register(r, name, help, g.clone());
+        }
+        register(
+            r,
+            "cutout_reloads",
+            "Config reloads (SIGHUP) by result.",
+            self.reloads.clone(),
+        );
+        register(
+            r,
+            "cutout_provider_retries",
+            "Attempts scheduled again after a transient provider error.",
+            self.retries.clone(),
+        );
+        register(
+            r,
+            "cutout_provider_rate_limited",
+            "HTTP 429 (too many requests) answers by provider.",
+            self.rate_limited.clone(),
+        );
+        register(
+            r,
+            "cutout_provider_paused",
+            "1 while the provider is paused (quota, key refused); its files stay queued.",
+            self.paused.clone(),
+        );
+        register(
+            r,
+            "cutout_provider_credits",
+            "Credits left at the provider, as it last reported them.",
+            self.credits.clone(),
+        );
+        register(
+            r,
+            "cutout_provider_latency_seconds",
+            "Duration of provider calls.",
+            self.latency.clone(),
+        );
+        self
     }
 
     /// Make a provider appear (with zeros) before anything happened to it.
     pub fn register_provider(&self, provider: &str) {
-        self.with_provider(provider, |_| {});
+        self.providers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(provider.to_string())
+            .or_default();
+        let l = label(provider);
+        drop(self.retries.get_or_create(&l));
+        drop(self.rate_limited.get_or_create(&l));
+        drop(self.paused.get_or_create(&l));
+        drop(self.latency.get_or_create(&l));
     }
 
     /// A file was noticed in an inbox (not one already waiting or in work).
     pub fn file_seen(&self) {
-        self.files_seen.fetch_add(1, Ordering::Relaxed);
+        self.files_seen.inc();
     }
 
     /// A worker finished with a file.
@@ -175,44 +315,35 @@ impl Metrics {
             FileResult::Trouble(_) => &self.trouble,
             FileResult::Valid | FileResult::Later(_) | FileResult::Interrupted => return,
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        c.inc();
     }
 
     /// The queue's current shape: files settling (waiting to be quiet),
     /// queued (ready, waiting for a worker), in flight (with a worker), and
     /// of those, at the engine (holding one of `queue.concurrency` slots).
     pub fn set_queue(&self, settling: usize, queued: usize, in_flight: usize, at_engine: usize) {
-        self.settling.store(settling as u64, Ordering::Relaxed);
-        self.queued.store(queued as u64, Ordering::Relaxed);
-        self.in_flight.store(in_flight as u64, Ordering::Relaxed);
-        self.at_engine.store(at_engine as u64, Ordering::Relaxed);
+        self.queue_depth
+            .set(gauge_value(settling.saturating_add(queued)));
+        self.queue_ready.set(gauge_value(queued));
+        self.in_flight.set(gauge_value(in_flight));
+        self.at_engine.set(gauge_value(at_engine));
     }
 
     /// How many inboxes are being watched now.
     pub fn set_inboxes(&self, n: usize) {
-        self.inboxes.store(n as u64, Ordering::Relaxed);
+        self.inboxes.set(gauge_value(n));
     }
 
     /// A SIGHUP reload was applied (`true`) or rejected (`false`).
     pub fn record_reload(&self, applied: bool) {
-        let c = if applied {
-            &self.reloads_ok
-        } else {
-            &self.reloads_rejected
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        let result = if applied { "applied" } else { "rejected" };
+        self.reloads.get_or_create(&ReloadLabel { result }).inc();
     }
 
     /// The pipeline scheduled another attempt for a picture at `provider`.
     pub fn record_retry(&self, provider: &str) {
-        self.with_provider(provider, |p| p.retries += 1);
-    }
-
-    /// `provider` answered 429 (too many requests). Only for providers
-    /// whose `status().rate_limited` stays 0; [`Metrics::sync_providers`]
-    /// counts the others.
-    pub fn record_429(&self, provider: &str) {
-        self.with_provider(provider, |p| p.rate_limited += 1);
+        self.register_provider(provider);
+        self.retries.get_or_create(&label(provider)).inc();
     }
 
     /// Copy the running providers' own status in: pause (with why),
@@ -227,22 +358,14 @@ impl Metrics {
         let mut seen = std::collections::BTreeSet::new();
         for (name, st) in running {
             seen.insert(name.to_string());
+            let l = label(name);
             let p = map.entry(name.to_string()).or_default();
-            p.paused = st.paused.as_ref().map(|i| {
-                let msg: String = i
-                    .message
-                    .chars()
-                    .map(|c| if c.is_control() { ' ' } else { c })
-                    .take(160)
-                    .collect();
-                if msg.trim().is_empty() {
-                    i.reason.as_str().to_string()
-                } else {
-                    format!("{} ({})", msg.trim(), i.reason.as_str())
-                }
-            });
-            if st.credits_left.is_some() {
-                p.credits = st.credits_left;
+            p.paused = st.paused.as_ref().map(pause_text);
+            self.paused
+                .get_or_create(&l)
+                .set(i64::from(p.paused.is_some()));
+            if let Some(c) = st.credits_left {
+                self.credits.get_or_create(&l).set(c);
             }
             let raw = st.rate_limited;
             let delta = if raw >= p.rate_limited_seen {
@@ -250,80 +373,104 @@ impl Metrics {
             } else {
                 raw // a new provider object: its count started again
             };
-            p.rate_limited += delta;
+            self.rate_limited.get_or_create(&l).inc_by(delta);
             p.rate_limited_seen = raw;
         }
         for (name, p) in map.iter_mut() {
             if !seen.contains(name) {
                 p.paused = None;
                 p.rate_limited_seen = 0;
+                self.paused.get_or_create(&label(name)).set(0);
             }
         }
     }
 
-    /// Credits left at `provider`, as last reported by it.
-    pub fn set_credits(&self, provider: &str, credits: f64) {
-        self.with_provider(provider, |p| p.credits = Some(credits));
-    }
-
-    /// `Some(why)`: `provider` is paused (its files stay queued); `None`: it
-    /// works again.
-    pub fn set_paused(&self, provider: &str, why: Option<String>) {
-        self.with_provider(provider, |p| p.paused = why);
-    }
-
     /// One call to `provider` took `secs` (successful or not).
     pub fn observe_latency(&self, provider: &str, secs: f64) {
-        self.with_provider(provider, |p| p.latency.observe(secs));
+        if !secs.is_finite() || secs < 0.0 {
+            return;
+        }
+        self.register_provider(provider);
+        self.latency.get_or_create(&label(provider)).observe(secs);
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let depth = u64::try_from(self.queue_depth.get()).unwrap_or(0);
+        let queued = u64::try_from(self.queue_ready.get()).unwrap_or(0);
+        let gauge = |g: &Gauge| u64::try_from(g.get()).unwrap_or(0);
+        let providers = self.providers.lock().unwrap_or_else(|p| p.into_inner());
         Snapshot {
-            files_seen: g(&self.files_seen),
-            succeeded: g(&self.succeeded),
-            duplicates: g(&self.duplicates),
-            rejected: g(&self.rejected),
-            failed: g(&self.failed),
-            skipped: g(&self.skipped),
-            trouble: g(&self.trouble),
-            settling: g(&self.settling),
-            queued: g(&self.queued),
-            in_flight: g(&self.in_flight),
-            at_engine: g(&self.at_engine),
-            inboxes: g(&self.inboxes),
-            reloads_ok: g(&self.reloads_ok),
-            reloads_rejected: g(&self.reloads_rejected),
-            providers: self
-                .providers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            files_seen: self.files_seen.get(),
+            succeeded: self.succeeded.get(),
+            duplicates: self.duplicates.get(),
+            rejected: self.rejected.get(),
+            failed: self.failed.get(),
+            skipped: self.skipped.get(),
+            trouble: self.trouble.get(),
+            settling: depth.saturating_sub(queued),
+            queued,
+            in_flight: gauge(&self.in_flight),
+            at_engine: gauge(&self.at_engine),
+            inboxes: gauge(&self.inboxes),
+            providers: providers
+                .iter()
+                .map(|(name, p)| {
+                    let paused = p.paused.clone();
+                    (name.clone(), ProviderFigures { paused })
+                })
+                .collect(),
         }
+    }
+
+    /// Everything in the Prometheus text exposition format (0.0.4), the
+    /// liveness figures last.
+    pub fn render(&self, live: Liveness) -> String {
+        let mut scrape = Registry::default();
+        register(
+            &mut scrape,
+            "cutout_up",
+            "1 while the pipeline is alive (its dispatcher ticks), else 0.",
+            ConstGauge::new(i64::from(live.up)),
+        );
+        if let Some(age) = live.heartbeat_age {
+            register(
+                &mut scrape,
+                "cutout_heartbeat_age_seconds",
+                "Seconds since the dispatcher last ticked.",
+                ConstGauge::new(age),
+            );
+        }
+        let mut text = String::new();
+        // Writing into a String cannot fail; an encoder error would only
+        // mean a metric refused to encode, and the rest is still served.
+        for r in [&self.registry, &scrape] {
+            if let Err(e) = prometheus_text::encode(&mut text, r) {
+                tracing::warn!("encoding /metrics: {e}");
+            }
+        }
+        text
     }
 }
 
-/// Escape a label value for the text format.
-fn label(v: &str) -> String {
-    let mut s = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => s.push_str("\\\\"),
-            '"' => s.push_str("\\\""),
-            '\n' => s.push_str("\\n"),
-            c => s.push(c),
-        }
+fn label(provider: &str) -> ProviderLabel {
+    ProviderLabel {
+        provider: provider.to_string(),
     }
-    s
 }
 
-fn num(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+/// The pause reason as the status line shows it: the provider's message
+/// (control characters blanked, at most 160 characters) and the reason code.
+fn pause_text(i: &crate::provider::PauseInfo) -> String {
+    let msg: String = i
+        .message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(160)
+        .collect();
+    if msg.trim().is_empty() {
+        i.reason.as_str().to_string()
     } else {
-        format!("{v}")
+        format!("{} ({})", msg.trim(), i.reason.as_str())
     }
 }
 
@@ -336,211 +483,10 @@ pub struct Liveness {
     pub heartbeat_age: Option<f64>,
 }
 
-/// Render a snapshot in the Prometheus text exposition format (0.0.4).
-pub fn render(s: &Snapshot, live: Liveness) -> String {
-    let mut o = String::new();
-    let head = |o: &mut String, name: &str, kind: &str, help: &str| {
-        let _ = writeln!(o, "# HELP {name} {help}");
-        let _ = writeln!(o, "# TYPE {name} {kind}");
-    };
-    let counters: [(&str, u64, &str); 7] = [
-        (
-            "cutout_files_seen_total",
-            s.files_seen,
-            "Files noticed in an inbox (a file looked at again by a later scan counts again).",
-        ),
-        (
-            "cutout_files_succeeded_total",
-            s.succeeded,
-            "Pictures cut out and written to the outbox.",
-        ),
-        (
-            "cutout_files_duplicates_total",
-            s.duplicates,
-            "Pictures identical to an earlier one; its cut-out was reused, nothing was paid.",
-        ),
-        (
-            "cutout_files_rejected_total",
-            s.rejected,
-            "Files moved to rejected/ (not a usable picture).",
-        ),
-        (
-            "cutout_files_failed_total",
-            s.failed,
-            "Pictures moved to failed/ (the provider could not process them).",
-        ),
-        (
-            "cutout_files_skipped_total",
-            s.skipped,
-            "Files already done earlier, or gone before they were processed.",
-        ),
-        (
-            "cutout_trouble_total",
-            s.trouble,
-            "Times a file was left in its inbox for trouble outside it (disk, state); looked at again later.",
-        ),
-    ];
-    for (name, v, help) in counters {
-        head(&mut o, name, "counter", help);
-        let _ = writeln!(o, "{name} {v}");
-    }
-    let gauges: [(&str, u64, &str); 5] = [
-        (
-            "cutout_queue_depth",
-            s.settling + s.queued,
-            "Files waiting: settling (still being written) plus queued for a worker.",
-        ),
-        (
-            "cutout_queue_ready",
-            s.queued,
-            "Files settled and waiting for a worker.",
-        ),
-        (
-            "cutout_in_flight",
-            s.in_flight,
-            "Pictures being processed now (read, checked, at the engine or being filed).",
-        ),
-        (
-            "cutout_at_engine",
-            s.at_engine,
-            "Pictures at the engine now (at most queue.concurrency).",
-        ),
-        ("cutout_inboxes", s.inboxes, "Inboxes being watched."),
-    ];
-    for (name, v, help) in gauges {
-        head(&mut o, name, "gauge", help);
-        let _ = writeln!(o, "{name} {v}");
-    }
-    head(
-        &mut o,
-        "cutout_reloads_total",
-        "counter",
-        "Config reloads (SIGHUP) by result.",
-    );
-    let _ = writeln!(
-        o,
-        "cutout_reloads_total{{result=\"applied\"}} {}",
-        s.reloads_ok
-    );
-    let _ = writeln!(
-        o,
-        "cutout_reloads_total{{result=\"rejected\"}} {}",
-        s.reloads_rejected
-    );
-
-    head(
-        &mut o,
-        "cutout_provider_retries_total",
-        "counter",
-        "Attempts scheduled again after a transient provider error.",
-    );
-    for (name, p) in &s.providers {
-        let _ = writeln!(
-            o,
-            "cutout_provider_retries_total{{provider=\"{}\"}} {}",
-            label(name),
-            p.retries
-        );
-    }
-    head(
-        &mut o,
-        "cutout_provider_rate_limited_total",
-        "counter",
-        "HTTP 429 (too many requests) answers by provider.",
-    );
-    for (name, p) in &s.providers {
-        let _ = writeln!(
-            o,
-            "cutout_provider_rate_limited_total{{provider=\"{}\"}} {}",
-            label(name),
-            p.rate_limited
-        );
-    }
-    head(
-        &mut o,
-        "cutout_provider_paused",
-        "gauge",
-        "1 while the provider is paused (quota, key refused); its files stay queued.",
-    );
-    for (name, p) in &s.providers {
-        let _ = writeln!(
-            o,
-            "cutout_provider_paused{{provider=\"{}\"}} {}",
-            label(name),
-            u8::from(p.paused.is_some())
-        );
-    }
-    head(
-        &mut o,
-        "cutout_provider_credits",
-        "gauge",
-        "Credits left at the provider, as it last reported them.",
-    );
-    for (name, p) in &s.providers {
-        if let Some(c) = p.credits {
-            let _ = writeln!(
-                o,
-                "cutout_provider_credits{{provider=\"{}\"}} {}",
-                label(name),
-                num(c)
-            );
-        }
-    }
-    head(
-        &mut o,
-        "cutout_provider_latency_seconds",
-        "histogram",
-        "Duration of provider calls.",
-    );
-    for (name, p) in &s.providers {
-        let l = label(name);
-        let mut cum = 0;
-        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-            cum += p.latency.buckets[i];
-            let _ = writeln!(
-                o,
-                "cutout_provider_latency_seconds_bucket{{provider=\"{l}\",le=\"{}\"}} {cum}",
-                num(*b)
-            );
-        }
-        let _ = writeln!(
-            o,
-            "cutout_provider_latency_seconds_bucket{{provider=\"{l}\",le=\"+Inf\"}} {}",
-            p.latency.count
-        );
-        let _ = writeln!(
-            o,
-            "cutout_provider_latency_seconds_sum{{provider=\"{l}\"}} {}",
-            num(p.latency.sum)
-        );
-        let _ = writeln!(
-            o,
-            "cutout_provider_latency_seconds_count{{provider=\"{l}\"}} {}",
-            p.latency.count
-        );
-    }
-    head(
-        &mut o,
-        "cutout_up",
-        "gauge",
-        "1 while the pipeline is alive (its dispatcher ticks), else 0.",
-    );
-    let _ = writeln!(o, "cutout_up {}", u8::from(live.up));
-    if let Some(age) = live.heartbeat_age {
-        head(
-            &mut o,
-            "cutout_heartbeat_age_seconds",
-            "gauge",
-            "Seconds since the dispatcher last ticked.",
-        );
-        let _ = writeln!(o, "cutout_heartbeat_age_seconds {}", num(age));
-    }
-    o
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::{PauseInfo, PauseReason, ProviderStatus};
 
     /// Parse the text format back into (name{labels} → value), checking
     /// every line is a comment or a well-formed sample.
@@ -560,6 +506,68 @@ mod tests {
         m
     }
 
+    fn status(rate_limited: u64, credits: Option<f64>, paused: bool) -> ProviderStatus {
+        ProviderStatus {
+            rate_limited,
+            credits_left: credits,
+            paused: paused.then(|| PauseInfo {
+                reason: PauseReason::Quota,
+                message: "monthly limit\nreached".into(),
+                since: std::time::SystemTime::now(),
+            }),
+            ..ProviderStatus::default()
+        }
+    }
+
+    #[test]
+    fn names_and_types_stay_what_dashboards_read() {
+        let m = Metrics::new();
+        m.register_provider("local");
+        m.sync_providers([("local", status(0, Some(3.0), false))]);
+        let text = m.render(Liveness {
+            up: true,
+            heartbeat_age: Some(0.5),
+        });
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "cutout_files_seen_total counter",
+                "cutout_files_succeeded_total counter",
+                "cutout_files_duplicates_total counter",
+                "cutout_files_rejected_total counter",
+                "cutout_files_failed_total counter",
+                "cutout_files_skipped_total counter",
+                "cutout_trouble_total counter",
+                "cutout_queue_depth gauge",
+                "cutout_queue_ready gauge",
+                "cutout_in_flight gauge",
+                "cutout_at_engine gauge",
+                "cutout_inboxes gauge",
+                "cutout_reloads_total counter",
+                "cutout_provider_retries_total counter",
+                "cutout_provider_rate_limited_total counter",
+                "cutout_provider_paused gauge",
+                "cutout_provider_credits gauge",
+                "cutout_provider_latency_seconds histogram",
+                "cutout_up gauge",
+                "cutout_heartbeat_age_seconds gauge",
+            ]
+        );
+        // Help texts end with exactly one full stop.
+        assert!(text.contains(
+            "# HELP cutout_inboxes Inboxes being watched.\n# TYPE cutout_inboxes gauge\n"
+        ));
+        assert!(!text.contains(".."), "{text}");
+        // No heartbeat yet: no heartbeat age.
+        let text = m.render(Liveness::default());
+        assert!(!text.contains("cutout_heartbeat_age_seconds"), "{text}");
+        assert!(text.ends_with("\ncutout_up 0\n"), "{text}");
+    }
+
     #[test]
     fn counts_render_and_parse_back() {
         let m = Metrics::new();
@@ -577,21 +585,20 @@ mod tests {
             m.record_result(&r);
         }
         m.set_queue(3, 2, 1, 1);
-        m.record_429("rembg");
-        m.record_429("rembg");
+        m.set_inboxes(2);
+        m.record_reload(true);
         m.record_retry("rembg");
-        m.set_credits("rembg", 41.5);
-        m.set_paused("rembg", Some("monthly limit".into()));
-        for v in [0.01, 0.3, 0.3, 7.0, 1000.0] {
+        m.sync_providers([
+            ("local", status(0, None, false)),
+            ("rembg", status(2, Some(41.5), true)),
+        ]);
+        for v in [0.01, 0.3, 0.3, 7.0, 1000.0, f64::NAN, -1.0] {
             m.observe_latency("local", v);
         }
-        let text = render(
-            &m.snapshot(),
-            Liveness {
-                up: true,
-                heartbeat_age: Some(0.1),
-            },
-        );
+        let text = m.render(Liveness {
+            up: true,
+            heartbeat_age: Some(0.1),
+        });
         let p = parse(&text);
         assert_eq!(p["cutout_files_seen_total"], 7.0);
         assert_eq!(p["cutout_files_succeeded_total"], 2.0);
@@ -599,9 +606,14 @@ mod tests {
         assert_eq!(p["cutout_files_rejected_total"], 1.0);
         assert_eq!(p["cutout_files_failed_total"], 1.0);
         assert_eq!(p["cutout_files_skipped_total"], 1.0);
+        assert_eq!(p["cutout_trouble_total"], 0.0);
         assert_eq!(p["cutout_queue_depth"], 5.0);
+        assert_eq!(p["cutout_queue_ready"], 2.0);
         assert_eq!(p["cutout_in_flight"], 1.0);
         assert_eq!(p["cutout_at_engine"], 1.0);
+        assert_eq!(p["cutout_inboxes"], 2.0);
+        assert_eq!(p["cutout_reloads_total{result=\"applied\"}"], 1.0);
+        assert_eq!(p["cutout_reloads_total{result=\"rejected\"}"], 0.0);
         assert_eq!(
             p["cutout_provider_rate_limited_total{provider=\"rembg\"}"],
             2.0
@@ -611,73 +623,70 @@ mod tests {
             0.0
         );
         assert_eq!(p["cutout_provider_retries_total{provider=\"rembg\"}"], 1.0);
+        assert_eq!(p["cutout_provider_retries_total{provider=\"local\"}"], 0.0);
         assert_eq!(p["cutout_provider_credits{provider=\"rembg\"}"], 41.5);
         assert!(!p.contains_key("cutout_provider_credits{provider=\"local\"}"));
         assert_eq!(p["cutout_provider_paused{provider=\"rembg\"}"], 1.0);
         assert_eq!(p["cutout_provider_paused{provider=\"local\"}"], 0.0);
-        // cumulative buckets
-        assert_eq!(
-            p["cutout_provider_latency_seconds_bucket{provider=\"local\",le=\"0.05\"}"],
-            1.0
-        );
-        assert_eq!(
-            p["cutout_provider_latency_seconds_bucket{provider=\"local\",le=\"0.5\"}"],
-            3.0
-        );
-        assert_eq!(
-            p["cutout_provider_latency_seconds_bucket{provider=\"local\",le=\"300\"}"],
-            4.0
-        );
-        assert_eq!(
-            p["cutout_provider_latency_seconds_bucket{provider=\"local\",le=\"+Inf\"}"],
-            5.0
-        );
+        // cumulative buckets, `le` written as before ("1", not "1.0")
+        let bucket = |le: &str| {
+            p[&format!("cutout_provider_latency_seconds_bucket{{provider=\"local\",le=\"{le}\"}}")]
+        };
+        assert_eq!(bucket("0.05"), 1.0);
+        assert_eq!(bucket("0.5"), 3.0);
+        assert_eq!(bucket("1"), 3.0);
+        assert_eq!(bucket("10"), 4.0);
+        assert_eq!(bucket("300"), 4.0);
+        assert_eq!(bucket("+Inf"), 5.0);
         assert_eq!(
             p["cutout_provider_latency_seconds_count{provider=\"local\"}"],
             5.0
         );
         let sum = p["cutout_provider_latency_seconds_sum{provider=\"local\"}"];
         assert!((sum - 1007.61).abs() < 1e-9, "{sum}");
+        assert_eq!(
+            p["cutout_provider_latency_seconds_count{provider=\"rembg\"}"],
+            0.0
+        );
         assert_eq!(p["cutout_up"], 1.0);
+        assert_eq!(p["cutout_heartbeat_age_seconds"], 0.1);
+
+        let s = m.snapshot();
+        assert_eq!((s.settling, s.queued, s.in_flight, s.inboxes), (3, 2, 1, 2));
+        assert_eq!(s.done(), 5);
     }
 
     #[test]
     fn provider_status_is_synced_as_counters() {
-        use crate::provider::{PauseInfo, PauseReason, ProviderStatus};
         let m = Metrics::new();
-        let st = |n: u64, paused: bool| ProviderStatus {
-            rate_limited: n,
-            credits_left: Some(10.0),
-            paused: paused.then(|| PauseInfo {
-                reason: PauseReason::Quota,
-                message: "monthly limit\nreached".into(),
-                since: std::time::SystemTime::now(),
-            }),
-            ..ProviderStatus::default()
+        let rate_limited = |m: &Metrics| {
+            parse(&m.render(Liveness::default()))
+                ["cutout_provider_rate_limited_total{provider=\"rembg\"}"]
         };
-        m.sync_providers([("rembg", st(3, false))]);
-        m.sync_providers([("rembg", st(5, true))]);
-        let s = m.snapshot();
-        assert_eq!(s.providers["rembg"].rate_limited, 5);
+        m.sync_providers([("rembg", status(3, Some(10.0), false))]);
+        m.sync_providers([("rembg", status(5, Some(10.0), true))]);
+        assert_eq!(rate_limited(&m), 5.0);
         assert_eq!(
-            s.providers["rembg"].paused.as_deref(),
+            m.snapshot().providers["rembg"].paused.as_deref(),
             Some("monthly limit reached (out-of-credits)")
         );
         // rebuilt by a reload: its own count starts again, ours keeps going
-        m.sync_providers([("rembg", st(2, false))]);
-        assert_eq!(m.snapshot().providers["rembg"].rate_limited, 7);
+        m.sync_providers([("rembg", status(2, Some(10.0), false))]);
+        assert_eq!(rate_limited(&m), 7.0);
         // removed by a reload: no longer shown as paused
-        m.sync_providers([("rembg", st(2, true))]);
+        m.sync_providers([("rembg", status(2, Some(10.0), true))]);
         m.sync_providers(std::iter::empty());
         assert_eq!(m.snapshot().providers["rembg"].paused, None);
-        assert_eq!(m.snapshot().providers["rembg"].credits, Some(10.0));
+        let p = parse(&m.render(Liveness::default()));
+        assert_eq!(p["cutout_provider_paused{provider=\"rembg\"}"], 0.0);
+        assert_eq!(p["cutout_provider_credits{provider=\"rembg\"}"], 10.0);
     }
 
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::new();
         m.register_provider("we\"ird\\name");
-        let text = render(&m.snapshot(), Liveness::default());
+        let text = m.render(Liveness::default());
         assert!(text.contains("provider=\"we\\\"ird\\\\name\""), "{text}");
     }
 }

@@ -288,7 +288,6 @@ mod tests {
             "rembg".into(),
             ProviderFigures {
                 paused: Some("monthly limit".into()),
-                ..ProviderFigures::default()
             },
         );
         assert!(status_line(&s).ends_with("rembg paused: monthly limit"));

@@ -117,6 +117,8 @@ fn for_file(fake: &FakeProvider, ep: Endpoint, name: &str) -> usize {
 /// Ask the fake for the cut-out of `input` directly (what cutout must have
 /// written untouched).
 fn rembg_direct(fake: &FakeProvider, input: &[u8], name: &str, format: &str) -> Vec<u8> {
+    // reqwest's TLS is rustls with the `ring` provider, installed by hand.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let part = reqwest::multipart::Part::bytes(input.to_vec())
@@ -317,6 +319,7 @@ fn verging_png_result_is_written_untouched() {
     let got = std::fs::read(site.outbox().join("a.png")).expect("a.png");
     // Fetch the same result from the fake's storage.
     let id = fake.job_ids()[0];
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let rt = tokio::runtime::Runtime::new().expect("rt");
     let want = rt.block_on(async {
         reqwest::get(format!("{}/files/{id}.png", fake.base_url()))
