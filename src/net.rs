@@ -1,12 +1,20 @@
 //! Small pure rules about network addresses, shared by the config checker
 //! and the provider HTTP clients.
 //!
-//! Owns: deciding what counts as a loopback address. Must not: import
-//! anything from this crate, do I/O or resolve names.
+//! Owns: deciding what counts as a loopback address, and installing the
+//! process's TLS crypto provider before any HTTP client is built. Must not:
+//! import anything from this crate, do I/O or resolve names.
 
 use std::net::IpAddr;
 
 use reqwest::Url;
+
+/// Install rustls's `ring` crypto provider (see Cargo.toml) for the whole
+/// process; every `reqwest::Client` must be built after this. Idempotent: an
+/// Err only says one is installed already.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
 
 /// Whether the URL's host is a loopback address (`127.0.0.0/8`, `::1`,
 /// `localhost`).

@@ -266,8 +266,8 @@ fn download(file: &str, dest: &Path) -> Result<(), String> {
 }
 
 async fn download_async(url: &str, file: &str, dest: &Path) -> Result<(), String> {
-    use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
+    use std::io::Write;
+    crate::net::install_tls_provider();
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
@@ -282,18 +282,21 @@ async fn download_async(url: &str, file: &str, dest: &Path) -> Result<(), String
         return Err(format!("{file}: HTTP {}", resp.status()));
     }
     let pb = bar(resp.content_length(), file);
-    let mut out = tokio::fs::File::create(dest)
-        .await
+    // This runtime is the `models fetch` command's own (one download at a
+    // time, nothing else scheduled on it), so plain file writes are fine here.
+    let mut out = std::fs::File::create(dest)
         .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
-    let mut body = resp.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| format!("download of {file} broke off: {e}"))?;
+    let mut resp = resp;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| format!("download of {file} broke off: {e}"))?
+    {
         out.write_all(&chunk)
-            .await
             .map_err(|e| format!("cannot write {}: {e}", dest.display()))?;
         pb.inc(chunk.len() as u64);
     }
-    out.flush().await.map_err(|e| e.to_string())?;
+    out.flush().map_err(|e| e.to_string())?;
     pb.finish_and_clear();
     Ok(())
 }

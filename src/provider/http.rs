@@ -72,9 +72,7 @@ impl Http {
             .is_some_and(|u| u.scheme() == "http" && is_loopback(u));
         let connect = cfg.timeout.min(Duration::from_secs(10));
         let agent = concat!("cutout/", env!("CARGO_PKG_VERSION"));
-        // TLS crypto is rustls's `ring` provider (see Cargo.toml); an Err
-        // only says one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::net::install_tls_provider();
         let api = reqwest::Client::builder()
             .user_agent(agent)
             .connect_timeout(connect)
