@@ -267,11 +267,13 @@ fn sighup_adds_and_removes_inboxes_without_dropping_work_in_flight() {
         site.root().join("out2/bag.png").is_file()
     });
     support::assert_cutout(&site.root().join("out2/bag.png"));
-    let second_done = site
-        .audit_events("succeeded")
-        .iter()
-        .any(|r| r["inbox"] == "second");
-    assert!(second_done, "{:#?}", site.audit());
+    // The output is durable before the decision and its audit line (that
+    // order is the crash-safety rule), so wait for the line, do not race it.
+    wait_until(LONG, "the new inbox's succeeded audit line", || {
+        site.audit_events("succeeded")
+            .iter()
+            .any(|r| r["inbox"] == "second")
+    });
 
     // 2. Remove the first inbox while its pictures are being processed.
     let names: Vec<String> = (0..6).map(|i| format!("big{i}.jpg")).collect();
