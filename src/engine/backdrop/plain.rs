@@ -28,142 +28,215 @@ pub(super) fn plain_plan(
 ) -> Result<Plan, SegmentError> {
     let (w, h) = (work.w, work.h);
     let n = w * h;
-    let mut eff = vec![[0f32; 3]; n];
-    let mut dist = vec![0f32; n];
-    let mut bg = vec![[0f32; 3]; n];
+    let res = residuals(work, lab, fit, o);
+    let th = Thresholds::new(fit.noise, o);
+    let opaque: Vec<bool> = work.alpha.iter().map(|&a| a >= 128).collect();
+    let min_px = ((o.min_object_fraction * n as f32) as usize).max(4);
+    let (fg, grey) = seed_object((w, h), lab, &res, &opaque, &th, min_px);
+    let mut backdrop = reach_backdrop((w, h), &fg, &opaque);
+    let min_hole = ((o.min_hole_fraction * n as f32) as usize).max(6);
+    open_backdrop_holes((w, h), &fg, &mut backdrop, &res, &th, min_hole);
+
+    let mut object: Vec<bool> = backdrop.iter().map(|b| !b).collect();
+    peel(
+        (w, h),
+        lab,
+        &res.dist,
+        &grey,
+        (&mut object, &mut backdrop),
+        &fit.lab,
+        o,
+        th.peel,
+    );
+    let object = keep_large_components(w, h, &object, min_px, o.min_object_relative)
+        .ok_or(SegmentError::NoObject)?;
+    let mut plan = colour_fields(work, &object, &opaque, res.model_rgb);
+    plan.noise_rgb = full_res_noise(img, &fit.rgb, o.border_fraction);
+    Ok(plan)
+}
+
+/// Every working pixel compared with the backdrop model at its place.
+struct Residuals {
+    /// Shadow-tolerant residual (Lab): a darkening counts little.
+    eff: Vec<[f32; 3]>,
+    /// Length of `eff`.
+    dist: Vec<f32>,
+    /// Plain ΔE76 to the model (no shadow tolerance).
+    plain: Vec<f32>,
+    /// The model's backdrop colour (sRGB 0..255).
+    model_rgb: Vec<[f32; 3]>,
+}
+
+fn residuals(work: &Work, lab: &[[f32; 3]], fit: &BackdropFit, o: &BackdropOptions) -> Residuals {
+    let (w, h) = (work.w, work.h);
+    let n = w * h;
+    let mut r = Residuals {
+        eff: vec![[0f32; 3]; n],
+        dist: vec![0f32; n],
+        plain: vec![0f32; n],
+        model_rgb: vec![[0f32; 3]; n],
+    };
     for y in 0..h {
         for x in 0..w {
             let i = y * w + x;
             let (u, v) = uv(x, y, w, h);
-            let e = shadow_residual(
-                lab[i],
-                fit.lab.eval(u, v),
-                o.shadow_tolerance,
-                o.shadow_weight,
-            );
-            eff[i] = e;
-            dist[i] = norm3(e);
-            bg[i] = fit.rgb.eval(u, v).map(|c| c.clamp(0.0, 255.0));
+            let b = fit.lab.eval(u, v);
+            let e = shadow_residual(lab[i], b, o.shadow_tolerance, o.shadow_weight);
+            r.eff[i] = e;
+            r.dist[i] = norm3(e);
+            r.plain[i] = dist3(lab[i], b);
+            r.model_rgb[i] = fit.rgb.eval(u, v).map(|c| c.clamp(0.0, 255.0));
         }
     }
-    let t_lo = (o.low_threshold_noise * fit.noise).max(o.min_low_threshold);
-    let t_hi = (o.high_threshold_noise * fit.noise)
-        .max(o.min_high_threshold)
-        .max(t_lo);
-    let opaque: Vec<bool> = work.alpha.iter().map(|&a| a >= 128).collect();
+    r
+}
 
-    // Hysteresis: weak pixels join the object when connected to strong ones.
-    let weak: Vec<bool> = (0..n).map(|i| opaque[i] && dist[i] >= t_lo).collect();
-    let strong = (0..n).filter(|&i| opaque[i] && dist[i] >= t_hi);
+/// Distances (ΔE) that decide object and backdrop, derived from the backdrop noise.
+struct Thresholds {
+    /// Hysteresis: weak object pixels.
+    lo: f32,
+    /// Hysteresis: strong object pixels.
+    hi: f32,
+    /// Backdrop noise (median border residual).
+    noise: f32,
+    /// Pixels this far from the backdrop are never peeled off.
+    peel: f32,
+}
+
+impl Thresholds {
+    fn new(noise: f32, o: &BackdropOptions) -> Thresholds {
+        let lo = (o.low_threshold_noise * noise).max(o.min_low_threshold);
+        let hi = (o.high_threshold_noise * noise)
+            .max(o.min_high_threshold)
+            .max(lo);
+        Thresholds {
+            lo,
+            hi,
+            noise,
+            peel: (3.0 * hi).max(24.0),
+        }
+    }
+}
+
+/// The object's first outline: hysteresis on the shadow-tolerant distance (weak
+/// pixels join when connected to strong ones), plus darker-only regions with a sharp
+/// outline (grey objects, which the shadow tolerance hid; a soft shadow fades out).
+/// Returns the object pixels and those grey ones.
+fn seed_object(
+    (w, h): (usize, usize),
+    lab: &[[f32; 3]],
+    res: &Residuals,
+    opaque: &[bool],
+    th: &Thresholds,
+    min_px: usize,
+) -> (Vec<bool>, Vec<bool>) {
+    let n = w * h;
+    let weak: Vec<bool> = (0..n).map(|i| opaque[i] && res.dist[i] >= th.lo).collect();
+    let strong = (0..n).filter(|&i| opaque[i] && res.dist[i] >= th.hi);
     let mut fg = flood(w, h, &weak, strong, true);
-
-    // Darkening-only regions hidden by the shadow tolerance: a soft shadow fades out,
-    // a grey object ends in a sharp edge. Keep those whose outline is mostly sharp.
-    let plain: Vec<f32> = (0..n)
-        .map(|i| {
-            let (u, v) = uv(i % w, i / w, w, h);
-            dist3(lab[i], fit.lab.eval(u, v))
-        })
-        .collect();
     let grey = sharp_dark_regions(
         (w, h),
         lab,
-        &plain,
+        &res.plain,
         &fg,
-        &opaque,
-        (t_lo, t_hi),
-        (
-            t_lo.max(3.0 * fit.noise),
-            ((o.min_object_fraction * n as f32) as usize).max(4),
-        ),
+        opaque,
+        (th.lo, th.hi),
+        (th.lo.max(3.0 * th.noise), min_px),
     );
     for (f, &g) in fg.iter_mut().zip(&grey) {
         *f |= g;
     }
+    (fg, grey)
+}
 
-    // Backdrop = everything not object that the border (or input transparency) reaches.
+/// Backdrop = everything not object that the border (or input transparency) reaches.
+fn reach_backdrop((w, h): (usize, usize), fg: &[bool], opaque: &[bool]) -> Vec<bool> {
     let not_fg: Vec<bool> = fg.iter().map(|f| !f).collect();
     let seeds = border_pixels(w, h)
         .filter(|&i| !fg[i])
-        .chain((0..n).filter(|&i| !opaque[i]));
-    let mut backdrop = flood(w, h, &not_fg, seeds, false);
+        .chain((0..w * h).filter(|&i| !opaque[i]));
+    flood(w, h, &not_fg, seeds, false)
+}
 
-    // Enclosed regions: holes that clearly show the backdrop become transparent, the
-    // rest (a white label on a white shoe, small gaps) stays part of the object.
+/// Enclosed regions (not object, not reached from the border): the 64 largest that
+/// are at least `min_hole` pixels and clearly show the backdrop become backdrop; the
+/// rest (a white label on a white shoe, small gaps) stays part of the object.
+fn open_backdrop_holes(
+    (w, h): (usize, usize),
+    fg: &[bool],
+    backdrop: &mut [bool],
+    res: &Residuals,
+    th: &Thresholds,
+    min_hole: usize,
+) {
+    let n = w * h;
     let enclosed: Vec<bool> = (0..n).map(|i| !fg[i] && !backdrop[i]).collect();
     let (labels, sizes) = label_sizes(w, h, &enclosed, false);
-    let min_hole = ((o.min_hole_fraction * n as f32) as usize).max(6);
     let mut cands: Vec<usize> = (1..sizes.len())
         .filter(|&id| sizes[id] >= min_hole)
         .collect();
     cands.sort_by_key(|&id| std::cmp::Reverse(sizes[id]));
     cands.truncate(64);
-    if !cands.is_empty() {
-        let mut slot = vec![usize::MAX; sizes.len()];
-        for (k, &id) in cands.iter().enumerate() {
-            slot[id] = k;
+    if cands.is_empty() {
+        return;
+    }
+    let mut slot = vec![usize::MAX; sizes.len()];
+    for (k, &id) in cands.iter().enumerate() {
+        slot[id] = k;
+    }
+    let mut pixels: Vec<Vec<usize>> = vec![Vec::new(); cands.len()];
+    for (i, &l) in labels.iter().enumerate() {
+        let k = slot[l as usize];
+        if k != usize::MAX {
+            pixels[k].push(i);
         }
-        let mut pixels: Vec<Vec<usize>> = vec![Vec::new(); cands.len()];
-        for (i, &l) in labels.iter().enumerate() {
-            let k = slot[l as usize];
-            if k != usize::MAX {
-                pixels[k].push(i);
-            }
-        }
-        let tol = (1.5 * fit.noise).max(2.0);
-        for (k, px) in pixels.iter().enumerate() {
-            let id = cands[k] as u32;
-            if is_backdrop_hole(w, h, px, &labels, id, &eff, &dist, tol, t_lo) {
-                for &i in px {
-                    backdrop[i] = true;
-                }
+    }
+    let tol = (1.5 * th.noise).max(2.0);
+    for (k, px) in pixels.iter().enumerate() {
+        let id = cands[k] as u32;
+        if is_backdrop_hole(w, h, px, &labels, id, &res.eff, &res.dist, tol, th.lo) {
+            for &i in px {
+                backdrop[i] = true;
             }
         }
     }
+}
 
-    let mut object: Vec<bool> = backdrop.iter().map(|b| !b).collect();
-    let t_peel = (3.0 * t_hi).max(24.0);
-    peel(
-        (w, h),
-        lab,
-        &dist,
-        &grey,
-        (&mut object, &mut backdrop),
-        &fit.lab,
-        o,
-        t_peel,
-    );
-    let min_px = ((o.min_object_fraction * n as f32) as usize).max(4);
-    let object = keep_large_components(w, h, &object, min_px, o.min_object_relative)
-        .ok_or(SegmentError::NoObject)?;
-
-    let mut interior = erode(w, h, &object);
+/// The plan for an object mask: soft alpha (3×3 box), the object colour field pushed
+/// out from its interior, and the local backdrop colour (it includes shadows, unlike
+/// the smooth model) from backdrop pixels at least two pixels away from the object,
+/// `model_rgb` where there are none. `noise_rgb` is left 0 for the caller.
+fn colour_fields(
+    work: &Work,
+    object: &[bool],
+    opaque: &[bool],
+    model_rgb: Vec<[f32; 3]>,
+) -> Plan {
+    let (w, h) = (work.w, work.h);
+    let mut interior = erode(w, h, object);
     if !interior.iter().any(|&b| b) {
-        interior.clone_from(&object);
+        interior.copy_from_slice(object);
     }
     let rgb = work.rgb_f32();
-    let fg_field = push_pull(w, h, &rgb, &interior);
-    // Local backdrop colour (it includes shadows, unlike the smooth model) from backdrop
-    // pixels at least two pixels away from the object; the model is the fallback.
-    let not_obj: Vec<bool> = (0..n).map(|i| !object[i] && opaque[i]).collect();
+    let fg = push_pull(w, h, &rgb, &interior);
+    let not_obj: Vec<bool> = (0..w * h).map(|i| !object[i] && opaque[i]).collect();
     let clear = erode(w, h, &not_obj);
     let bg = if clear.iter().any(|&c| c) {
         push_pull(w, h, &rgb, &clear)
     } else {
-        bg
+        model_rgb
     };
-    let hard: Vec<f32> = object.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-    let mut alpha = hard;
+    let mut alpha: Vec<f32> = object.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
     box_blur(w, h, &mut alpha, 1, 1);
-    Ok(Plan {
+    Plan {
         w,
         h,
         alpha,
-        fg: fg_field,
+        fg,
         bg,
         unmix: true,
-        noise_rgb: full_res_noise(img, &fit.rgb, o.border_fraction),
-    })
+        noise_rgb: 0.0,
+    }
 }
 
 /// Radius of the window that [`peel`] compares a silhouette pixel with.
