@@ -20,7 +20,9 @@
 //! 2. per pixel, a shadow-tolerant distance to it (a darkening with the backdrop's
 //!    chroma scaled alike counts little); hysteresis with noise-derived thresholds;
 //!    darker-only regions with a sharp outline (grey objects) are kept, soft ones
-//!    (shadows) are not;
+//!    (shadows) are not; white or light parts whose outline is a lightness *step*
+//!    (a white sole, a white box, a label at the edge) are kept when those steps
+//!    wall them off from the border (`white`), a shadow's ramp does not;
 //! 3. flood the backdrop from the border; enclosed regions that match the backdrop
 //!    (mean residual within noise, solid, not tiny) become holes, other ones are filled;
 //!    silhouette pixels closer to the local backdrop than to the local object colour
@@ -48,6 +50,7 @@ mod grey;
 mod options;
 mod plain;
 mod render;
+mod white;
 mod work;
 
 pub use options::{BackdropOptions, SegmentError};

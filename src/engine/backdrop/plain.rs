@@ -11,6 +11,7 @@ use super::fit::{BackdropFit, Quad};
 use super::grey::sharp_dark_regions;
 use super::options::{BackdropOptions, SegmentError};
 use super::render::{push_pull, Plan};
+use super::white::white_parts;
 use super::work::{strip_width, uv, Work};
 use crate::engine::mask::clean::box_blur;
 use crate::engine::mask::{
@@ -32,7 +33,12 @@ pub(super) fn plain_plan(
     let th = Thresholds::new(fit.noise, o);
     let opaque: Vec<bool> = work.alpha.iter().map(|&a| a >= 128).collect();
     let min_px = ((o.min_object_fraction * n as f32) as usize).max(4);
-    let (fg, grey) = seed_object((w, h), lab, &res, &opaque, &th, min_px);
+    let (mut fg, mut grey) = seed_object((w, h), lab, &res, &opaque, &th, min_px);
+    let white = white_parts(work, lab, &res.plain, &fg, &opaque, fit.noise, min_px);
+    for ((f, g), &wh) in fg.iter_mut().zip(grey.iter_mut()).zip(&white) {
+        *f |= wh;
+        *g |= wh;
+    }
     let mut backdrop = reach_backdrop((w, h), &fg, &opaque);
     let min_hole = ((o.min_hole_fraction * n as f32) as usize).max(6);
     open_backdrop_holes((w, h), &fg, &mut backdrop, &res, &th, min_hole);
@@ -206,12 +212,7 @@ fn open_backdrop_holes(
 /// out from its interior, and the local backdrop colour (it includes shadows, unlike
 /// the smooth model) from backdrop pixels at least two pixels away from the object,
 /// `model_rgb` where there are none. `noise_rgb` is left 0 for the caller.
-fn colour_fields(
-    work: &Work,
-    object: &[bool],
-    opaque: &[bool],
-    model_rgb: Vec<[f32; 3]>,
-) -> Plan {
+fn colour_fields(work: &Work, object: &[bool], opaque: &[bool], model_rgb: Vec<[f32; 3]>) -> Plan {
     let (w, h) = (work.w, work.h);
     let mut interior = erode(w, h, object);
     if !interior.iter().any(|&b| b) {

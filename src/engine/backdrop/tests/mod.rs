@@ -202,6 +202,7 @@ fn run(img: &RgbaImage) -> RgbaImage {
     out
 }
 
+mod generated;
 mod hostile;
 mod packshots;
 mod photos;
