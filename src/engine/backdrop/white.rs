@@ -38,7 +38,7 @@ pub(super) fn white_parts(
         edge = dilate(w, h, &edge);
     }
     let reach = |walls: bool| {
-        let passable: Vec<bool> = (0..n).map(|i| !fg[i] && !(walls && edge[i])).collect();
+        let passable: Vec<bool> = (0..n).map(|i| !(fg[i] || walls && edge[i])).collect();
         let seeds = border_pixels(w, h)
             .filter(|&i| passable[i])
             .chain((0..n).filter(|&i| !opaque[i]));

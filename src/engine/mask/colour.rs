@@ -75,8 +75,8 @@ pub(crate) fn decontaminate(img: &mut RgbaImage) {
             let c = [0, 1, 2].map(|k| f64::from(px[k]));
             let colour = unmix_colour(c, a, mean(bg, bg_n), mean(fg, fg_n), a);
             let out = img.get_pixel_mut(x as u32, y as u32);
-            for k in 0..3 {
-                out.0[k] = colour[k].round().clamp(0.0, 255.0) as u8;
+            for (dst, v) in out.0.iter_mut().zip(colour) {
+                *dst = v.round().clamp(0.0, 255.0) as u8;
             }
         }
     }
