@@ -101,6 +101,11 @@ pub fn layout(
     subject: Option<Rect>,
     spec: &OutputSpec,
 ) -> Result<Layout, FrameError> {
+    if src_w == 0 || src_h == 0 {
+        return Err(FrameError::EmptySubject {
+            threshold: spec.alpha_threshold,
+        });
+    }
     let source = match spec.crop {
         Crop::None => Rect {
             x: 0,
@@ -511,6 +516,10 @@ mod tests {
         assert_eq!(
             layout(640, 480, None, &spec("crop = \"subject\"")),
             Err(FrameError::EmptySubject { threshold: 16 })
+        );
+        assert!(
+            layout(0, 10, None, &spec("")).is_err(),
+            "an empty picture is refused"
         );
         let e = layout(30_000, 10, None, &spec("fill = \"50%\"")).expect_err("too large");
         assert!(matches!(e, FrameError::TooLarge { .. }), "{e}");
