@@ -36,6 +36,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod engine;
+pub mod finish;
 pub mod fsutil;
 pub mod http;
 pub mod job;
