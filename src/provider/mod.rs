@@ -13,7 +13,11 @@ pub mod hosted;
 pub mod http;
 pub mod key;
 pub mod local;
+pub mod pacer;
+pub mod peer_send;
 pub mod rembg_com;
+pub mod rembg_server;
+pub mod remove_bg;
 pub mod verging;
 pub mod verify;
 
@@ -264,6 +268,8 @@ pub fn build(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, Buil
         ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(name, local)?)),
         ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::build(name, c)?)),
         ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::build(name, c)?)),
+        ProviderKind::RemoveBg(c) => Ok(Arc::new(remove_bg::RemoveBg::build(name, c)?)),
+        ProviderKind::RembgServer(c) => Ok(Arc::new(rembg_server::RembgServer::build(name, c)?)),
     }
 }
 
