@@ -211,3 +211,81 @@ pub const DEFAULT_REMBG_SERVER_KEY_ENV: &str = "REMBG_SERVER_AUTH";
 pub const DEFAULT_REMBG_SERVER_CONCURRENCY: i64 = 1;
 pub const DEFAULT_REMBG_SERVER_RPS: f64 = 100.0;
 pub const DEFAULT_REMBG_SERVER_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::{from_str, Config, ProviderKind, DEFAULT_HOSTED_CONCURRENCY};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        from_str(
+            text,
+            Some(Path::new("/etc/cutout/cutout.toml")),
+            Path::new("/srv/cutout"),
+        )
+    }
+
+    #[test]
+    fn example_config_documents_the_peer_defaults() {
+        let text = include_str!("../../config.example.toml");
+        let mut out = String::new();
+        let mut in_block = false;
+        for line in text.lines() {
+            if line == "# [providers.removebg]" || line == "# [providers.studio]" {
+                in_block = true;
+            } else if line.is_empty() {
+                in_block = false;
+            }
+            match line.strip_prefix("# ") {
+                Some(rest) if in_block && !rest.starts_with('#') => out.push_str(rest),
+                _ => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        let c = parse(&out).unwrap_or_else(|e| panic!("{e}"));
+        let ProviderKind::RemoveBg(r) = &c.providers["removebg"].kind else {
+            panic!("remove-bg example missing");
+        };
+        let ProviderKind::RembgServer(s) = &c.providers["studio"].kind else {
+            panic!("rembg-server example missing");
+        };
+        assert_eq!(r.hosted.base_url, DEFAULT_REMOVE_BG_URL);
+        assert_eq!(r.hosted.concurrency, DEFAULT_HOSTED_CONCURRENCY);
+        assert_eq!(s.hosted.base_url, DEFAULT_REMBG_SERVER_URL);
+        assert_eq!(
+            s.hosted.concurrency,
+            DEFAULT_REMBG_SERVER_CONCURRENCY as usize
+        );
+        assert_eq!(s.hosted.requests_per_second, DEFAULT_REMBG_SERVER_RPS);
+        assert_eq!(s.hosted.timeout, DEFAULT_REMBG_SERVER_TIMEOUT);
+        assert_eq!(s.auth, None);
+    }
+
+    #[test]
+    fn a_rembg_server_may_be_plain_http_on_the_network_only_without_a_secret() {
+        let c =
+            parse("[providers.s]\nkind = \"rembg-server\"\nbase_url = \"http://10.0.0.5:7000/\"\n")
+                .expect("plain http without a secret");
+        let ProviderKind::RembgServer(s) = &c.providers["s"].kind else {
+            panic!("kind");
+        };
+        assert_eq!(s.hosted.base_url, "http://10.0.0.5:7000");
+        assert_eq!(s.hosted.concurrency, 1);
+        let e = parse(
+            "[providers.s]\nkind = \"rembg-server\"\nbase_url = \"http://10.0.0.5:7000\"\nauth_header = \"X-Proxy-Key\"\napi_key = \"sekret\"\n",
+        )
+        .expect_err("a secret over plain http");
+        assert!(e.to_string().contains("plain http"), "{e}");
+        let e = parse("[providers.s]\nkind = \"rembg-server\"\napi_key_env = \"X\"\n")
+            .expect_err("a key without auth_header");
+        assert!(e.to_string().contains("auth_header"), "{e}");
+        let e = parse("[providers.s]\nkind = \"rembg-server\"\nauth_header = \"Bad Header\"\n")
+            .expect_err("header name");
+        assert!(e.to_string().contains("auth_header"), "{e}");
+        let e =
+            parse("[providers.r]\nkind = \"remove-bg\"\ncredits = 3\n").expect_err("unknown key");
+        assert!(e.to_string().contains("credits"), "{e}");
+    }
+}
