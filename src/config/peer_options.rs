@@ -144,21 +144,7 @@ impl RemoveBgOptions {
             "position" => self.position = Some(position(v)?),
             "roi" => self.roi = Some(roi(v)?),
             "channels" => self.channels = Some(word(&["rgba", "alpha"])?),
-            "bg_color" => {
-                let c = v.as_str().unwrap_or("");
-                let hex = c.trim_start_matches('#');
-                let is_hex = matches!(hex.len(), 3 | 4 | 6 | 8)
-                    && hex.bytes().all(|b| b.is_ascii_hexdigit());
-                if is_hex {
-                    self.bg_color = Some(hex.to_ascii_lowercase());
-                } else if !c.starts_with('#') && is_color(c) && c != "transparent" {
-                    self.bg_color = Some(c.to_ascii_lowercase());
-                } else {
-                    return Err(format!(
-                        "`bg_color` must be a hex colour (\"81d4fa\", \"#fff\", 3/4/6/8 digits) or a colour name such as \"white\", got {v}"
-                    ));
-                }
-            }
+            "bg_color" => self.bg_color = Some(bg_color(v)?),
             other => {
                 return Err(format!(
                     "unknown option `{other}` for remove-bg; known options: {}",
@@ -167,6 +153,22 @@ impl RemoveBgOptions {
             }
         }
         Ok(())
+    }
+}
+
+/// remove.bg's `bg_color`: hex without `#`, or a colour name.
+fn bg_color(v: &toml::Value) -> Result<String, String> {
+    let c = v.as_str().unwrap_or("");
+    let hex = c.trim_start_matches('#');
+    let is_hex = matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_hex {
+        Ok(hex.to_ascii_lowercase())
+    } else if !c.starts_with('#') && is_color(c) && c != "transparent" {
+        Ok(c.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "`bg_color` must be a hex colour (\"81d4fa\", \"#fff\", 3/4/6/8 digits) or a colour name such as \"white\", got {v}"
+        ))
     }
 }
 
@@ -329,45 +331,8 @@ impl RembgServerOptions {
                     }
                 })
             }
-            "bgc" => {
-                let arr = v.as_array().filter(|a| a.len() == 4);
-                let vals: Option<Vec<u8>> = arr.and_then(|a| {
-                    a.iter()
-                        .map(|x| {
-                            x.as_integer()
-                                .filter(|n| (0..=255).contains(n))
-                                .map(|n| n as u8)
-                        })
-                        .collect()
-                });
-                match vals {
-                    Some(c) => self.bgc = Some([c[0], c[1], c[2], c[3]]),
-                    None => {
-                        return Err(format!(
-                            "`bgc` must be four whole numbers [R, G, B, A] from 0 to 255, got {v}"
-                        ))
-                    }
-                }
-            }
-            "extras" => {
-                let json = match v {
-                    toml::Value::Table(t) => serde_json::to_string(t).map_err(|e| e.to_string())?,
-                    toml::Value::String(s) => match serde_json::from_str::<serde_json::Value>(s) {
-                        Ok(serde_json::Value::Object(_)) => s.clone(),
-                        _ => {
-                            return Err(format!(
-                                "`extras` must be a table or a JSON object text, got {v}"
-                            ))
-                        }
-                    },
-                    _ => {
-                        return Err(format!(
-                            "`extras` must be a table or a JSON object text, got {v}"
-                        ))
-                    }
-                };
-                self.extras = Some(json);
-            }
+            "bgc" => self.bgc = Some(bgc(v)?),
+            "extras" => self.extras = Some(extras(v)?),
             other => {
                 return Err(format!(
                     "unknown option `{other}` for rembg-server; known options: {}",
@@ -376,6 +341,38 @@ impl RembgServerOptions {
             }
         }
         Ok(())
+    }
+}
+
+/// `[R, G, B, A]`, each 0–255.
+fn bgc(v: &toml::Value) -> Result<[u8; 4], String> {
+    let vals: Option<Vec<u8>> = v.as_array().filter(|a| a.len() == 4).and_then(|a| {
+        a.iter()
+            .map(|x| {
+                x.as_integer()
+                    .filter(|n| (0..=255).contains(n))
+                    .map(|n| n as u8)
+            })
+            .collect()
+    });
+    match vals {
+        Some(c) => Ok([c[0], c[1], c[2], c[3]]),
+        None => Err(format!(
+            "`bgc` must be four whole numbers [R, G, B, A] from 0 to 255, got {v}"
+        )),
+    }
+}
+
+/// A table or a JSON object text, as the JSON text sent.
+fn extras(v: &toml::Value) -> Result<String, String> {
+    let bad = || format!("`extras` must be a table or a JSON object text, got {v}");
+    match v {
+        toml::Value::Table(t) => serde_json::to_string(t).map_err(|_| bad()),
+        toml::Value::String(s) => match serde_json::from_str::<serde_json::Value>(s) {
+            Ok(serde_json::Value::Object(_)) => Ok(s.clone()),
+            _ => Err(bad()),
+        },
+        _ => Err(bad()),
     }
 }
 

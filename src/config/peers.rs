@@ -123,34 +123,7 @@ impl Checker {
         file: Option<&Path>,
         retry: RetryConfig,
     ) -> Result<RembgServerConfig, ConfigError> {
-        let k = |name: &str| format!("{key}.{name}");
-        let auth = match (&raw.auth_header, &raw.auth_scheme) {
-            (None, Some(_)) => return Err(self.err(k("auth_scheme"), "needs auth_header")),
-            (None, None) => None,
-            (Some(h), scheme) => {
-                let ok = !h.is_empty()
-                    && h.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
-                if !ok {
-                    return Err(self.err(
-                        k("auth_header"),
-                        format!("{h:?} is not a header name (letters, digits, `-`, `_`), e.g. \"Authorization\""),
-                    ));
-                }
-                if let Some(s) = scheme {
-                    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                        return Err(self.err(
-                            k("auth_scheme"),
-                            format!("{s:?} must be one word such as \"Bearer\""),
-                        ));
-                    }
-                }
-                Some(ServerAuth {
-                    header: h.clone(),
-                    scheme: scheme.clone(),
-                })
-            }
-        };
+        let auth = self.server_auth(key, &raw)?;
         let secret_given =
             raw.api_key.is_some() || raw.api_key_file.is_some() || raw.api_key_env.is_some();
         if auth.is_none() && secret_given {
@@ -199,6 +172,42 @@ impl Checker {
             };
         }
         Ok(RembgServerConfig { hosted, auth })
+    }
+
+    /// `auth_header` and `auth_scheme`.
+    fn server_auth(
+        &self,
+        key: &str,
+        raw: &RawRembgServer,
+    ) -> Result<Option<ServerAuth>, ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        Ok(match (&raw.auth_header, &raw.auth_scheme) {
+            (None, Some(_)) => return Err(self.err(k("auth_scheme"), "needs auth_header")),
+            (None, None) => None,
+            (Some(h), scheme) => {
+                let ok = !h.is_empty()
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+                if !ok {
+                    return Err(self.err(
+                        k("auth_header"),
+                        format!("{h:?} is not a header name (letters, digits, `-`, `_`), e.g. \"Authorization\""),
+                    ));
+                }
+                if let Some(s) = scheme {
+                    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        return Err(self.err(
+                            k("auth_scheme"),
+                            format!("{s:?} must be one word such as \"Bearer\""),
+                        ));
+                    }
+                }
+                Some(ServerAuth {
+                    header: h.clone(),
+                    scheme: scheme.clone(),
+                })
+            }
+        })
     }
 }
 

@@ -197,14 +197,18 @@ fn validate(form: &Form, query: &[(String, String)]) -> Result<Options, Response
         expand: false,
         ..Options::default()
     };
+    o.mask = check_fields(form)?;
+    check_query(query, &mut o)?;
+    Ok(o)
+}
+
+/// The form fields' values; returns whether only the mask is wanted.
+fn check_fields(form: &Form) -> Result<bool, Response> {
+    let mut mask = false;
     for b in ["a", "om", "ppm", "dc", "vm"] {
         match form.text(b).as_deref() {
             None | Some("false") => {}
-            Some("true") => {
-                if b == "om" {
-                    o.mask = true;
-                }
-            }
+            Some("true") => mask |= b == "om",
             Some(_) => {
                 return Err(invalid_at(
                     "body",
@@ -238,6 +242,11 @@ fn validate(form: &Form, query: &[(String, String)]) -> Result<Options, Response
             }
         }
     }
+    Ok(mask)
+}
+
+/// `bgc` and `extras`; nothing else is taken.
+fn check_query(query: &[(String, String)], o: &mut Options) -> Result<(), Response> {
     for (k, v) in query {
         match k.as_str() {
             "bgc" => {
@@ -267,7 +276,7 @@ fn validate(form: &Form, query: &[(String, String)]) -> Result<Options, Response
             }
         }
     }
-    Ok(o)
+    Ok(())
 }
 
 /// `GET /openapi.json`: enough of the real description to be recognised.

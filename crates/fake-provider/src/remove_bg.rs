@@ -281,6 +281,13 @@ fn validate(form: &Form) -> Result<(Kind, Options, bool), Response> {
             "Input image has a too high resolution",
         ));
     }
+    let (o, small) = check_values(form)?;
+    Ok((kind, o, small))
+}
+
+/// The option values; returns the picture options and whether the size is
+/// a preview size.
+fn check_values(form: &Form) -> Result<(Options, bool), Response> {
     let word = |k: &str, allowed: &[&str]| -> Result<Option<String>, Response> {
         match form.text(k) {
             Some(v) if !allowed.contains(&v.as_str()) => Err(invalid(k, &v)),
@@ -357,7 +364,7 @@ fn validate(form: &Form) -> Result<(Kind, Options, bool), Response> {
     }
     o.mask = channels.as_deref() == Some("alpha");
     let small = matches!(size.as_deref(), Some("preview" | "small" | "regular"));
-    Ok((kind, o, small))
+    Ok((o, small))
 }
 
 /// `GET /v1.0/account`
