@@ -596,3 +596,43 @@ fn rembg_server_kill_9_then_restart_redoes_at_most_the_pictures_in_flight() {
     assert_eq!(peak, 1, "one picture at a time by default");
     assert_eq!(site.audit_events("succeeded").len(), n as usize);
 }
+
+#[test]
+fn remove_bg_pictures_sent_before_the_first_answer_are_the_only_429s() {
+    // Four pictures go out before the first answer tells the budget (3 per
+    // second): one of them meets a 429; after that the budget is known and
+    // no later window sees one.
+    let fake = FakeProvider::start(Config::default().with_latency(Duration::from_millis(100)));
+    let window = Duration::from_secs(1);
+    fake.set_remove_bg_window(Some(MegapixelWindow { limit: 3, window }));
+    let site = remove_bg_site(&fake, "concurrency = 4\nrequests_per_second = 100", "");
+    let n = 10;
+    for i in 0..n {
+        site.drop_file(&format!("q{i:02}.jpg"), &jpeg(64, 48, 500 + i));
+    }
+    run_ok(&site);
+    assert_eq!(site.files(&site.outbox()).len(), n as usize);
+    let reqs = requests(&fake, Endpoint::RemoveBgRemove);
+    let t0 = reqs[0].at;
+    for e in &reqs {
+        eprintln!(
+            "{:>6} ms {:?}",
+            e.at.duration_since(t0).as_millis(),
+            e.status
+        );
+    }
+    let late: Vec<u128> = reqs
+        .iter()
+        .filter(|e| e.status == Some(429) && e.at.duration_since(t0) >= window)
+        .map(|e| e.at.duration_since(t0).as_millis())
+        .collect();
+    assert!(
+        late.is_empty(),
+        "429s after the first window at {late:?} ms"
+    );
+    assert!(fake.count_429() <= 1, "{} 429s", fake.count_429());
+    assert!(site
+        .audit_events("succeeded")
+        .iter()
+        .all(|r| r["attempts"] == 1));
+}
