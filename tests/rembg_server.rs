@@ -271,3 +271,23 @@ fn rembg_server_kill_9_then_restart_redoes_at_most_the_pictures_in_flight() {
     assert_eq!(peak, 1, "one picture at a time by default");
     assert_eq!(site.audit_events("succeeded").len(), n as usize);
 }
+
+#[test]
+fn a_proxy_nobody_told_cutout_about_pauses_and_names_auth_header() {
+    let mut cfg = Config::default();
+    cfg.rembg_server.key = "proxy-secret-1".into();
+    let fake = FakeProvider::start(cfg);
+    let site = server_site(&fake.base_url_rembg_server(), "", "");
+    site.drop_file("a.jpg", &jpeg(64, 48, 340));
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the pause line", || {
+        d.log_text().contains("set auth_header")
+    });
+    assert!(
+        site.files(&site.failed()).is_empty(),
+        "nothing fails in a pause"
+    );
+    assert_eq!(site.files(&site.inbox()), vec!["a.jpg"]);
+    d.term();
+    d.wait(LONG);
+}

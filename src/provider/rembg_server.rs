@@ -162,6 +162,19 @@ impl RembgServerApi {
         })
     }
 
+    /// A refusal without `auth_header` set: say what would fix it.
+    fn explain(&self, e: ProviderError) -> ProviderError {
+        match e {
+            ProviderError::Auth { message } if self.auth.is_none() => ProviderError::Auth {
+                message: format!(
+                    "{message}; rembg's server has no key of its own, so a proxy in front of it wants one: set auth_header (and api_key_file) in [providers.{}]",
+                    self.core.name
+                ),
+            },
+            other => other,
+        }
+    }
+
     /// `GET /openapi.json` (not through the gate): the server has no health
     /// endpoint; its API description answers whenever it runs.
     async fn probe(&self) -> Result<u16, (bool, String)> {
@@ -215,7 +228,9 @@ impl HostedApi for RembgServerApi {
             .query(&query(opts))
             .multipart(form);
         let rb = self.with_auth(rb)?;
-        let resp = peer_send::send(&self.core, &what, rb, detail_text, never_quota).await?;
+        let resp = peer_send::send(&self.core, &what, rb, detail_text, never_quota)
+            .await
+            .map_err(|r| self.explain(r.error))?;
         let bytes = http::read_capped(resp, self.core.http.max_body)
             .await
             .map_err(|e| e.into_provider_error(&what))?;
