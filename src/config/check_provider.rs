@@ -62,6 +62,18 @@ impl Checker {
                 file,
                 retry,
             )?),
+            "remove-bg" => ProviderKind::RemoveBg(self.remove_bg(
+                &key,
+                value.try_into().map_err(shape)?,
+                file,
+                retry,
+            )?),
+            "rembg-server" => ProviderKind::RembgServer(self.rembg_server(
+                &key,
+                value.try_into().map_err(shape)?,
+                file,
+                retry,
+            )?),
             other => {
                 return Err(self.err(
                     format!("{key}.kind"),
@@ -186,7 +198,7 @@ impl Checker {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn hosted(
+    pub(super) fn hosted(
         &self,
         key: &str,
         raw: RawHosted<'_>,

@@ -37,4 +37,5 @@ pub const DEFAULT_MAX_RESULT_SIZE: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_VERGING_POLL: Duration = Duration::from_secs(5);
 pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(600);
-pub(super) const KNOWN_KINDS: &str = "\"local\", \"rembg-com\", \"verging\"";
+pub(super) const KNOWN_KINDS: &str =
+    "\"local\", \"rembg-com\", \"verging\", \"remove-bg\", \"rembg-server\"";

@@ -2,7 +2,8 @@
 //! ready-to-use types. Reading order: `load` finds and reads the file,
 //! `raw` is its serde shape, `check` (with `check_provider` and `units`)
 //! turns it into the `types` the pipeline uses, `options` types each
-//! inbox's provider options (`defaults` holds the built-in values, `paths`
+//! inbox's provider options (`peers` and `peer_options` do both for the
+//! remove-bg and rembg-server kinds; `defaults` holds the built-in values, `paths`
 //! the lexical path helpers), and [`prepare_folders`] is the one step that
 //! touches the disk.
 //!
@@ -20,6 +21,8 @@ mod folders;
 mod load;
 mod options;
 mod paths;
+mod peer_options;
+mod peers;
 mod raw;
 mod types;
 mod units;
@@ -36,5 +39,7 @@ pub use load::{
 };
 pub use options::{InboxOptions, RembgOptions};
 pub use paths::normalize;
+pub use peer_options::{RembgServerOptions, RemoveBgOptions};
+pub use peers::{RembgServerConfig, RemoveBgConfig, ServerAuth, NO_KEY};
 pub use types::*;
 pub use units::{parse_duration, parse_size};

@@ -10,6 +10,7 @@
 //! sent is the provider's business) or import provider code.
 
 use super::check::Checker;
+use super::peer_options::{RembgServerOptions, RemoveBgOptions};
 use super::types::{OutputFormat, ProviderKind};
 use super::ConfigError;
 
@@ -21,6 +22,10 @@ pub enum InboxOptions {
     None,
     /// `kind = "rembg-com"`.
     RembgCom(RembgOptions),
+    /// `kind = "remove-bg"`.
+    RemoveBg(RemoveBgOptions),
+    /// `kind = "rembg-server"`.
+    RembgServer(RembgServerOptions),
 }
 
 impl InboxOptions {
@@ -28,7 +33,23 @@ impl InboxOptions {
     pub fn rembg(&self) -> Option<&RembgOptions> {
         match self {
             InboxOptions::RembgCom(o) => Some(o),
-            InboxOptions::None => None,
+            _ => None,
+        }
+    }
+
+    /// The remove.bg options (None for other kinds).
+    pub fn remove_bg(&self) -> Option<&RemoveBgOptions> {
+        match self {
+            InboxOptions::RemoveBg(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The rembg-server options (None for other kinds).
+    pub fn rembg_server(&self) -> Option<&RembgServerOptions> {
+        match self {
+            InboxOptions::RembgServer(o) => Some(o),
+            _ => None,
         }
     }
 }
@@ -72,6 +93,10 @@ impl Checker {
     ) -> Result<InboxOptions, ConfigError> {
         let checked = match kind {
             ProviderKind::RembgCom(_) => RembgOptions::parse(table).map(InboxOptions::RembgCom),
+            ProviderKind::RemoveBg(_) => RemoveBgOptions::parse(table).map(InboxOptions::RemoveBg),
+            ProviderKind::RembgServer(_) => {
+                RembgServerOptions::parse(table).map(InboxOptions::RembgServer)
+            }
             ProviderKind::Local(_) | ProviderKind::Verging(_) => match table.keys().next() {
                 None => Ok(InboxOptions::None),
                 Some(k) => Err(format!(
@@ -152,7 +177,7 @@ impl RembgOptions {
     }
 }
 
-fn is_color(c: &str) -> bool {
+pub(super) fn is_color(c: &str) -> bool {
     if let Some(hex) = c.strip_prefix('#') {
         return matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit());
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use globset::GlobSet;
 
 use super::options::InboxOptions;
+use super::peers::{RembgServerConfig, RemoveBgConfig};
 
 /// A config that cannot be used. Always names the file and, where there is
 /// one, the key.
@@ -179,6 +180,8 @@ pub enum ProviderKind {
     Local(LocalConfig),
     RembgCom(RembgConfig),
     Verging(VergingConfig),
+    RemoveBg(RemoveBgConfig),
+    RembgServer(RembgServerConfig),
 }
 
 impl ProviderKind {
@@ -187,6 +190,8 @@ impl ProviderKind {
             ProviderKind::Local(_) => "local",
             ProviderKind::RembgCom(_) => "rembg-com",
             ProviderKind::Verging(_) => "verging",
+            ProviderKind::RemoveBg(_) => "remove-bg",
+            ProviderKind::RembgServer(_) => "rembg-server",
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::{local, rembg_com, verging, BuildError, Provider};
+use super::{local, rembg_com, rembg_server, remove_bg, verging, BuildError, Provider};
 use crate::config::{Config, ProviderConfig, ProviderKind};
 
 /// Build the provider for one `[providers.NAME]` entry.
@@ -18,6 +18,8 @@ pub fn build(name: &str, cfg: &ProviderConfig) -> Result<Arc<dyn Provider>, Buil
         ProviderKind::Local(local) => Ok(Arc::new(local::LocalProvider::new(name, local)?)),
         ProviderKind::RembgCom(c) => Ok(Arc::new(rembg_com::RembgCom::build(name, c)?)),
         ProviderKind::Verging(c) => Ok(Arc::new(verging::Verging::build(name, c)?)),
+        ProviderKind::RemoveBg(c) => Ok(Arc::new(remove_bg::RemoveBg::build(name, c)?)),
+        ProviderKind::RembgServer(c) => Ok(Arc::new(rembg_server::RembgServer::build(name, c)?)),
     }
 }
 

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::peers::PeerConfig;
+
 /// Which vendor API a request belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -17,6 +19,12 @@ pub enum Api {
     Rembg,
     /// verging.ai: `/api/v1/...`, plus its storage (`PUT /upload/..`, `GET /files/..`).
     Verging,
+    /// remove.bg: `POST /v1.0/removebg`, `GET /v1.0/account`.
+    #[serde(rename = "remove-bg")]
+    RemoveBg,
+    /// rembg's own server (`rembg s`): `POST /api/remove`, `GET /openapi.json`.
+    #[serde(rename = "rembg-server")]
+    RembgServer,
 }
 
 /// One endpoint of the fake (used to target faults and in the request log).
@@ -39,6 +47,14 @@ pub enum Endpoint {
     VergingUploadPut,
     /// verging storage `GET /files/<name>` (results, inputs; no auth).
     VergingFile,
+    /// remove.bg `POST /v1.0/removebg` (charged).
+    RemoveBgRemove,
+    /// remove.bg `GET /v1.0/account`.
+    RemoveBgAccount,
+    /// rembg server `POST /api/remove` (counted as charged: work done).
+    RembgServerRemove,
+    /// rembg server `GET /openapi.json`.
+    RembgServerOpenapi,
     /// Anything else (answered 404/405).
     Unknown,
 }
@@ -48,6 +64,8 @@ impl Endpoint {
     pub fn api(self) -> Option<Api> {
         match self {
             Endpoint::RembgRemove | Endpoint::RembgUsage => Some(Api::Rembg),
+            Endpoint::RemoveBgRemove | Endpoint::RemoveBgAccount => Some(Api::RemoveBg),
+            Endpoint::RembgServerRemove | Endpoint::RembgServerOpenapi => Some(Api::RembgServer),
             Endpoint::Unknown => None,
             _ => Some(Api::Verging),
         }
@@ -55,12 +73,24 @@ impl Endpoint {
 
     /// Whether this endpoint charges a credit on success.
     pub fn is_charging(self) -> bool {
-        matches!(self, Endpoint::RembgRemove | Endpoint::VergingCreateJob)
+        matches!(
+            self,
+            Endpoint::RembgRemove
+                | Endpoint::VergingCreateJob
+                | Endpoint::RemoveBgRemove
+                | Endpoint::RembgServerRemove
+        )
     }
 
     /// Whether a success answer of this endpoint is an image.
     pub fn returns_image(self) -> bool {
-        matches!(self, Endpoint::RembgRemove | Endpoint::VergingFile)
+        matches!(
+            self,
+            Endpoint::RembgRemove
+                | Endpoint::VergingFile
+                | Endpoint::RemoveBgRemove
+                | Endpoint::RembgServerRemove
+        )
     }
 
     /// Whether the endpoint checks the API key.
@@ -81,6 +111,10 @@ impl Endpoint {
             "/api/v1/background-removal/create-job" => Endpoint::VergingCreateJob,
             "/api/v1/background-removal/jobs" => Endpoint::VergingJobs,
             "/api/v1/upload-video" => Endpoint::VergingUploadUrl,
+            "/v1.0/removebg" => Endpoint::RemoveBgRemove,
+            "/v1.0/account" => Endpoint::RemoveBgAccount,
+            "/api/remove" => Endpoint::RembgServerRemove,
+            "/openapi.json" => Endpoint::RembgServerOpenapi,
             p if p.starts_with("/upload/") => Endpoint::VergingUploadPut,
             p if p.starts_with("/files/") => Endpoint::VergingFile,
             _ => Endpoint::Unknown,
@@ -176,6 +210,14 @@ pub struct Config {
     pub rembg: ApiConfig,
     /// verging.ai switches (default key `test-verging-key`).
     pub verging: ApiConfig,
+    /// remove.bg switches (default key `test-remove-bg-key`, `X-Api-Key`).
+    pub remove_bg: ApiConfig,
+    /// rembg server switches. An empty key (the default) means no auth, as
+    /// the real server; a key stands for a proxy in front of it that wants
+    /// `Authorization: Bearer <key>`.
+    pub rembg_server: ApiConfig,
+    /// remove.bg credits and rate window.
+    pub peers: PeerConfig,
     /// rembg.com credits (default 100 000 included, 0 prepaid).
     pub rembg_credits: RembgCredits,
     /// Plan label in the rembg usage answer (`membership`).
@@ -213,6 +255,19 @@ impl Default for Config {
                 latency_jitter: Duration::ZERO,
                 rate_limit: None,
             },
+            remove_bg: ApiConfig {
+                key: "test-remove-bg-key".into(),
+                latency: Duration::ZERO,
+                latency_jitter: Duration::ZERO,
+                rate_limit: None,
+            },
+            rembg_server: ApiConfig {
+                key: String::new(),
+                latency: Duration::ZERO,
+                latency_jitter: Duration::ZERO,
+                rate_limit: None,
+            },
+            peers: PeerConfig::default(),
             rembg_credits: RembgCredits {
                 included: 100_000,
                 remaining_included: 100_000,
@@ -235,6 +290,8 @@ impl Config {
         match api {
             Api::Rembg => &self.rembg,
             Api::Verging => &self.verging,
+            Api::RemoveBg => &self.remove_bg,
+            Api::RembgServer => &self.rembg_server,
         }
     }
 
@@ -243,13 +300,17 @@ impl Config {
         match api {
             Api::Rembg => &mut self.rembg,
             Api::Verging => &mut self.verging,
+            Api::RemoveBg => &mut self.remove_bg,
+            Api::RembgServer => &mut self.rembg_server,
         }
     }
 
-    /// Sets the same valid key for both APIs.
+    /// Sets the same valid key for the keyed APIs (not the rembg server,
+    /// which has none unless set on its own).
     pub fn with_key(mut self, key: &str) -> Self {
         self.rembg.key = key.into();
         self.verging.key = key.into();
+        self.remove_bg.key = key.into();
         self
     }
 
@@ -257,6 +318,8 @@ impl Config {
     pub fn with_latency(mut self, latency: Duration) -> Self {
         self.rembg.latency = latency;
         self.verging.latency = latency;
+        self.remove_bg.latency = latency;
+        self.rembg_server.latency = latency;
         self
     }
 
@@ -264,6 +327,8 @@ impl Config {
     pub fn with_rate_limit(mut self, limit: Option<RateLimit>) -> Self {
         self.rembg.rate_limit = limit;
         self.verging.rate_limit = limit;
+        self.remove_bg.rate_limit = limit;
+        self.rembg_server.rate_limit = limit;
         self
     }
 
@@ -377,7 +442,8 @@ impl Fault {
                 ep != Endpoint::Unknown
             }
             Fault::RateLimited(_) | Fault::Unauthorized => ep.is_authenticated(),
-            Fault::QuotaExhausted | Fault::DropAfterCharge => ep.is_charging(),
+            Fault::QuotaExhausted => ep.is_charging() && ep != Endpoint::RembgServerRemove,
+            Fault::DropAfterCharge => ep.is_charging(),
             Fault::Invalid(_) => ep.is_charging() || ep == Endpoint::VergingUploadUrl,
             Fault::GarbageHtml | Fault::GarbageBytes | Fault::NoAlpha(_) => ep.returns_image(),
             Fault::JobFails | Fault::JobNeverFinishes => ep == Endpoint::VergingCreateJob,

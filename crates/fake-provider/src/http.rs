@@ -102,6 +102,19 @@ pub(crate) fn api_error(api: Api, status: u16, msg: &str) -> Response {
     match api {
         Api::Rembg => rembg_error(status, msg),
         Api::Verging => verging_error(status, msg),
+        Api::RemoveBg => crate::remove_bg::error(status, status_code_word(status), msg),
+        Api::RembgServer => crate::rembg_server::error(status, msg),
+    }
+}
+
+/// A remove.bg error `code` for an injected status.
+fn status_code_word(status: u16) -> &'static str {
+    match status {
+        400 => "invalid_request",
+        402 => "insufficient_credits",
+        403 => "api_key_invalid",
+        429 => "rate_limit_exceeded",
+        _ => "server_error",
     }
 }
 
@@ -157,6 +170,8 @@ pub(crate) fn too_fast(api: Api, mode: RetryAfter, wait: Duration) -> Response {
     let mut resp = match api {
         Api::Rembg => rembg_error(429, REMBG_TOO_FAST),
         Api::Verging => verging_error(429, VERGING_TOO_FAST),
+        Api::RemoveBg => crate::remove_bg::error(429, "rate_limit_exceeded", "Rate limit exceeded"),
+        Api::RembgServer => crate::rembg_server::error(429, "Too Many Requests"),
     };
     if let Some(v) = retry_after_value(mode, wait) {
         resp.headers_mut().insert(header::RETRY_AFTER, v);
@@ -169,6 +184,9 @@ pub(crate) fn out_of_credits(api: Api) -> Response {
     match api {
         Api::Rembg => rembg_error(429, REMBG_MONTHLY),
         Api::Verging => verging_error(402, VERGING_NO_CREDITS),
+        Api::RemoveBg => crate::remove_bg::no_credits(),
+        // No credits at a rembg server (the fault does not apply there).
+        Api::RembgServer => crate::rembg_server::error(500, "Internal Server Error"),
     }
 }
 
@@ -201,6 +219,8 @@ impl Ctx {
                 | Endpoint::VergingCreateJob
                 | Endpoint::VergingJobs
                 | Endpoint::VergingUploadUrl
+                | Endpoint::RemoveBgRemove
+                | Endpoint::RembgServerRemove
         );
         if counted {
             if let Err((limit, wait)) = self.shared.take_token(self.api) {
@@ -250,9 +270,14 @@ impl Ctx {
             Fault::Unauthorized => match api {
                 Api::Rembg => rembg_error(401, "invalid api key"),
                 Api::Verging => verging_error(401, "Invalid API key"),
+                Api::RemoveBg => crate::remove_bg::error(403, "api_key_invalid", "API Key invalid"),
+                Api::RembgServer => crate::rembg_server::error(401, "Not authenticated"),
             },
             Fault::QuotaExhausted => out_of_credits(api),
-            Fault::Invalid(msg) => api_error(api, 400, &msg),
+            Fault::Invalid(msg) => match api {
+                Api::RembgServer => crate::rembg_server::invalid("file", &msg),
+                _ => api_error(api, 400, &msg),
+            },
             Fault::DropConnection => {
                 self.note.wire = Wire::Drop;
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()

@@ -1,5 +1,6 @@
-//! Test-only fake of the two hosted background-removal APIs `cutout` talks
-//! to — rembg.com and verging.ai — served over real HTTP/1.1 on loopback,
+//! Test-only fake of the background-removal APIs `cutout` talks to —
+//! rembg.com and verging.ai, and the peers remove.bg and rembg's own
+//! server (`rembg s`) — served over real HTTP/1.1 on loopback,
 //! with switches to make them slow, rate-limited, out of credits, broken or
 //! rude, and a log of every request. This file owns the public handle,
 //! [`FakeProvider`]; the rest of the crate is re-exported from here.
@@ -20,6 +21,10 @@
 //! | verging | `POST /api/v1/upload-video` | presigned upload: `video_file_name` + `job_type` |
 //! | verging storage | `PUT /upload/<token>` | raw bytes, **no** `Authorization` (else 400) |
 //! | verging storage | `GET /files/<id>.png`, `/files/input-<id>.<ext>`, `/files/uploads/<token>` | no auth |
+//! | remove.bg | `POST /v1.0/removebg` | header `X-Api-Key`; multipart `image_file` + options; PNG, `X-Credits-Charged`, `X-RateLimit-*` (see `remove_bg.rs`) |
+//! | remove.bg | `GET /v1.0/account` | credits total and free calls |
+//! | rembg server | `POST /api/remove` | multipart `file` + `model`, `a`, `af`, `ab`, `ae`, `om`, `ppm`; query `bgc`, `extras` (see `rembg_server.rs`) |
+//! | rembg server | `GET /openapi.json` | reachability |
 //!
 //! Use [`FakeProvider::base_url_rembg`], [`FakeProvider::usage_url_rembg`]
 //! and [`FakeProvider::base_url_verging`] for the client's configuration.
@@ -106,7 +111,10 @@ mod config;
 mod http;
 mod imaging;
 mod log;
+mod peers;
 mod rembg;
+mod rembg_server;
+mod remove_bg;
 mod server;
 mod state;
 mod verging;
@@ -121,6 +129,7 @@ pub use config::{
     Api, ApiConfig, Config, Endpoint, Fault, FaultRule, Opaque, RateLimit, RembgCredits, RetryAfter,
 };
 pub use log::LogEntry;
+pub use peers::{MegapixelWindow, PeerConfig, RembgServerCall};
 
 use state::Shared;
 
@@ -465,6 +474,43 @@ impl FakeProvider {
         self.shared()
             .log
             .with(|l| l.iter().filter(|e| pred(e)).count())
+    }
+
+    // ---- the peer APIs (remove.bg, rembg's server) ----
+
+    /// remove.bg `base_url`: `http://127.0.0.1:PORT` (`POST {base}/v1.0/removebg`).
+    pub fn base_url_remove_bg(&self) -> String {
+        self.base_url()
+    }
+
+    /// rembg server `base_url`: `http://127.0.0.1:PORT` (`POST {base}/api/remove`).
+    pub fn base_url_rembg_server(&self) -> String {
+        self.base_url()
+    }
+
+    /// Sets remove.bg's credits and free calls.
+    pub fn set_remove_bg_credits(&self, credits: f64, free_calls: u64) {
+        self.update(|c| {
+            c.peers.remove_bg_credits = credits;
+            c.peers.remove_bg_free_calls = free_calls;
+        });
+    }
+
+    /// remove.bg's credits and free calls now.
+    pub fn remove_bg_credits(&self) -> (f64, u64) {
+        self.update(|c| (c.peers.remove_bg_credits, c.peers.remove_bg_free_calls))
+    }
+
+    /// Sets (or removes) remove.bg's megapixel-image rate window; the
+    /// window starts afresh.
+    pub fn set_remove_bg_window(&self, w: Option<MegapixelWindow>) {
+        self.update(|c| c.peers.remove_bg_window = w);
+        self.shared().peers.reset_window();
+    }
+
+    /// Every rembg-server call the fake accepted (model, fields, query).
+    pub fn rembg_server_calls(&self) -> Vec<RembgServerCall> {
+        self.shared().peers.calls.lock().unwrap().clone()
     }
 
     /// Ids of every verging job created so far.

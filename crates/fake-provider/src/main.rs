@@ -1,4 +1,5 @@
-//! `fake-provider` binary: serves the fake rembg.com + verging.ai APIs until
+//! `fake-provider` binary: serves the fake rembg.com, verging.ai, remove.bg
+//! and rembg-server APIs until
 //! killed, for benchmarks and manual demos. Owns only flag parsing; the
 //! server is the library's [`fake_provider::FakeProvider`].
 //!
@@ -11,10 +12,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use fake_provider::{Config, FakeProvider, Fault, FaultRule, RateLimit, RetryAfter};
+use fake_provider::{
+    Config, FakeProvider, Fault, FaultRule, MegapixelWindow, RateLimit, RetryAfter,
+};
 
 const USAGE: &str = "\
-fake-provider: fake rembg.com + verging.ai APIs on one port
+fake-provider: fake rembg.com, verging.ai, remove.bg and rembg-server APIs on one port
 
 USAGE: fake-provider [OPTIONS]
 
@@ -30,6 +33,9 @@ USAGE: fake-provider [OPTIONS]
   --processing-ms N      verging job processing time (default 0)
   --rembg-credits N      rembg included credits (default 100000)
   --verging-credits N    verging credits (default 100000)
+  --remove-bg-credits N  remove.bg credits (default 1000)
+  --remove-bg-window N/S remove.bg rate window: N megapixel-images per S seconds
+  --rembg-server-key K   rembg server behind a proxy wanting `Authorization: Bearer K`
   --fail-rate P          answer 503 to a fraction P (0..1) of requests
   --log FILE             append the request log as JSON lines (flushed per line)
   -h, --help             this text
@@ -96,6 +102,18 @@ fn parse_args(args: &[String]) -> Result<(SocketAddr, Config), String> {
                 cfg.rembg_credits.remaining_included = n;
             }
             "--verging-credits" => cfg.verging_credits = num(value()?)?,
+            "--remove-bg-credits" => cfg.peers.remove_bg_credits = num(value()?)? as f64,
+            "--remove-bg-window" => {
+                let v = value()?;
+                let (n, secs) = v
+                    .split_once('/')
+                    .ok_or_else(|| format!("--remove-bg-window: '{v}' is not N/SECONDS"))?;
+                cfg.peers.remove_bg_window = Some(MegapixelWindow {
+                    limit: num(n.to_string())? as u32,
+                    window: Duration::from_secs(num(secs.to_string())?),
+                });
+            }
+            "--rembg-server-key" => cfg.rembg_server.key = value()?,
             "--fail-rate" => {
                 let v = value()?;
                 let p: f64 = v
@@ -164,6 +182,17 @@ mod tests {
             Some(RateLimit::per_second(10).with_retry_after(RetryAfter::HttpDate))
         );
         assert_eq!(cfg.log_file, Some(PathBuf::from("/tmp/x")));
+        let (_, cfg) =
+            parse_args(&args("--remove-bg-window 500/60 --remove-bg-credits 7")).unwrap();
+        assert_eq!(
+            cfg.peers.remove_bg_window,
+            Some(MegapixelWindow {
+                limit: 500,
+                window: Duration::from_secs(60)
+            })
+        );
+        assert_eq!(cfg.peers.remove_bg_credits, 7.0);
+        assert!(parse_args(&args("--remove-bg-window 5")).is_err());
         assert!(parse_args(&args("--bogus")).is_err());
         assert!(parse_args(&args("--port")).is_err());
     }

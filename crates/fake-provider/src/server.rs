@@ -21,7 +21,7 @@ use crate::config::Endpoint;
 use crate::http::{rembg_error, verging_error, Note, Wire};
 use crate::log::LogEntry;
 use crate::state::Shared;
-use crate::{rembg, verging};
+use crate::{rembg, rembg_server, remove_bg, verging};
 
 /// Largest request body read (rembg's 50 MB limit plus multipart overhead).
 const MAX_BODY: usize = 64 * 1024 * 1024;
@@ -59,6 +59,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/api/v1/upload-video", post(verging::upload_url))
         .route("/upload/{token}", put(verging::upload_put))
         .route("/files/{*name}", get(verging::file))
+        .route("/v1.0/removebg", post(remove_bg::remove))
+        .route("/v1.0/account", get(remove_bg::account))
+        .route("/api/remove", post(rembg_server::remove))
+        .route("/openapi.json", get(rembg_server::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     pub uploads: Mutex<HashMap<String, Upload>>,
     /// rembg pictures charged so far (`api_usage`).
     pub rembg_used: AtomicU64,
+    /// remove.bg's rate window and the rembg server's calls.
+    pub peers: crate::peers::PeerState,
 }
 
 impl Shared {
@@ -123,6 +125,7 @@ impl Shared {
             next_job: AtomicU64::new(456),
             uploads: Mutex::new(HashMap::new()),
             rembg_used: AtomicU64::new(0),
+            peers: Default::default(),
         }
     }
 
