@@ -44,11 +44,11 @@ cutout_cmd=(bash -c 'run_cutout "$@"' run_cutout)
 
 say() { printf '%s\n' "$*" >&2; }
 
-[ -f "$MODEL" ] || { say "no model at $MODEL: scripts/fetch-model.sh $KIND $(dirname "$MODEL")"; exit 1; }
+[ -f "$MODEL" ] || { say "no model at $MODEL: cutout models fetch $KIND --dir $(dirname "$MODEL")"; exit 1; }
 MODEL=$(cd "$(dirname "$MODEL")" && pwd)/$(basename "$MODEL")
 if [ -z "${ORT_DYLIB_PATH:-}" ]; then
     ORT_DYLIB_PATH=$(find "$(dirname "$MODEL")" -maxdepth 1 -name 'libonnxruntime.so.*' | sort -V | tail -n 1)
-    [ -n "$ORT_DYLIB_PATH" ] || { say "no ONNX Runtime: scripts/fetch-onnxruntime.sh $(dirname "$MODEL")"; exit 1; }
+    [ -n "$ORT_DYLIB_PATH" ] || { say "no ONNX Runtime: cutout models fetch onnxruntime --dir $(dirname "$MODEL")"; exit 1; }
 fi
 export ORT_DYLIB_PATH
 [ -x /usr/bin/time ] || { say "needs GNU time at /usr/bin/time (apt-get install time)"; exit 1; }

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 # Sets up what the tests need on a fresh machine, then runs `cargo test`.
-#  - ONNX Runtime's shared library from the PyPI `onnxruntime` wheel (for the
-#    local-model tests), into ./models/, exported as ORT_DYLIB_PATH;
+#  - the models block below (U²-Net-p and the ONNX Runtime library);
 #  - systemd-analyze (Debian's `systemd` package) to verify the unit file.
 # Each step is skipped with a message when it cannot be done; the tests that
 # need it then say why they are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -x scripts/fetch-onnxruntime.sh ] && [ -z "${ORT_DYLIB_PATH:-}" ]; then
-  if lib=$(scripts/fetch-onnxruntime.sh models | tail -n 1) && [ -f "$lib" ]; then
-    export ORT_DYLIB_PATH="$lib"
-    echo "test.sh: ORT_DYLIB_PATH=$ORT_DYLIB_PATH"
-  else
-    echo "test.sh: could not install ONNX Runtime ($lib); ONNX tests will be skipped"
-  fi
+# --- models (owner: `cutout models`, src/models) ---------------------------
+# U²-Net-p (4.6 MB) and the ONNX Runtime library (from the PyPI `onnxruntime`
+# wheel) into ./models with cutout's own command, SHA-256 checked; then the
+# real-weights tests run (tests/models.rs: a real photo through the daemon,
+# mask parity with rembg) and the tiny-model tests find the runtime.
+# Idempotent: what is installed and verified is not fetched again.
+cargo run --release --locked --quiet -- models fetch u2netp --dir models \
+  || echo "test.sh: could not fetch all of u2netp and the ONNX Runtime; the tests that need them will say they are skipped"
+if [ -f models/u2netp.onnx ]; then
+  export CUTOUT_TEST_MODELS="$PWD/models"
 fi
+if [ -z "${ORT_DYLIB_PATH:-}" ] && [ -f models/libonnxruntime.so.1.31.1 ]; then
+  export ORT_DYLIB_PATH="$PWD/models/libonnxruntime.so.1.31.1"
+fi
+echo "test.sh: CUTOUT_TEST_MODELS=${CUTOUT_TEST_MODELS:-} ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-}"
+# --- end of models block -----------------------------------------------------
 
 if ! command -v systemd-analyze >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

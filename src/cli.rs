@@ -76,4 +76,6 @@ pub enum Command {
         #[arg(long, default_value_t = 10)]
         errors: usize,
     },
+    /// List, fetch and verify local models and the ONNX Runtime library.
+    Models(crate::models::command::ModelsArgs),
 }

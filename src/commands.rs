@@ -41,6 +41,7 @@ pub fn main(cli: Cli) -> i32 {
         } => with_config(&config, |cfg, _| run_batch(cfg, &config, dry_run, &paths)),
         Command::Check { config } => with_config(&config, |cfg, _| check(cfg, &config)),
         Command::Status { config, errors } => with_config(&config, |cfg, _| status(cfg, errors)),
+        Command::Models(args) => crate::models::command::main(args),
     }
 }
 
@@ -125,9 +126,10 @@ fn setup(cfg: &Config) -> Result<Setup, (i32, String)> {
     })
 }
 
-/// Build the providers the inboxes use and check each inbox's `options`
-/// against its provider. `reuse` may hand back an already running provider
-/// for a name (a reload keeps providers whose settings did not change).
+/// Build the providers the inboxes use (each inbox's `options` were checked
+/// for its provider's kind with the config). `reuse` may hand back an
+/// already running provider for a name (a reload keeps providers whose
+/// settings did not change).
 pub(crate) fn build_providers(
     cfg: &Config,
     mut reuse: impl FnMut(&str) -> Option<Arc<dyn Provider>>,
@@ -143,12 +145,6 @@ pub(crate) fn build_providers(
             Some(p) => p,
             None => provider::build(name, pc).map_err(|e| e.to_string())?,
         };
-        for (i, ib) in cfg.inboxes.iter().enumerate() {
-            if &ib.provider == name {
-                p.check_options(&ib.options)
-                    .map_err(|m| format!("{}: `inbox[{i}].options`: {m}", origin(cfg)))?;
-            }
-        }
         providers.insert(name.clone(), p);
     }
     Ok(providers)
@@ -613,14 +609,6 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
     for (name, pc) in &cfg.providers {
         match provider::build(name, pc) {
             Ok(p) => {
-                for (i, ib) in cfg.inboxes.iter().enumerate() {
-                    if &ib.provider == name {
-                        if let Err(m) = p.check_options(&ib.options) {
-                            println!("  inbox[{i}].options: {m}");
-                            ok = false;
-                        }
-                    }
-                }
                 let h = rt.block_on(p.health());
                 println!(
                     "provider {name} ({}): {}",
@@ -629,6 +617,13 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
                 );
                 for l in h.lines {
                     println!("  {l}");
+                }
+                let users: Vec<String> = (cfg.inboxes.iter().enumerate())
+                    .filter(|(_, ib)| &ib.provider == name)
+                    .map(|(i, ib)| format!("inbox[{i}] {:?}", ib.name))
+                    .collect();
+                if !users.is_empty() {
+                    println!("  engine of {}", users.join(", "));
                 }
                 ok &= h.ok;
             }

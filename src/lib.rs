@@ -12,7 +12,8 @@
 //!                                                      └ audit (audit.jsonl, exactly once)
 //! ```
 //!
-//! `config` turns TOML into checked types before anything runs; `commands`
+//! `config` turns TOML into checked types before anything runs; `net` holds
+//! the pure address rules config and providers share; `commands`
 //! holds the CLI verbs; `fsutil` the durable file operations everything
 //! shares; `engine` the pixel-level background removers.
 //!
@@ -30,6 +31,8 @@ pub mod fsutil;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod models;
+pub mod net;
 pub mod output;
 pub mod pipeline;
 pub mod provider;

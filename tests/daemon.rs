@@ -609,6 +609,7 @@ fn no_config_runs_on_built_in_defaults_in_the_current_folder() {
         .arg("process")
         .current_dir(dir.path())
         .env_remove("CUTOUT_CONFIG")
+        .env("CUTOUT_MODELS_DIR", dir.path().join("models"))
         .output()
         .expect("run");
     assert!(

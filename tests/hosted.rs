@@ -235,13 +235,51 @@ fn a_bad_option_is_refused_at_start_naming_the_key() {
         "{err}"
     );
     assert!(fake.log().is_empty(), "nothing may be sent");
+    // `cutout check` refuses it as a config error: key, option and file.
     let o = site.cmd(&["check"]).output().expect("check");
-    assert_ne!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stdout).contains("`w`"),
-        "{}",
-        text(&o)
+        err.contains("`inbox[0].options`") && err.contains("`w`") && err.contains("cutout.toml"),
+        "{err}"
     );
+    assert!(
+        fake.log().is_empty(),
+        "check sends nothing for a bad config"
+    );
+}
+
+#[test]
+fn inbox_options_are_checked_for_the_provider_kind_by_check() {
+    let fake = FakeProvider::start(Config::default());
+    // verging takes no options at all.
+    let site = verging_site(&fake, "", "options = { w = 64 }");
+    let o = site.cmd(&["check"]).output().expect("check");
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("`inbox[0].options`")
+            && err.contains("`verging` takes no options")
+            && err.contains("`w`")
+            && err.contains("cutout.toml"),
+        "{err}"
+    );
+    // rembg-com: a rule between two options, and an unknown option.
+    for (options, want) in [
+        ("{ mask = true, bg_color = \"red\" }", "bg_color"),
+        ("{ exact_resize = true }", "exact_resize"),
+        ("{ colour = \"red\" }", "unknown option `colour`"),
+    ] {
+        let site = rembg_site(&fake, "", &format!("options = {options}"));
+        let o = site.cmd(&["check"]).output().expect("check");
+        assert_eq!(o.status.code(), Some(3), "{options}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("`inbox[0].options`") && err.contains(want) && err.contains("cutout.toml"),
+            "{options}: {err}"
+        );
+    }
+    assert!(fake.log().is_empty(), "nothing may be sent");
 }
 
 #[test]

@@ -101,7 +101,7 @@ fn a_missing_model_is_a_clear_start_up_error() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("nope.onnx") && err.contains("fetch-model.sh"),
+        err.contains("nope.onnx") && err.contains("cutout models fetch"),
         "says how to get it: {err}"
     );
     // engine = "onnx" without a model names the key
@@ -131,7 +131,7 @@ fn auto_falls_back_to_the_built_in_engine_and_says_so() {
 #[test]
 fn real_isnet_model_separates_the_cat() {
     let Some(model) = std::env::var_os("CUTOUT_TEST_MODEL").map(PathBuf::from) else {
-        eprintln!("SKIPPED: set CUTOUT_TEST_MODEL to the IS-Net model (scripts/fetch-model.sh isnet-general-use models)");
+        eprintln!("SKIPPED: set CUTOUT_TEST_MODEL to the IS-Net model (`cutout models fetch isnet-general-use --dir models`)");
         return;
     };
     let Some(lib) = runtime() else { return };

@@ -35,16 +35,6 @@ pub trait HostedApi: Send + Sync + 'static {
     async fn recheck(&self) -> Recheck;
     /// Reachability, key and credits for `cutout check`.
     async fn health(&self) -> Health;
-    /// Per-inbox `options` this API accepts (default: none).
-    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
-        match options.keys().next() {
-            None => Ok(()),
-            Some(k) => Err(format!(
-                "provider kind `{}` takes no options, but `{k}` was given",
-                self.core().kind
-            )),
-        }
-    }
 }
 
 /// A hosted API as a [`Provider`]: a refusal that means quota, key or
@@ -109,10 +99,6 @@ impl<A: HostedApi> Provider for HostedProvider<A> {
 
     fn status(&self) -> ProviderStatus {
         self.api.core().gate.status()
-    }
-
-    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
-        self.api.check_options(options)
     }
 }
 

@@ -12,7 +12,6 @@
 //! provider itself is configured on plain-http loopback), read an unbounded
 //! body, or put a key or a signed URL's query into an error message.
 
-use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -21,6 +20,7 @@ use reqwest::{StatusCode, Url};
 
 use super::ProviderError;
 use crate::config::HostedConfig;
+use crate::net::is_loopback;
 
 /// Longest `Retry-After` honoured as given; longer answers are cut to this
 /// (a provider asking for a day should not park a file for a day).
@@ -29,16 +29,6 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Longest provider message kept in an error (and so in reason.json).
 const MAX_MESSAGE: usize = 400;
-
-/// Whether the URL's host is a loopback address (`127.0.0.0/8`, `::1`,
-/// `localhost`).
-pub fn is_loopback(url: &Url) -> bool {
-    let Some(h) = url.host_str() else {
-        return false;
-    };
-    let h = h.trim_start_matches('[').trim_end_matches(']');
-    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|a| a.is_loopback())
-}
 
 /// A URL as it may appear in logs and errors: scheme, host, port and path,
 /// never the query (presigned URLs carry signatures there) or user info.

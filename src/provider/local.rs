@@ -33,10 +33,16 @@ pub struct LocalProvider {
 }
 
 fn onnx_options(cfg: &LocalConfig) -> Option<OnnxOptions> {
-    let model = cfg.model.clone()?;
-    let kind = match &cfg.model_kind {
-        Some(k) => k.parse().ok()?,
-        None => guess_kind(&model),
+    let (model, kind) = match &cfg.model {
+        Some(model) => {
+            let kind = match &cfg.model_kind {
+                Some(k) => k.parse().ok()?,
+                None => guess_kind(model),
+            };
+            (model.clone(), kind)
+        }
+        // engine = "auto" without `model`: the best one `cutout models fetch` installed.
+        None => crate::models::best_installed(&cfg.models_dir)?,
     };
     let mut o = OnnxOptions::new(model, kind);
     o.runtime = cfg.onnxruntime.clone();
@@ -69,13 +75,19 @@ impl LocalProvider {
         let (engine, description, parallel) = match cfg.engine {
             LocalEngine::Builtin => (
                 Engine::Builtin(BackdropOptions::default()),
-                "built-in backdrop segmenter (no network, no key)".to_string(),
+                format!(
+                    "built-in backdrop segmenter (no network, no key; for photos other than packshots: `{}`, then engine = \"auto\")",
+                    crate::models::FETCH_HINT
+                ),
                 usize::MAX,
             ),
             LocalEngine::Onnx | LocalEngine::Auto => {
                 let loaded = match onnx_options(cfg) {
                     Some(o) => OnnxEngine::load(&o).map_err(|e| e.to_string()),
-                    None => Err("no `model` configured".to_string()),
+                    None => Err(format!(
+                        "no model installed in {}",
+                        cfg.models_dir.display()
+                    )),
                 };
                 match (loaded, cfg.engine) {
                     (Ok(e), _) => {
@@ -84,10 +96,15 @@ impl LocalProvider {
                     }
                     (Err(m), LocalEngine::Onnx) => return Err(err(m)),
                     (Err(m), _) => {
-                        tracing::warn!(provider = name, "engine = \"auto\": the model cannot be used ({m}); using the built-in segmenter");
+                        if cfg.model.is_some() || crate::models::best_installed(&cfg.models_dir).is_some() {
+                            tracing::warn!(provider = name, "engine = \"auto\": the model cannot be used ({m}); using the built-in segmenter");
+                        }
                         (
                             Engine::Builtin(BackdropOptions::default()),
-                            format!("built-in backdrop segmenter (engine = \"auto\"; model not usable: {m})"),
+                            format!(
+                                "built-in backdrop segmenter (engine = \"auto\": {m}; `{}` gets a model for photos other than packshots)",
+                                crate::models::FETCH_HINT
+                            ),
                             usize::MAX,
                         )
                     }

@@ -23,7 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use crate::config::{OutputFormat, ProviderConfig, ProviderKind};
+use crate::config::{InboxOptions, OutputFormat, ProviderConfig, ProviderKind};
 use crate::validate::{ImageKind, Validated};
 
 /// What a provider is given for one picture.
@@ -36,8 +36,9 @@ pub struct Request<'a> {
     /// The output format the inbox wants; a provider may return another one
     /// and the output stage converts.
     pub output_format: OutputFormat,
-    /// Per-inbox provider options (`options = { … }` in the `[[inbox]]`).
-    pub options: &'a toml::Table,
+    /// Per-inbox provider options (`options = { … }` in the `[[inbox]]`),
+    /// checked for this provider's kind when the config was read.
+    pub options: &'a InboxOptions,
     /// Durable per-job memory (e.g. a remote job id) that survives restarts.
     pub journal: &'a dyn JobJournal,
 }
@@ -254,16 +255,6 @@ pub trait Provider: Send + Sync {
     /// A snapshot of the client state (pause, credits, 429s).
     fn status(&self) -> ProviderStatus {
         ProviderStatus::default()
-    }
-    /// Check that per-inbox `options` are ones this provider accepts.
-    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
-        match options.keys().next() {
-            None => Ok(()),
-            Some(k) => Err(format!(
-                "provider kind `{}` takes no options, but `{k}` was given",
-                self.kind()
-            )),
-        }
     }
 }
 

@@ -4,7 +4,8 @@
 //! the cut-out's bytes. Credits come from the membership-usage endpoint
 //! (`usage_url`, on another host).
 //!
-//! Owns: the option table (checked at start-up), the request shape, the
+//! Owns: how the per-inbox options (checked into `config::RembgOptions`
+//! when the config is read) go into the request, the request shape, the
 //! reading of rembg's answers (a 429 that speaks of a daily/monthly limit is
 //! quota, not a burst) and of its usage report.
 //!
@@ -24,21 +25,9 @@ use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
 use super::http::{self, Refusal};
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, Outcome, ProviderError, Request};
-use crate::config::{OutputFormat, RembgConfig};
+use crate::config::{OutputFormat, RembgConfig, RembgOptions};
 use crate::validate::ImageKind;
 
-/// The option keys rembg.com documents.
-const OPTION_KEYS: &[&str] = &[
-    "format",
-    "w",
-    "h",
-    "exact_resize",
-    "mask",
-    "bg_color",
-    "angle",
-    "expand",
-];
-const MAX_SIDE: i64 = 10_000;
 /// Largest upload rembg.com accepts.
 const MAX_UPLOAD: usize = 50 * 1024 * 1024;
 
@@ -183,85 +172,16 @@ pub(crate) fn upload_name(file_name: &str, kind: ImageKind) -> String {
     format!("{clean}.{ext}")
 }
 
-/// The per-inbox options, checked.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Options {
-    format: Option<OutputFormat>,
-    w: Option<i64>,
-    h: Option<i64>,
-    exact_resize: Option<bool>,
-    mask: Option<bool>,
-    bg_color: Option<String>,
-    angle: Option<f64>,
-    expand: Option<bool>,
+/// The per-inbox options (checked in `config`) as rembg.com's request
+/// wants them.
+trait WireOptions {
+    /// What the answer must look like.
+    fn expect(&self) -> Expect;
+    /// The text parts to send.
+    fn parts(&self, output: OutputFormat) -> Vec<(&'static str, String)>;
 }
 
-impl Options {
-    /// Check an `options = { … }` table; errors name the key.
-    pub fn parse(t: &toml::Table) -> Result<Options, String> {
-        let mut o = Options::default();
-        for (k, v) in t {
-            let bool_of = |v: &toml::Value| {
-                v.as_bool()
-                    .ok_or_else(|| format!("`{k}` must be true or false, got {v}"))
-            };
-            let side = |v: &toml::Value| match v.as_integer() {
-                Some(n) if (1..=MAX_SIDE).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "`{k}` must be a whole number of pixels from 1 to {MAX_SIDE}, got {v}"
-                )),
-            };
-            match k.as_str() {
-                "format" => {
-                    o.format = Some(match v.as_str() {
-                        Some("png") => OutputFormat::Png,
-                        Some("webp") => OutputFormat::Webp,
-                        _ => return Err(format!("`format` must be \"png\" or \"webp\", got {v}")),
-                    })
-                }
-                "w" => o.w = Some(side(v)?),
-                "h" => o.h = Some(side(v)?),
-                "exact_resize" => o.exact_resize = Some(bool_of(v)?),
-                "mask" => o.mask = Some(bool_of(v)?),
-                "expand" => o.expand = Some(bool_of(v)?),
-                "angle" => {
-                    let a = v
-                        .as_float()
-                        .or_else(|| v.as_integer().map(|i| i as f64))
-                        .filter(|a| a.is_finite() && (-360.0..=360.0).contains(a))
-                        .ok_or_else(|| {
-                            format!("`angle` must be a number from -360 to 360, got {v}")
-                        })?;
-                    o.angle = Some(a);
-                }
-                "bg_color" => {
-                    let c = v
-                        .as_str()
-                        .filter(|c| is_color(c))
-                        .ok_or_else(|| {
-                            format!(
-                                "`bg_color` must be \"#RGB\", \"#RGBA\", \"#RRGGBB\", \"#RRGGBBAA\" or a CSS colour name, got {v}"
-                            )
-                        })?;
-                    o.bg_color = Some(c.to_string());
-                }
-                other => {
-                    return Err(format!(
-                        "unknown option `{other}` for rembg-com; known options: {}",
-                        OPTION_KEYS.join(", ")
-                    ))
-                }
-            }
-        }
-        if o.mask == Some(true) && o.bg_color.is_some() {
-            return Err("`mask = true` cannot be combined with `bg_color`; choose one".into());
-        }
-        if o.exact_resize == Some(true) && o.w.is_none() && o.h.is_none() {
-            return Err("`exact_resize = true` needs `w` and/or `h`".into());
-        }
-        Ok(o)
-    }
-
+impl WireOptions for RembgOptions {
     /// What the answer must look like.
     fn expect(&self) -> Expect {
         if self.mask == Some(true) || self.bg_color.is_some() {
@@ -301,34 +221,6 @@ impl Options {
     }
 }
 
-fn is_color(c: &str) -> bool {
-    if let Some(hex) = c.strip_prefix('#') {
-        return matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    }
-    let lower = c.to_ascii_lowercase();
-    lower == "transparent" || CSS_COLOR_NAMES.split_whitespace().any(|n| n == lower)
-}
-
-/// The CSS named colours (the names rembg.com's "colour name" accepts, as
-/// far as its docs say).
-const CSS_COLOR_NAMES: &str = "aliceblue antiquewhite aqua aquamarine azure beige bisque black \
-blanchedalmond blue blueviolet brown burlywood cadetblue chartreuse chocolate coral \
-cornflowerblue cornsilk crimson cyan darkblue darkcyan darkgoldenrod darkgray darkgreen \
-darkgrey darkkhaki darkmagenta darkolivegreen darkorange darkorchid darkred darksalmon \
-darkseagreen darkslateblue darkslategray darkslategrey darkturquoise darkviolet deeppink \
-deepskyblue dimgray dimgrey dodgerblue firebrick floralwhite forestgreen fuchsia gainsboro \
-ghostwhite gold goldenrod gray green greenyellow grey honeydew hotpink indianred indigo ivory \
-khaki lavender lavenderblush lawngreen lemonchiffon lightblue lightcoral lightcyan \
-lightgoldenrodyellow lightgray lightgreen lightgrey lightpink lightsalmon lightseagreen \
-lightskyblue lightslategray lightslategrey lightsteelblue lightyellow lime limegreen linen \
-magenta maroon mediumaquamarine mediumblue mediumorchid mediumpurple mediumseagreen \
-mediumslateblue mediumspringgreen mediumturquoise mediumvioletred midnightblue mintcream \
-mistyrose moccasin navajowhite navy oldlace olive olivedrab orange orangered orchid \
-palegoldenrod palegreen paleturquoise palevioletred papayawhip peachpuff peru pink plum \
-powderblue purple rebeccapurple red rosybrown royalblue saddlebrown salmon sandybrown seagreen \
-seashell sienna silver skyblue slateblue slategray slategrey snow springgreen steelblue tan \
-teal thistle tomato turquoise violet wheat white whitesmoke yellow yellowgreen";
-
 #[async_trait]
 impl HostedApi for RembgApi {
     fn core(&self) -> &Hosted {
@@ -337,10 +229,9 @@ impl HostedApi for RembgApi {
 
     async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
         self.core.refuse_if_paused()?;
-        let opts = Options::parse(req.options).map_err(|m| ProviderError::Permanent {
-            code: "provider-bad-options",
-            message: format!("options for provider `{}`: {m}", self.core.name),
-        })?;
+        // Checked with the config; an inbox of this kind always has them.
+        let defaults = RembgOptions::default();
+        let opts = req.options.rembg().unwrap_or(&defaults);
         if req.input.bytes.len() > MAX_UPLOAD {
             return Err(ProviderError::Permanent {
                 code: "provider-input-too-large",
@@ -440,44 +331,30 @@ impl HostedApi for RembgApi {
         }
         Health { lines, ok }
     }
-
-    fn check_options(&self, options: &toml::Table) -> Result<(), String> {
-        Options::parse(options).map(|_| ())
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn table(s: &str) -> toml::Table {
-        toml::from_str(s).expect("toml")
-    }
-
     #[test]
-    fn options_are_checked_by_name() {
-        let o = Options::parse(&table("w = 2000\nbg_color = \"#ffffff\"")).expect("ok");
+    fn options_become_request_parts() {
+        let o = RembgOptions {
+            w: Some(2000),
+            bg_color: Some("#ffffff".into()),
+            ..RembgOptions::default()
+        };
         assert_eq!(o.expect(), Expect::AnyPicture);
         let parts = o.parts(OutputFormat::Png);
         assert!(parts.contains(&("format", "png".into())));
         assert!(parts.contains(&("w", "2000".into())));
         assert!(parts.contains(&("bg_color", "#ffffff".into())));
-        for (bad, key) in [
-            ("w = \"big\"", "`w`"),
-            ("w = 0", "`w`"),
-            ("h = 10001", "`h`"),
-            ("mask = \"yes\"", "`mask`"),
-            ("bg_color = \"#12345\"", "`bg_color`"),
-            ("bg_color = \"notacolour\"", "`bg_color`"),
-            ("angle = 400", "`angle`"),
-            ("format = \"gif\"", "`format`"),
-            ("colour = \"red\"", "`colour`"),
-            ("mask = true\nbg_color = \"red\"", "bg_color"),
-        ] {
-            let e = Options::parse(&table(bad)).expect_err(bad);
-            assert!(e.contains(key), "{bad}: {e}");
-        }
-        assert!(Options::parse(&table("bg_color = \"White\"\nangle = 90.5")).is_ok());
+        let plain = RembgOptions::default();
+        assert_eq!(plain.expect(), Expect::Alpha);
+        assert_eq!(
+            plain.parts(OutputFormat::Webp),
+            vec![("format", "webp".into())]
+        );
     }
 
     #[test]

@@ -503,12 +503,6 @@ impl HostedApi for VergingApi {
 
     async fn remove(&self, req: &Request<'_>) -> Result<Outcome, ProviderError> {
         self.core.refuse_if_paused()?;
-        if let Some(k) = req.options.keys().next() {
-            return Err(ProviderError::Permanent {
-                code: "provider-bad-options",
-                message: format!("provider kind `verging` takes no options, but `{k}` was given"),
-            });
-        }
         let _slot = self.core.slot().await;
         let (id, resumed) = match req.journal.remote_job() {
             Some(id) => {

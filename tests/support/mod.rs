@@ -69,6 +69,8 @@ impl Site {
             .arg(self.config())
             .current_dir(self.root())
             .env_remove("CUTOUT_CONFIG")
+            // engine = "auto" must not find the developer's own models.
+            .env("CUTOUT_MODELS_DIR", self.root().join("models"))
             .env("RUST_LOG", "info");
         c
     }

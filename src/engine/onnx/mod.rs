@@ -41,10 +41,8 @@ mod tensor;
 pub use engine::OnnxEngine;
 pub use kind::{ModelKind, UnknownModelKind};
 
-/// The script that puts a named model (and the runtime) into a folder.
-const FETCH_MODEL: &str = "scripts/fetch-model.sh";
-/// The script that puts the ONNX Runtime library into a folder.
-const FETCH_RUNTIME: &str = "scripts/fetch-onnxruntime.sh";
+/// The command that puts a named model (and the runtime) into a folder.
+const FETCH_MODEL: &str = "cutout models fetch";
 /// The oldest ONNX Runtime this build accepts (`ort`'s `api-31` feature).
 const MIN_RUNTIME: &str = "1.31";
 
@@ -112,7 +110,7 @@ impl OnnxOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum OnnxError {
     #[error(
-        "model file {} not found: get it with `{FETCH_MODEL} {kind} {}` (or `cutout models fetch {kind}`), \
+        "model file {} not found: get it with `{FETCH_MODEL} {kind} --dir {}`, \
          or point `model` at an existing .onnx file",
         path.display(),
         folder_of(path).display()
@@ -120,7 +118,7 @@ pub enum OnnxError {
     ModelMissing { path: PathBuf, kind: ModelKind },
 
     #[error(
-        "ONNX Runtime library not found ({looked}): get it with `{FETCH_RUNTIME} {}` \
+        "ONNX Runtime library not found ({looked}): get it with `{FETCH_MODEL} onnxruntime --dir {}` \
          (onnxruntime {MIN_RUNTIME} or newer, from the PyPI wheel), then set `onnxruntime = \"…/libonnxruntime.so.1.xx\"` \
          in the provider's config or export ORT_DYLIB_PATH=…/libonnxruntime.so.1.xx",
         suggested_dir.display()
@@ -132,7 +130,7 @@ pub enum OnnxError {
 
     #[error(
         "could not load ONNX Runtime from {}: {reason} (cutout needs onnxruntime {MIN_RUNTIME} or newer: \
-         `{FETCH_RUNTIME} DIR` fetches one)",
+         `{FETCH_MODEL} onnxruntime` fetches one)",
         path.display()
     )]
     RuntimeLoad { path: PathBuf, reason: String },

@@ -27,11 +27,11 @@ fn test_runtime() -> Option<PathBuf> {
         None if std::env::var_os("CI").is_some()
             || std::env::var_os("CUTOUT_REQUIRE_ORT").is_some() =>
         {
-            panic!("ORT_DYLIB_PATH is unset: run scripts/fetch-onnxruntime.sh and export what it prints")
+            panic!("ORT_DYLIB_PATH is unset: run `cutout models fetch onnxruntime --dir models` and export ORT_DYLIB_PATH=models/libonnxruntime.so.1.31.1")
         }
         None => {
             eprintln!(
-                "skipped: ORT_DYLIB_PATH is unset (scripts/fetch-onnxruntime.sh gets the library)"
+                "skipped: ORT_DYLIB_PATH is unset (`cutout models fetch onnxruntime` gets the library)"
             );
             None
         }

@@ -13,7 +13,7 @@ fn missing_model_says_how_to_get_it() {
     assert_eq!(err.code(), "model-missing");
     let text = err.to_string();
     assert!(
-        text.contains("scripts/fetch-model.sh isnet-general-use /nonexistent/models"),
+        text.contains("cutout models fetch isnet-general-use --dir /nonexistent/models"),
         "{text}"
     );
 }
@@ -27,7 +27,7 @@ fn missing_runtime_says_how_to_get_it() {
     let err = OnnxEngine::load(&opts).unwrap_err();
     assert_eq!(err.code(), "runtime-missing");
     let text = err.to_string();
-    assert!(text.contains("scripts/fetch-onnxruntime.sh"), "{text}");
+    assert!(text.contains("cutout models fetch onnxruntime"), "{text}");
     assert!(
         text.contains("ORT_DYLIB_PATH") && text.contains("onnxruntime = "),
         "{text}"
@@ -164,7 +164,7 @@ fn engine_serves_several_threads() {
 #[test]
 fn real_model_separates_the_cat() {
     let Some(model) = std::env::var_os("CUTOUT_TEST_MODEL").filter(|p| !p.is_empty()) else {
-        eprintln!("skipped: CUTOUT_TEST_MODEL is unset (scripts/fetch-model.sh isnet-general-use gets the model)");
+        eprintln!("skipped: CUTOUT_TEST_MODEL is unset (`cutout models fetch isnet-general-use` gets the model)");
         return;
     };
     let kind = std::env::var("CUTOUT_TEST_MODEL_KIND")

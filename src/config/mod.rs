@@ -1,0 +1,40 @@
+//! Configuration: the one place where TOML and defaults become checked,
+//! ready-to-use types. Reading order: `load` finds and reads the file,
+//! `raw` is its serde shape, `check` (with `check_provider` and `units`)
+//! turns it into the `types` the pipeline uses, `options` types each
+//! inbox's provider options (`defaults` holds the built-in values, `paths`
+//! the lexical path helpers), and [`prepare_folders`] is the one step that
+//! touches the disk.
+//!
+//! Owns: every error that names a key and a file ([`ConfigError`]).
+//!
+//! Must not: create folders or touch the disk beyond reading the file
+//! (except [`prepare_folders`], called explicitly by commands that want it),
+//! hold secrets in `Debug` output, or import the provider, pipeline or queue
+//! modules (they import this one).
+
+mod check;
+mod check_provider;
+mod defaults;
+mod folders;
+mod load;
+mod options;
+mod paths;
+mod raw;
+mod types;
+mod units;
+
+#[cfg(test)]
+mod tests;
+
+pub use defaults::*;
+pub use folders::prepare_folders;
+pub use load::{
+    from_str, from_str_with, load_with_text, locate, provider_digests, SystemdDirs,
+    CONFIGURATION_DIRECTORY_ENV, CONFIG_ENV, CONFIG_FILE_NAME, LOGS_DIRECTORY_ENV,
+    STATE_DIRECTORY_ENV,
+};
+pub use options::{InboxOptions, RembgOptions};
+pub use paths::normalize;
+pub use types::*;
+pub use units::{parse_duration, parse_size};

@@ -1,0 +1,215 @@
+//! Per-inbox provider options (`options = { … }` in an `[[inbox]]`), checked
+//! once when the config is read into the typed [`InboxOptions`] that live on
+//! the [`Inbox`](super::Inbox); providers read the typed values and never
+//! parse the table again.
+//!
+//! Owns: which option keys each provider kind accepts and their value rules;
+//! errors name `inbox[N].options`, the option and the file.
+//!
+//! Must not: know the wire format of a provider's API (how the values are
+//! sent is the provider's business) or import provider code.
+
+use super::check::Checker;
+use super::types::{OutputFormat, ProviderKind};
+use super::ConfigError;
+
+/// The checked options of one inbox, by the kind of its provider.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum InboxOptions {
+    /// The provider kind takes no options (local, verging).
+    #[default]
+    None,
+    /// `kind = "rembg-com"`.
+    RembgCom(RembgOptions),
+}
+
+impl InboxOptions {
+    /// The rembg.com options (None for other kinds).
+    pub fn rembg(&self) -> Option<&RembgOptions> {
+        match self {
+            InboxOptions::RembgCom(o) => Some(o),
+            InboxOptions::None => None,
+        }
+    }
+}
+
+/// The option keys rembg.com documents.
+const REMBG_KEYS: &[&str] = &[
+    "format",
+    "w",
+    "h",
+    "exact_resize",
+    "mask",
+    "bg_color",
+    "angle",
+    "expand",
+];
+/// Largest `w` / `h` accepted.
+pub const REMBG_MAX_SIDE: i64 = 10_000;
+
+/// rembg.com's per-inbox options, checked. `None`: not sent (the API's
+/// default), except `format`, which defaults to the inbox's `output_format`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RembgOptions {
+    pub format: Option<OutputFormat>,
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    pub exact_resize: Option<bool>,
+    pub mask: Option<bool>,
+    /// `#RGB`, `#RGBA`, `#RRGGBB`, `#RRGGBBAA` or a CSS colour name.
+    pub bg_color: Option<String>,
+    pub angle: Option<f64>,
+    pub expand: Option<bool>,
+}
+
+impl Checker {
+    /// `inbox[i].options` for an inbox whose provider is `kind`.
+    pub(super) fn options(
+        &self,
+        key: &str,
+        kind: &ProviderKind,
+        table: &toml::Table,
+    ) -> Result<InboxOptions, ConfigError> {
+        let checked = match kind {
+            ProviderKind::RembgCom(_) => RembgOptions::parse(table).map(InboxOptions::RembgCom),
+            ProviderKind::Local(_) | ProviderKind::Verging(_) => match table.keys().next() {
+                None => Ok(InboxOptions::None),
+                Some(k) => Err(format!(
+                    "provider kind `{}` takes no options, but `{k}` was given",
+                    kind.name()
+                )),
+            },
+        };
+        checked.map_err(|m| self.err(key, m))
+    }
+}
+
+impl RembgOptions {
+    /// Check an `options = { … }` table; errors name the option.
+    pub fn parse(t: &toml::Table) -> Result<RembgOptions, String> {
+        let mut o = RembgOptions::default();
+        for (k, v) in t {
+            o.set(k, v)?;
+        }
+        if o.mask == Some(true) && o.bg_color.is_some() {
+            return Err("`mask = true` cannot be combined with `bg_color`; choose one".into());
+        }
+        if o.exact_resize == Some(true) && o.w.is_none() && o.h.is_none() {
+            return Err("`exact_resize = true` needs `w` and/or `h`".into());
+        }
+        Ok(o)
+    }
+
+    /// One `key = value` of the table.
+    fn set(&mut self, k: &str, v: &toml::Value) -> Result<(), String> {
+        let bool_of = |v: &toml::Value| {
+            v.as_bool()
+                .ok_or_else(|| format!("`{k}` must be true or false, got {v}"))
+        };
+        let side = |v: &toml::Value| match v.as_integer() {
+            Some(n) if (1..=REMBG_MAX_SIDE).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{k}` must be a whole number of pixels from 1 to {REMBG_MAX_SIDE}, got {v}"
+            )),
+        };
+        match k {
+            "format" => {
+                self.format = Some(match v.as_str() {
+                    Some("png") => OutputFormat::Png,
+                    Some("webp") => OutputFormat::Webp,
+                    _ => return Err(format!("`format` must be \"png\" or \"webp\", got {v}")),
+                })
+            }
+            "w" => self.w = Some(side(v)?),
+            "h" => self.h = Some(side(v)?),
+            "exact_resize" => self.exact_resize = Some(bool_of(v)?),
+            "mask" => self.mask = Some(bool_of(v)?),
+            "expand" => self.expand = Some(bool_of(v)?),
+            "angle" => {
+                let a = v
+                    .as_float()
+                    .or_else(|| v.as_integer().map(|i| i as f64))
+                    .filter(|a| a.is_finite() && (-360.0..=360.0).contains(a))
+                    .ok_or_else(|| format!("`angle` must be a number from -360 to 360, got {v}"))?;
+                self.angle = Some(a);
+            }
+            "bg_color" => {
+                let c = v.as_str().filter(|c| is_color(c)).ok_or_else(|| {
+                    format!(
+                        "`bg_color` must be \"#RGB\", \"#RGBA\", \"#RRGGBB\", \"#RRGGBBAA\" or a CSS colour name, got {v}"
+                    )
+                })?;
+                self.bg_color = Some(c.to_string());
+            }
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` for rembg-com; known options: {}",
+                    REMBG_KEYS.join(", ")
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_color(c: &str) -> bool {
+    if let Some(hex) = c.strip_prefix('#') {
+        return matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit());
+    }
+    let lower = c.to_ascii_lowercase();
+    lower == "transparent" || CSS_COLOR_NAMES.split_whitespace().any(|n| n == lower)
+}
+
+/// The CSS named colours (the names rembg.com's "colour name" accepts, as
+/// far as its docs say).
+const CSS_COLOR_NAMES: &str = "aliceblue antiquewhite aqua aquamarine azure beige bisque black \
+blanchedalmond blue blueviolet brown burlywood cadetblue chartreuse chocolate coral \
+cornflowerblue cornsilk crimson cyan darkblue darkcyan darkgoldenrod darkgray darkgreen \
+darkgrey darkkhaki darkmagenta darkolivegreen darkorange darkorchid darkred darksalmon \
+darkseagreen darkslateblue darkslategray darkslategrey darkturquoise darkviolet deeppink \
+deepskyblue dimgray dimgrey dodgerblue firebrick floralwhite forestgreen fuchsia gainsboro \
+ghostwhite gold goldenrod gray green greenyellow grey honeydew hotpink indianred indigo ivory \
+khaki lavender lavenderblush lawngreen lemonchiffon lightblue lightcoral lightcyan \
+lightgoldenrodyellow lightgray lightgreen lightgrey lightpink lightsalmon lightseagreen \
+lightskyblue lightslategray lightslategrey lightsteelblue lightyellow lime limegreen linen \
+magenta maroon mediumaquamarine mediumblue mediumorchid mediumpurple mediumseagreen \
+mediumslateblue mediumspringgreen mediumturquoise mediumvioletred midnightblue mintcream \
+mistyrose moccasin navajowhite navy oldlace olive olivedrab orange orangered orchid \
+palegoldenrod palegreen paleturquoise palevioletred papayawhip peachpuff peru pink plum \
+powderblue purple rebeccapurple red rosybrown royalblue saddlebrown salmon sandybrown seagreen \
+seashell sienna silver skyblue slateblue slategray slategrey snow springgreen steelblue tan \
+teal thistle tomato turquoise violet wheat white whitesmoke yellow yellowgreen";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(s: &str) -> toml::Table {
+        toml::from_str(s).expect("toml")
+    }
+
+    #[test]
+    fn rembg_options_are_checked_by_name() {
+        let o = RembgOptions::parse(&table("w = 2000\nbg_color = \"#ffffff\"")).expect("ok");
+        assert_eq!(o.w, Some(2000));
+        assert_eq!(o.bg_color.as_deref(), Some("#ffffff"));
+        for (bad, key) in [
+            ("w = \"big\"", "`w`"),
+            ("w = 0", "`w`"),
+            ("h = 10001", "`h`"),
+            ("mask = \"yes\"", "`mask`"),
+            ("bg_color = \"#12345\"", "`bg_color`"),
+            ("bg_color = \"notacolour\"", "`bg_color`"),
+            ("angle = 400", "`angle`"),
+            ("format = \"gif\"", "`format`"),
+            ("colour = \"red\"", "`colour`"),
+            ("mask = true\nbg_color = \"red\"", "bg_color"),
+            ("exact_resize = true", "exact_resize"),
+        ] {
+            let e = RembgOptions::parse(&table(bad)).expect_err(bad);
+            assert!(e.contains(key), "{bad}: {e}");
+        }
+        let o = RembgOptions::parse(&table("bg_color = \"White\"\nangle = 90")).expect("ok");
+        assert_eq!(o.angle, Some(90.0));
+    }
+}
