@@ -88,6 +88,9 @@ pub struct OnnxOptions {
     /// ONNX Runtime's CPU memory arena: ~0.2 GB more peak memory, fewer page
     /// faults (~0.4 s less CPU per 1024² picture). Default off.
     pub memory_arena: bool,
+    /// Sessions of the model, i.e. inferences that can run at once (the
+    /// provider's `parallel`); each holds its own weights and buffers.
+    pub sessions: usize,
     /// Clean-up applied by [`OnnxEngine::cut_out`].
     pub post: PostOptions,
 }
@@ -101,6 +104,7 @@ impl OnnxOptions {
             runtime: None,
             threads: 1,
             memory_arena: false,
+            sessions: 1,
             post: PostOptions::default(),
         }
     }
