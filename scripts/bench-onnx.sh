@@ -25,6 +25,7 @@
 #   KIND      model kind/rembg name [isnet-general-use]
 #   THREADS   inference threads     [2]
 #   PARALLEL  cutout settings       ["1"]  e.g. "1 2" (threads stays THREADS)
+#   ARENA     memory_arena settings ["false"]  e.g. "false true"
 #   ROUNDS    rounds                [3]
 #   ORT_DYLIB_PATH  cutout's runtime [libonnxruntime.so.* beside MODEL]
 #   SAMPLES   the sample photos    [../shared/samples beside the repo]
@@ -38,6 +39,7 @@ MODEL=${MODEL:-$repo/models/isnet-general-use.onnx}
 KIND=${KIND:-isnet-general-use}
 THREADS=${THREADS:-2}
 PARALLEL=${PARALLEL:-1}
+ARENA=${ARENA:-false}
 ROUNDS=${ROUNDS:-3}
 SAMPLES=${SAMPLES:-$repo/../shared/samples}
 VENV=${VENV:-$repo/target/rembg-venv}
@@ -56,7 +58,7 @@ export ORT_DYLIB_PATH
 CUTOUT=$repo/target/release/cutout
 if [ ! -x "$VENV/bin/rembg" ]; then
     python3 -m venv "$VENV"
-    "$VENV/bin/pip" install -q rembg==2.0.86 onnxruntime scikit-image >&2
+    "$VENV/bin/pip" install -q "rembg[cli]==2.0.86" onnxruntime scikit-image >&2
 fi
 PY=$VENV/bin/python
 
@@ -74,8 +76,10 @@ timed() { # LABEL CMD...: CMD under /usr/bin/time -v, stdout+stderr to OUT/time/
         { say "$label failed: see $OUT/time/$label.log"; return 1; }
 }
 
-run_cutout() { # ROUND P
-    local dir=$OUT/cutout-p$2-r$1
+run_cutout() { # ROUND P ARENA
+    local label=cutout-p$2${3/#true/-arena}
+    label=${label%false}
+    local dir=$OUT/$label-r$1
     mkdir -p "$dir/inbox" "$dir/outbox"
     cp "$OUT"/photos/* "$dir/inbox/"
     cat >"$dir/cutout.toml" <<TOML
@@ -97,8 +101,9 @@ model = "$MODEL"
 model_kind = "$KIND"
 threads = $THREADS
 parallel = $2
+memory_arena = $3
 TOML
-    timed "cutout-p$2-r$1" "$CUTOUT" process -c "$dir/cutout.toml" --log info,cutout=trace
+    timed "$label-r$1" "$CUTOUT" process -c "$dir/cutout.toml" --log info,cutout=trace
 }
 run_rembg() { # ROUND
     rm -rf "$OUT/rembg-r$1"
@@ -113,8 +118,10 @@ say "model $MODEL ($KIND), $THREADS threads, runtime $ORT_DYLIB_PATH, rounds $RO
 say "outputs and logs: $OUT"
 for r in $(seq 1 "$ROUNDS"); do
     say "round $r/$ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
-    for p in $PARALLEL; do run_cutout "$r" "$p"; done
+    for p in $PARALLEL; do for a in $ARENA; do run_cutout "$r" "$p" "$a"; done; done
     run_rembg "$r"
     run_bare "$r"
 done
-"$PY" "$repo/scripts/bench-report.py" "$OUT" "$ROUNDS" "$PARALLEL"
+labels=()
+for p in $PARALLEL; do for a in $ARENA; do l=cutout-p$p${a/#true/-arena}; labels+=("${l%false}"); done; done
+"$PY" "$repo/scripts/bench-report.py" "$OUT" "$ROUNDS" "${labels[*]}"

@@ -3,7 +3,7 @@ time and peak RSS (from /usr/bin/time -v), pictures per second and ratios,
 cutout's per-picture breakdown (from its debug/trace log), bare inference
 per picture, and mask parity between cutout and rembg.
 
-    python bench-report.py OUT ROUNDS "PARALLEL..."
+    python bench-report.py OUT ROUNDS "cutout-p1 cutout-p1-arena ..."
 """
 import glob
 import os
@@ -42,7 +42,7 @@ def fields(line):
 
 
 rows = {}
-for label in [f"cutout-p{p}" for p in settings] + ["rembg", "bare"]:
+for label in settings + ["rembg", "bare"]:
     ts = [timing(f"{label}-r{r}") for r in range(1, rounds + 1)]
     rows[label] = tuple(med([t[i] for t in ts]) for i in range(4))
 
@@ -60,21 +60,21 @@ bare_pic = med(bare_ms) / 1000
 print(f"\n{n} photos, {rounds} rounds, medians (load {open('/proc/loadavg').read().split()[0]} at the end)\n")
 print(f"{'':22} {'wall s':>7} {'s/picture':>9} {'pictures/s':>10} {'peak RSS MB':>11} {'user s':>7} {'sys s':>6}")
 for label, (wall, rss, user, sys_) in rows.items():
-    name = {"rembg": "rembg p", "bare": f"bare ORT {version}"}.get(label, label.replace("cutout-p", "cutout process, parallel "))
+    name = {"rembg": "rembg p", "bare": f"bare ORT {version}"}.get(label, label)
     print(f"{name:22} {wall:7.2f} {wall / n:9.2f} {n / wall:10.3f} {rss:11.0f} {user:7.1f} {sys_:6.1f}")
 print(f"{'bare inference only':22} {'':7} {bare_pic:9.2f} {1 / bare_pic:10.3f}   (median run, session load {med(bare_load) / 1000:.2f} s)")
 
 rembg_wall = rows["rembg"][0]
 for p in settings:
-    wall = rows[f"cutout-p{p}"][0]
-    print(f"cutout parallel {p}: pictures/s {rembg_wall / wall:.2f}× rembg's; "
+    wall = rows[p][0]
+    print(f"{p}: pictures/s {rembg_wall / wall:.2f}× rembg's; "
           f"wall per picture {wall / n / bare_pic:.2f}× bare inference")
 
 # cutout's per-picture breakdown (parallel = first setting), medians in ms.
 steps = {k: [] for k in ["read", "decode+validate", "resize", "inference", "resize back", "compose", "encode", "write"]}
 p0 = settings[0]
 for r in range(1, rounds + 1):
-    for line in open(os.path.join(out, "time", f"cutout-p{p0}-r{r}.log")):
+    for line in open(os.path.join(out, "time", f"{p0}-r{r}.log")):
         f = fields(line)
         if "blocking step" in line and f.get("what") == "read input":
             steps["read"].append(int(f["run_us"]))
@@ -88,16 +88,16 @@ for r in range(1, rounds + 1):
         elif "output written" in line:
             steps["encode"].append(int(f["encode_us"]))
             steps["write"].append(int(f["write_us"]))
-print(f"\ncutout per picture (parallel {p0}, median ms over {rounds}×{n}):")
+print(f"\n{p0} per picture (median ms over {rounds}×{n}):")
 print("  " + "  ".join(f"{k} {med(v) / 1000:.1f}" for k, v in steps.items()))
 total = sum(med(v) for v in steps.values()) / 1000
-print(f"  sum {total:.0f} ms; wall per picture {rows[f'cutout-p{p0}'][0] / n * 1000:.0f} ms")
+print(f"  sum {total:.0f} ms; wall per picture {rows[p0][0] / n * 1000:.0f} ms")
 
 # Mask parity, cutout (parallel = first setting, round 1) vs rembg (round 1).
 print("\nmask parity, cutout vs rembg (alpha): max |diff|, share > 2/255, IoU at 128")
 for f in sorted(glob.glob(os.path.join(out, "photos", "*"))):
     stem = os.path.splitext(os.path.basename(f))[0]
-    c = glob.glob(os.path.join(out, f"cutout-p{p0}-r1", "outbox", stem + ".*"))
+    c = glob.glob(os.path.join(out, f"{p0}-r1", "outbox", stem + ".*"))
     rp = os.path.join(out, "rembg-r1", stem + ".png")
     if not c or not os.path.exists(rp):
         print(f"  {stem}: missing output")

@@ -218,6 +218,16 @@ impl OnnxEngine {
         Ok(out)
     }
 
+    /// Sessions not running an inference now (all of them between calls).
+    #[cfg(test)]
+    pub(super) fn idle_sessions(&self) -> usize {
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
+    }
+
     /// One line for logs and `cutout check`, e.g.
     /// `isnet-general-use (isnet-general-use.onnx, 1024², onnxruntime 1.31.1, 2 threads)`.
     pub fn describe(&self) -> String {
