@@ -91,7 +91,10 @@ for r in range(1, rounds + 1):
 print(f"\n{p0} per picture (median ms over {rounds}×{n}):")
 print("  " + "  ".join(f"{k} {med(v) / 1000:.1f}" for k, v in steps.items()))
 total = sum(med(v) for v in steps.values()) / 1000
-print(f"  sum {total:.0f} ms; wall per picture {rows[p0][0] / n * 1000:.0f} ms")
+per_pic = rows[p0][0] / n * 1000
+infer = med(steps["inference"]) / 1000
+print(f"  sum {total:.0f} ms; wall per picture {per_pic:.0f} ms = {per_pic / infer:.2f}× its own inference step "
+      f"(start-up and model load included)")
 
 # Mask parity, cutout (parallel = first setting, round 1) vs rembg (round 1).
 print("\nmask parity, cutout vs rembg (alpha): max |diff|, share > 2/255, IoU at 128")
