@@ -1,4 +1,5 @@
-//! The ONNX engine alone, for scripts/bench-onnx.sh: model + pictures →
+//! The ONNX engine alone, for quick in-process measurements (no daemon,
+//! no state; scripts/bench-onnx.sh measures `cutout process`): model + pictures →
 //! RGBA PNG cut-outs, timing each picture's decode → mask → encode.
 //!
 //! cutout_one --model FILE [--kind isnet-general-use] [--threads N] [--arena]

@@ -1,47 +1,49 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of cutout's local ONNX engine against rembg itself,
-# same model file, same pictures, same thread count. A documented command,
-# not a timed test: run it on a quiet machine.
+# Batch benchmark of cutout's local ONNX engine against rembg and against
+# bare ONNX Runtime inference: same 8 photos, same model file, same thread
+# count, interleaved in ONE run (round after round), so a busy machine slows
+# all of them alike. A documented command, not a timed test.
 #
-#   scripts/bench-onnx.sh [PICTURE...]      # default: ../shared/samples/*.png
+#   scripts/bench-onnx.sh
 #
-# For each picture, one process each (cold: start, load the model, decode →
-# mask → encode, exit):
-#   cutout   run_cutout below
-#   rembg    rembg i -m isnet-general-use PICTURE OUT.png
-#            (U2NET_HOME = a folder holding the same model file,
-#             MODEL_CHECKSUM_DISABLED=1, OMP_NUM_THREADS=THREADS)
-# then all pictures in one process each (warm: the model loaded once):
-#   cutout   run_cutout with every picture
-#   rembg    rembg p -m isnet-general-use IN_DIR OUT_DIR
-# Reports wall seconds and peak RSS (/usr/bin/time -v) of each, and the
-# largest per-pixel difference between the two alpha masks (goal: ≤ 2/255).
+# The photos (scripts/bench-photos.py): ../shared/samples/*.png and
+# scikit-image's rocket photo, each also mirrored and re-encoded as JPEG.
+# Each round runs, each under /usr/bin/time -v (wall, peak RSS):
+#   cutout   `cutout process` on an inbox holding the 8 photos (engine onnx,
+#            concurrency = parallel = P, for every P in PARALLEL), debug log
+#            kept for the per-picture breakdown
+#   rembg    `rembg p -m KIND IN OUT` (PyPI rembg 2.0.86; U2NET_HOME = a folder
+#            holding the same model file, MODEL_CHECKSUM_DISABLED=1,
+#            OMP_NUM_THREADS=THREADS)
+#   bare     scripts/bench-bare.py: one ONNX Runtime session, the model run
+#            once per photo (python onnxruntime in the same venv as rembg)
+# Then prints medians over the rounds, ratios, the per-picture breakdown of
+# cutout's steps, and mask parity (cutout vs rembg: max |diff|, IoU at 128).
 #
 # Environment (defaults in brackets):
-#   MODEL       the .onnx file                 [models/isnet-general-use.onnx]
-#   KIND        its model kind / rembg name    [isnet-general-use]
-#   THREADS     inference threads for both     [2]
-#   ORT_DYLIB_PATH  runtime for cutout         [libonnxruntime.so.* beside MODEL]
-#   CUTOUT_BIN  cutout's binary                [target/release/examples/cutout_one]
-#   REMBG       rembg's command; "none" skips  [rembg on PATH]
-#   PYTHON      python with numpy + PIL for the mask diff [the one beside rembg]
-#   OUT         where outputs and timings go   [a new temporary folder]
+#   MODEL     the .onnx file        [models/isnet-general-use.onnx]
+#   KIND      model kind/rembg name [isnet-general-use]
+#   THREADS   inference threads     [2]
+#   PARALLEL  cutout settings       ["1"]  e.g. "1 2" (threads stays THREADS)
+#   ARENA     memory_arena settings ["false"]  e.g. "false true"
+#   ROUNDS    rounds                [3]
+#   ORT_DYLIB_PATH  cutout's runtime [libonnxruntime.so.* beside MODEL]
+#   SAMPLES   the sample photos    [../shared/samples beside the repo]
+#   VENV      python venv with rembg 2.0.86 + onnxruntime + scikit-image
+#             [target/rembg-venv, created with pip when missing]
+#   OUT       outputs and logs      [a new temporary folder]
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODEL=${MODEL:-$repo/models/isnet-general-use.onnx}
 KIND=${KIND:-isnet-general-use}
 THREADS=${THREADS:-2}
-CUTOUT_BIN=${CUTOUT_BIN:-$repo/target/release/examples/cutout_one}
+PARALLEL=${PARALLEL:-1}
+ARENA=${ARENA:-false}
+ROUNDS=${ROUNDS:-3}
+SAMPLES=${SAMPLES:-$repo/../shared/samples}
+VENV=${VENV:-$repo/target/rembg-venv}
 OUT=${OUT:-$(mktemp -d -t cutout-bench.XXXXXX)}
-
-# The one line to change when `cutout process` exists: OUT_DIR PICTURE... →
-# OUT_DIR/<stem>.png (RGBA, mask as alpha).
-run_cutout() { "$CUTOUT_BIN" --model "$MODEL" --kind "$KIND" --threads "$THREADS" --out-dir "$1" "${@:2}"; }
-export -f run_cutout
-export MODEL KIND THREADS CUTOUT_BIN
-cutout_cmd=(bash -c 'run_cutout "$@"' run_cutout)
-
 say() { printf '%s\n' "$*" >&2; }
 
 [ -f "$MODEL" ] || { say "no model at $MODEL: cutout models fetch $KIND --dir $(dirname "$MODEL")"; exit 1; }
@@ -52,77 +54,74 @@ if [ -z "${ORT_DYLIB_PATH:-}" ]; then
 fi
 export ORT_DYLIB_PATH
 [ -x /usr/bin/time ] || { say "needs GNU time at /usr/bin/time (apt-get install time)"; exit 1; }
-if [ "$CUTOUT_BIN" = "$repo/target/release/examples/cutout_one" ]; then
-    (cd "$repo" && cargo build --release --locked --example cutout_one >&2)
+(cd "$repo" && cargo build --release --locked --bin cutout >&2)
+CUTOUT=$repo/target/release/cutout
+if [ ! -x "$VENV/bin/rembg" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "rembg[cli]==2.0.86" onnxruntime scikit-image >&2
 fi
-[ -x "$CUTOUT_BIN" ] || command -v "$CUTOUT_BIN" >/dev/null || { say "no cutout binary at $CUTOUT_BIN (set CUTOUT_BIN)"; exit 1; }
+PY=$VENV/bin/python
 
-REMBG=${REMBG:-$(command -v rembg || echo none)}
-if [ "$REMBG" != none ]; then
-    PYTHON=${PYTHON:-$(dirname "$(command -v "$REMBG")")/python}
-else
-    PYTHON=${PYTHON:-python3}
-fi
-
-if [ $# -gt 0 ]; then
-    pictures=("$@")
-else
-    pictures=("$repo"/../shared/samples/*.png)
-fi
-
-mkdir -p "$OUT"/{in,cutout-cold,cutout-warm,rembg-cold,rembg-warm,time,u2net}
-for p in "${pictures[@]}"; do cp "$p" "$OUT/in/"; done
-# rembg looks for U2NET_HOME/<name>.onnx: give it the very same file.
+# The photos.
+rocket=$("$PY" -c 'import os, skimage; print(os.path.join(os.path.dirname(skimage.__file__), "data", "rocket.jpg"))')
+[ -f "$rocket" ] || { say "scikit-image's rocket.jpg is not at $rocket"; exit 1; }
+"$PY" "$repo/scripts/bench-photos.py" "$OUT/photos" "$SAMPLES"/*.png "$rocket"
+mkdir -p "$OUT/u2net" "$OUT/time"
 ln -sf "$MODEL" "$OUT/u2net/$KIND.onnx"
-rembg_env=(env U2NET_HOME="$OUT/u2net" MODEL_CHECKSUM_DISABLED=1 OMP_NUM_THREADS="$THREADS")
 
-# timed LABEL CMD...: runs CMD under /usr/bin/time -v; its output goes to OUT/time/LABEL.log.
-timed() {
+timed() { # LABEL CMD...: CMD under /usr/bin/time -v, stdout+stderr to OUT/time/LABEL.log
     local label=$1
     shift
     /usr/bin/time -v -o "$OUT/time/$label.time" "$@" >"$OUT/time/$label.log" 2>&1 ||
         { say "$label failed: see $OUT/time/$label.log"; return 1; }
 }
-wall() { awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, t, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + t[i]; printf "%.2f", s }' "$OUT/time/$1.time"; }
-rss_mb() { awk '/Maximum resident set size/ { printf "%.0f", $NF / 1024 }' "$OUT/time/$1.time"; }
 
-say "model: $MODEL ($KIND), $THREADS threads, runtime $ORT_DYLIB_PATH"
-say "cutout: $CUTOUT_BIN"
-say "rembg:  $REMBG"
-say "load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-say "outputs: $OUT"
-say ""
+run_cutout() { # ROUND P ARENA
+    local label=cutout-p$2${3/#true/-arena}
+    label=${label%false}
+    local dir=$OUT/$label-r$1
+    mkdir -p "$dir/inbox" "$dir/outbox"
+    cp "$OUT"/photos/* "$dir/inbox/"
+    cat >"$dir/cutout.toml" <<TOML
+state_dir = "$dir/state"
+[queue]
+concurrency = $2
+[[inbox]]
+path = "$dir/inbox"
+outbox = "$dir/outbox"
+archive = "$dir/archive"
+rejected = "$dir/rejected"
+failed = "$dir/failed"
+provider = "onnx"
+settle = "0s"
+[providers.onnx]
+kind = "local"
+engine = "onnx"
+model = "$MODEL"
+model_kind = "$KIND"
+threads = $THREADS
+parallel = $2
+memory_arena = $3
+TOML
+    timed "$label-r$1" "$CUTOUT" process -c "$dir/cutout.toml" --log info,cutout=trace
+}
+run_rembg() { # ROUND
+    rm -rf "$OUT/rembg-r$1"
+    timed "rembg-r$1" env U2NET_HOME="$OUT/u2net" MODEL_CHECKSUM_DISABLED=1 OMP_NUM_THREADS="$THREADS" \
+        "$VENV/bin/rembg" p -m "$KIND" "$OUT/photos" "$OUT/rembg-r$1"
+}
+run_bare() { # ROUND
+    timed "bare-r$1" "$PY" "$repo/scripts/bench-bare.py" "$MODEL" "$THREADS" "$OUT"/photos/*
+}
 
-printf '%-16s %9s | %9s %9s | %11s %11s | %8s %8s\n' picture size "cutout s" "rembg s" "cutout MB" "rembg MB" "max diff" ">2/255"
-for p in "$OUT"/in/*; do
-    stem=$(basename "${p%.*}")
-    timed "cutout-$stem" "${cutout_cmd[@]}" "$OUT/cutout-cold" "$p"
-    c_s=$(wall "cutout-$stem") c_mb=$(rss_mb "cutout-$stem")
-    r_s=- r_mb=- diff=- over=-
-    if [ "$REMBG" != none ]; then
-        timed "rembg-$stem" "${rembg_env[@]}" "$REMBG" i -m "$KIND" "$p" "$OUT/rembg-cold/$stem.png"
-        r_s=$(wall "rembg-$stem") r_mb=$(rss_mb "rembg-$stem")
-        read -r diff over < <("$PYTHON" - "$OUT/cutout-cold/$stem.png" "$OUT/rembg-cold/$stem.png" <<'PY'
-import sys
-import numpy as np
-from PIL import Image
-a, b = (np.asarray(Image.open(f).convert("RGBA"))[:, :, 3].astype(int) for f in sys.argv[1:3])
-d = np.abs(a - b)
-print(d.max(), f"{(d > 2).mean() * 100:.3f}%")
-PY
-)
-    fi
-    size=$("$PYTHON" -c "from PIL import Image; import sys; print('%dx%d' % Image.open(sys.argv[1]).size)" "$p" 2>/dev/null || echo "?")
-    printf '%-16s %9s | %9s %9s | %11s %11s | %8s %8s\n' "$stem" "$size" "$c_s" "$r_s" "$c_mb" "$r_mb" "$diff" "$over"
+say "model $MODEL ($KIND), $THREADS threads, runtime $ORT_DYLIB_PATH, rounds $ROUNDS, cutout parallel: $PARALLEL"
+say "outputs and logs: $OUT"
+for r in $(seq 1 "$ROUNDS"); do
+    say "round $r/$ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    for p in $PARALLEL; do for a in $ARENA; do run_cutout "$r" "$p" "$a"; done; done
+    run_rembg "$r"
+    run_bare "$r"
 done
-
-n=${#pictures[@]}
-timed cutout-all "${cutout_cmd[@]}" "$OUT/cutout-warm" "$OUT"/in/*
-line=$(printf 'all %d in one process: cutout %ss (%s MB)' "$n" "$(wall cutout-all)" "$(rss_mb cutout-all)")
-if [ "$REMBG" != none ]; then
-    timed rembg-all "${rembg_env[@]}" "$REMBG" p -m "$KIND" "$OUT/in" "$OUT/rembg-warm"
-    line+=$(printf ', rembg p %ss (%s MB)' "$(wall rembg-all)" "$(rss_mb rembg-all)")
-fi
-echo "$line"
-# cutout_one also times each picture inside the process (decode → mask → encode, model already loaded).
-grep -h '^picture:' "$OUT/time/cutout-all.log" 2>/dev/null | sed 's/^/  cutout in-process /' || true
+labels=()
+for p in $PARALLEL; do for a in $ARENA; do l=cutout-p$p${a/#true/-arena}; labels+=("${l%false}"); done; done
+"$PY" "$repo/scripts/bench-report.py" "$OUT" "$ROUNDS" "${labels[*]}"

@@ -363,7 +363,7 @@ impl Checker {
                 1,
                 64,
             )? as usize,
-            memory_arena: raw.memory_arena.unwrap_or(false),
+            memory_arena: raw.memory_arena.unwrap_or(true),
             remove_specks: raw.remove_specks.unwrap_or(false),
             fill_holes: raw.fill_holes.unwrap_or(false),
             feather: feather as f32,

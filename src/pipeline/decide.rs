@@ -112,8 +112,14 @@ async fn write_cutout(
     let written = blocking(
         "write output",
         move || -> Result<(), output::OutputError> {
+            let t = std::time::Instant::now();
             let bytes = output::encode(cutout, format, quality)?;
-            output::write_output(&out, &bytes)
+            let encode_us = t.elapsed().as_micros() as u64;
+            let t = std::time::Instant::now();
+            output::write_output(&out, &bytes)?;
+            let write_us = t.elapsed().as_micros() as u64;
+            tracing::debug!(encode_us, write_us, bytes = bytes.len(), "output written");
+            Ok(())
         },
     )
     .await;

@@ -49,6 +49,7 @@ fn onnx_options(cfg: &LocalConfig) -> Option<OnnxOptions> {
     o.runtime = cfg.onnxruntime.clone();
     o.threads = cfg.threads;
     o.memory_arena = cfg.memory_arena;
+    o.sessions = cfg.parallel.max(1);
     o.post = PostOptions {
         remove_specks: cfg.remove_specks,
         fill_holes: cfg.fill_holes,

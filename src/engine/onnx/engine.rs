@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 use std::time::Instant;
 
 use image::{GrayImage, RgbaImage};
@@ -19,15 +19,59 @@ use super::tensor::{check_input, check_output, f16_tensor, read_mask_output, Pre
 use super::{inference, ModelKind, OnnxError, OnnxOptions, PostOptions};
 use crate::engine::mask::colour::decontaminate;
 
+/// How long one picture's steps took in [`OnnxEngine::mask_timed`].
+struct Steps {
+    /// RGB, resize to the model's square, normalise.
+    resize: std::time::Duration,
+    /// Input tensor, the run (including waiting for the session), output copy.
+    infer: std::time::Duration,
+    /// Output to 8-bit, resize back to the picture's size.
+    resize_back: std::time::Duration,
+}
+
 /// The session and its run options (first output only), used by one call at a time.
 struct Runner {
     session: Session,
     run_options: RunOptions<HasSelectedOutputs>,
 }
 
+/// `sessions` sessions of the same model; a call takes an idle one (waiting
+/// when all are busy) and gives it back, so up to `sessions` inferences run
+/// at once. A session is not shared: `ort` runs need exclusive access.
+struct Pool {
+    idle: Mutex<Vec<Runner>>,
+    returned: Condvar,
+}
+
+impl Pool {
+    fn take(&self) -> Runner {
+        let mut idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        loop {
+            if let Some(runner) = idle.pop() {
+                return runner;
+            }
+            idle = self
+                .returned
+                .wait(idle)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
+    }
+
+    fn give_back(&self, runner: Runner) {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(runner);
+        self.returned.notify_one();
+    }
+}
+
 /// One loaded model: create once with [`OnnxEngine::load`], share (`Arc`)
-/// between blocking threads. Calls are serialised on the session; ONNX Runtime
-/// itself uses `threads` cores for each.
+/// between blocking threads. Up to `sessions` calls infer at once, each
+/// on its own session; ONNX Runtime itself uses `threads` cores for each.
 pub struct OnnxEngine {
     kind: ModelKind,
     model: PathBuf,
@@ -38,7 +82,8 @@ pub struct OnnxEngine {
     memory_arena: bool,
     runtime_version: String,
     post: PostOptions,
-    runner: Mutex<Runner>,
+    sessions: usize,
+    pool: Pool,
 }
 
 impl fmt::Debug for OnnxEngine {
@@ -74,12 +119,21 @@ impl OnnxEngine {
         let (env, runtime_version) = runtime(&runtime_path)?;
 
         let started = Instant::now();
-        let session = build_session(&env, opts).map_err(bad)?;
-        let (size, input) = check_input(&session, kind).map_err(bad)?;
-        let output = check_output(&session).map_err(bad)?;
-        let run_options = RunOptions::new()
-            .map_err(|e| bad(e.to_string()))?
-            .with_outputs(OutputSelector::no_default().with(output.clone()));
+        let sessions = opts.sessions.max(1);
+        let mut runners = Vec::with_capacity(sessions);
+        let (mut size, mut input, mut output) = (0, Precision::F32, String::new());
+        for _ in 0..sessions {
+            let session = build_session(&env, opts).map_err(bad)?;
+            (size, input) = check_input(&session, kind).map_err(bad)?;
+            output = check_output(&session).map_err(bad)?;
+            let run_options = RunOptions::new()
+                .map_err(|e| bad(e.to_string()))?
+                .with_outputs(OutputSelector::no_default().with(output.clone()));
+            runners.push(Runner {
+                session,
+                run_options,
+            });
+        }
 
         let engine = OnnxEngine {
             kind,
@@ -91,10 +145,11 @@ impl OnnxEngine {
             memory_arena: opts.memory_arena,
             runtime_version,
             post: opts.post.clone(),
-            runner: Mutex::new(Runner {
-                session,
-                run_options,
-            }),
+            sessions,
+            pool: Pool {
+                idle: Mutex::new(runners),
+                returned: Condvar::new(),
+            },
         };
         tracing::info!(
             engine = %engine.describe(),
@@ -112,6 +167,11 @@ impl OnnxEngine {
     /// The foreground mask at the picture's size (255 = subject), as rembg
     /// computes it. The picture's own alpha is ignored here.
     pub fn mask(&self, rgba: &RgbaImage) -> Result<GrayImage, OnnxError> {
+        self.mask_timed(rgba).map(|(mask, _)| mask)
+    }
+
+    /// [`OnnxEngine::mask`] and how long its steps took.
+    fn mask_timed(&self, rgba: &RgbaImage) -> Result<(GrayImage, Steps), OnnxError> {
         let (width, height) = rgba.dimensions();
         if width == 0 || height == 0 {
             return Err(inference(format!(
@@ -125,23 +185,20 @@ impl OnnxEngine {
         let t2 = Instant::now();
         let small = to_mask_u8(&raw, self.kind.sigmoid());
         let mask = resize_gray(&small, out_w, out_h, width, height)?;
-        tracing::debug!(
-            model = %self.kind,
-            width,
-            height,
-            pre_ms = (t1 - t0).as_millis() as u64,
-            infer_ms = (t2 - t1).as_millis() as u64,
-            post_ms = t2.elapsed().as_millis() as u64,
-            "mask"
-        );
-        Ok(mask)
+        let steps = Steps {
+            resize: t1 - t0,
+            infer: t2 - t1,
+            resize_back: t2.elapsed(),
+        };
+        Ok((mask, steps))
     }
 
     /// The cut-out: the picture's own colours, alpha = mask (after the
     /// configured clean-up) × the picture's alpha, optionally with edge colours
-    /// decontaminated.
+    /// decontaminated. Logs the time of each step at debug level
+    /// (`onnx steps`, the per-picture breakdown scripts/bench-onnx.sh reports).
     pub fn cut_out(&self, rgba: &RgbaImage) -> Result<RgbaImage, OnnxError> {
-        let mut mask = self.mask(rgba)?;
+        let (mut mask, steps) = self.mask_timed(rgba)?;
         let started = Instant::now();
         refine_mask(&mut mask, &self.post);
         let mut out = apply_alpha(rgba, &mask);
@@ -149,10 +206,26 @@ impl OnnxEngine {
             decontaminate(&mut out);
         }
         tracing::debug!(
-            clean_up_ms = started.elapsed().as_millis() as u64,
-            "cut-out"
+            model = %self.kind,
+            width = rgba.width(),
+            height = rgba.height(),
+            resize_us = steps.resize.as_micros() as u64,
+            infer_us = steps.infer.as_micros() as u64,
+            resize_back_us = steps.resize_back.as_micros() as u64,
+            compose_us = started.elapsed().as_micros() as u64,
+            "onnx steps"
         );
         Ok(out)
+    }
+
+    /// Sessions not running an inference now (all of them between calls).
+    #[cfg(test)]
+    pub(super) fn idle_sessions(&self) -> usize {
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len()
     }
 
     /// One line for logs and `cutout check`, e.g.
@@ -175,6 +248,10 @@ impl OnnxEngine {
         if self.memory_arena {
             extras.push(", memory arena on");
         }
+        let sessions = format!(", {} sessions", self.sessions);
+        if self.sessions > 1 {
+            extras.push(&sessions);
+        }
         format!(
             "{} ({file}, {}², onnxruntime {}, {threads}{})",
             self.kind,
@@ -195,22 +272,23 @@ impl OnnxEngine {
                 .into_dyn(),
             Precision::F16 => f16_tensor(&shape, &input)?.into_dyn(),
         };
-        let mut guard = self
-            .runner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Runner {
-            session,
-            run_options,
-        } = &mut *guard;
-        let mut outputs = session
-            .run_with_options(ort::inputs![value], &*run_options)
-            .map_err(inference)?;
-        let first = outputs
-            .remove(&self.output)
-            .ok_or_else(|| inference("the model returned no output"))?;
-        drop(outputs);
-        drop(guard);
-        read_mask_output(first)
+        let mut runner = self.pool.take();
+        let first = run_first(&mut runner, value, &self.output);
+        self.pool.give_back(runner);
+        read_mask_output(first?)
     }
+}
+
+/// One run on `runner`'s session; the output named `output`, owned.
+fn run_first(runner: &mut Runner, value: DynValue, output: &str) -> Result<DynValue, OnnxError> {
+    let Runner {
+        session,
+        run_options,
+    } = runner;
+    let mut outputs = session
+        .run_with_options(ort::inputs![value], &*run_options)
+        .map_err(inference)?;
+    outputs
+        .remove(output)
+        .ok_or_else(|| inference("the model returned no output"))
 }

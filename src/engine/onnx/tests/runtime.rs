@@ -160,6 +160,43 @@ fn engine_serves_several_threads() {
     }
 }
 
+/// runtime: `sessions = 2` loads two sessions; six threads at once all get
+/// the single-session mask, and every session is back in the pool after.
+#[test]
+fn session_pool_serves_threads_with_the_same_mask() {
+    let Some(runtime) = test_runtime() else {
+        return;
+    };
+    let one = tiny_engine("tiny.onnx", PostOptions::default()).expect("runtime found above");
+    let expected = one.mask(&red_on_blue()).unwrap();
+    let opts = OnnxOptions {
+        runtime: Some(runtime),
+        sessions: 2,
+        ..OnnxOptions::new(fixture("tiny.onnx"), ModelKind::U2netp)
+    };
+    let engine = Arc::new(OnnxEngine::load(&opts).expect("the tiny model loads twice"));
+    assert_eq!(engine.idle_sessions(), 2);
+    assert!(
+        engine.describe().contains("2 sessions"),
+        "{}",
+        engine.describe()
+    );
+    let start = Arc::new(std::sync::Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (engine, start) = (Arc::clone(&engine), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                engine.mask(&red_on_blue())
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().unwrap(), expected);
+    }
+    assert_eq!(engine.idle_sessions(), 2);
+}
+
 /// real model: CUTOUT_TEST_MODEL=…/isnet-general-use.onnx separates the cat from the background.
 #[test]
 fn real_model_separates_the_cat() {
