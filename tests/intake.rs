@@ -385,6 +385,20 @@ fn a_failure_of_a_version_replaced_before_its_move_is_withdrawn_and_the_new_one_
             .all(|l| l["sha256"] != sha(&v1).as_str()),
         "no line about the replaced version's withdrawn failure"
     );
+    // The state database and `cutout status` count no failure either: the
+    // decision is withdrawn, not kept as a failure nobody can find.
+    let out = site.cmd(&["status"]).output().expect("status");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{s}");
+    let line = |k: &str| {
+        s.lines()
+            .find(|l| l.trim_start().starts_with(k))
+            .map(str::trim)
+    };
+    assert_eq!(line("failed"), None, "{s}");
+    assert_eq!(line("withdrawn"), Some("withdrawn    1"), "{s}");
+    assert_eq!(line("succeeded"), Some("succeeded    1"), "{s}");
+    assert!(!s.contains("last errors"), "{s}");
 }
 
 #[test]

@@ -45,7 +45,7 @@ pub(super) async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
         Some(Outcome::Duplicate) => FileResult::Duplicate,
         Some(Outcome::Rejected) => FileResult::Rejected(why()),
         Some(Outcome::Failed) => FileResult::Failed(why()),
-        Some(Outcome::Vanished) | None => FileResult::Vanished,
+        Some(Outcome::Vanished | Outcome::Withdrawn) | None => FileResult::Vanished,
     }
 }
 
@@ -141,7 +141,7 @@ pub fn finish_job(
         && judgement
         && (decided == Decided::JustNow || !contains_outcome(audit, id, outcome)?)
     {
-        store.finish(id, false)?;
+        store.withdraw(id)?;
         return Err(FinishError::Changed(input));
     }
     if unmoved && job.move_to.is_some() {
