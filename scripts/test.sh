@@ -2,7 +2,9 @@
 # The test command (README "Run the tests"; .ci/run calls exactly this).
 # Sets up what the tests need on a fresh machine, then runs `cargo test`.
 #  - the models block below (U²-Net-p and the ONNX Runtime library);
-#  - systemd-analyze (Debian's `systemd` package) to verify the unit file.
+#  - systemd-analyze (Debian's `systemd` package) to verify the unit file;
+#  - sshd and rsync (Debian's `openssh-server`, `rsync`) for the real-client
+#    upload tests (tests/intake.rs).
 # Each step is skipped with a message when it cannot be done; the tests that
 # need it then say why they are skipped.
 set -euo pipefail
@@ -29,6 +31,13 @@ if ! command -v systemd-analyze >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null) \
       || echo "test.sh: could not install systemd; the unit verification test will be skipped"
+  fi
+fi
+
+if ! command -v /usr/sbin/sshd >/dev/null 2>&1 || ! command -v rsync >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync >/dev/null) \
+      || echo "test.sh: could not install openssh-server/rsync; the sftp and rsync upload tests will be skipped"
   fi
 fi
 

@@ -235,6 +235,10 @@ pub enum Outcome {
     Failed,
     /// The input disappeared before a decision (not a user-visible outcome).
     Vanished,
+    /// A rejection or failure taken back before it took effect: the judged
+    /// version of the input changed before its move (never audited; the new
+    /// version is judged on its own).
+    Withdrawn,
 }
 
 impl Outcome {
@@ -245,6 +249,7 @@ impl Outcome {
             Outcome::Rejected => "rejected",
             Outcome::Failed => "failed",
             Outcome::Vanished => "vanished",
+            Outcome::Withdrawn => "withdrawn",
         }
     }
 
@@ -255,19 +260,20 @@ impl Outcome {
             "rejected" => Outcome::Rejected,
             "failed" => Outcome::Failed,
             "vanished" => Outcome::Vanished,
+            "withdrawn" => Outcome::Withdrawn,
             _ => return None,
         })
     }
 
-    /// The audit event that records this outcome (none for `Vanished`,
-    /// which is never audited).
+    /// The audit event that records this outcome (none for `Vanished` and
+    /// `Withdrawn`, which are never audited).
     pub fn event(self) -> Option<Event> {
         match self {
             Outcome::Succeeded => Some(Event::Succeeded),
             Outcome::Duplicate => Some(Event::Duplicate),
             Outcome::Rejected => Some(Event::Rejected),
             Outcome::Failed => Some(Event::Failed),
-            Outcome::Vanished => None,
+            Outcome::Vanished | Outcome::Withdrawn => None,
         }
     }
 }

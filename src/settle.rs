@@ -6,13 +6,17 @@
 //! last stat) with time passed in, so it is testable without sleeping. A file
 //! is ready once it has had no events for `settle` and its size and mtime are
 //! unchanged when checked; a file whose mtime is already older than `settle`
-//! when first seen (a backlog) only needs a short re-check. It also knows
+//! when first seen (a backlog), or that was renamed into the inbox (it
+//! arrives complete), only needs a short re-check. A file that changes while
+//! it waits in the ready queue goes back to settling; one that changes while
+//! a worker has it is settled again once the worker is done. It also knows
 //! the earliest moment anything pending can be ready (`next_due`), so the
-//! queue sleeps until then instead of polling.
+//! queue sleeps until then instead of polling. The README's "How files
+//! arrive" table is the contract these rules keep.
 //!
 //! Must not: read file contents, move files, or know about providers.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
@@ -86,6 +90,21 @@ pub struct Stamp {
     pub old: bool,
 }
 
+/// How long since the file last changed: its content (mtime) or its entry
+/// (ctime: created, renamed or linked in), whichever is later. Zero for a
+/// time in the future.
+pub fn unchanged_for(m: &std::fs::Metadata) -> Duration {
+    let at = |secs: i64, nsec: i64| {
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(secs.max(0) as u64)
+            + Duration::from_nanos(nsec.clamp(0, 999_999_999) as u64)
+    };
+    let last = at(m.mtime(), m.mtime_nsec()).max(at(m.ctime(), m.ctime_nsec()));
+    SystemTime::now()
+        .duration_since(last)
+        .unwrap_or(Duration::ZERO)
+}
+
 /// Stat a path without following symlinks. None: gone or unreadable.
 pub fn stamp(path: &Path, settle: Duration) -> Option<Stamp> {
     let m = std::fs::symlink_metadata(path).ok()?;
@@ -108,6 +127,8 @@ struct Pending {
     last_change: Instant,
     stamp: Option<Stamp>,
     not_before: Option<Instant>,
+    /// Renamed in: it arrived complete, a short re-check is enough.
+    arrived: bool,
 }
 
 /// A file ready to be processed.
@@ -124,6 +145,9 @@ pub enum Seen {
     Event,
     /// A scan found it (no change implied).
     Scan,
+    /// A watcher event: renamed (or moved) into the inbox just now, so it
+    /// arrived complete.
+    Arrived,
 }
 
 /// The settle state machine.
@@ -131,8 +155,10 @@ pub enum Seen {
 pub struct Settler {
     pending: HashMap<PathBuf, Pending>,
     ready: VecDeque<Ready>,
-    queued: HashSet<PathBuf>,
-    in_flight: HashSet<PathBuf>,
+    /// Paths in `ready`, with their inbox.
+    queued: HashMap<PathBuf, usize>,
+    /// Paths a worker has → whether they changed since it took them.
+    in_flight: HashMap<PathBuf, Option<usize>>,
     /// No pending file can mature before this (never later than the true
     /// earliest deadline; a renewed quiet period only makes it early).
     due: Option<Instant>,
@@ -142,6 +168,7 @@ impl Pending {
     /// When this file's quiet period (and any `later` delay) ends.
     fn due(&self, settle: Duration) -> Instant {
         let quiet = match self.stamp {
+            _ if self.arrived => settle.min(BACKLOG_RECHECK),
             Some(s) if s.old => settle.min(BACKLOG_RECHECK),
             _ => settle,
         };
@@ -155,8 +182,9 @@ impl Settler {
         Self::default()
     }
 
-    /// Note a path. In-flight and already-ready paths are left alone (the
-    /// worker re-checks the file itself).
+    /// Note a path. A change to a path a worker has is remembered and the
+    /// path settles again when the worker is done; a change to a path in the
+    /// ready queue takes it back to settling. Scans of those are ignored.
     pub fn observe(
         &mut self,
         inbox: usize,
@@ -165,13 +193,29 @@ impl Settler {
         now: Instant,
         settle: Duration,
     ) {
-        if self.in_flight.contains(&path) || self.queued.contains(&path) {
+        if let Some(changed) = self.in_flight.get_mut(&path) {
+            if how != Seen::Scan {
+                *changed = Some(inbox);
+            }
             return;
+        }
+        if self.queued.contains_key(&path) {
+            if how == Seen::Scan {
+                return;
+            }
+            self.queued.remove(&path);
+            self.ready.retain(|r| r.path != path);
         }
         match self.pending.get_mut(&path) {
             Some(p) => {
-                if how == Seen::Event {
+                if how != Seen::Scan {
+                    // A change is news: whatever delay `later` set (an
+                    // empty file's grace, trouble) gives way to settling.
                     p.last_change = now;
+                    p.not_before = None;
+                    p.arrived = how == Seen::Arrived;
+                    let t = p.due(settle);
+                    self.note_due(t);
                 }
             }
             None => {
@@ -181,6 +225,7 @@ impl Settler {
                     last_change: now,
                     stamp: st,
                     not_before: None,
+                    arrived: how == Seen::Arrived,
                 };
                 self.note_due(p.due(settle));
                 self.pending.insert(path, p);
@@ -215,6 +260,7 @@ impl Settler {
                 last_change: now,
                 stamp: None,
                 not_before: Some(now + after),
+                arrived: false,
             },
         );
     }
@@ -252,7 +298,7 @@ impl Settler {
                     if same {
                         let inbox = p.inbox;
                         self.pending.remove(&path);
-                        self.queued.insert(path.clone());
+                        self.queued.insert(path.clone(), inbox);
                         self.ready.push_back(Ready { inbox, path });
                     } else {
                         p.stamp = Some(now_st);
@@ -272,13 +318,33 @@ impl Settler {
         let idx = self.ready.iter().position(|r| !skip(r))?;
         let r = self.ready.remove(idx)?;
         self.queued.remove(&r.path);
-        self.in_flight.insert(r.path.clone());
+        self.in_flight.insert(r.path.clone(), None);
         Some(r)
     }
 
-    /// A worker finished with `path`.
+    /// A worker finished with `path`. If it changed meanwhile, whatever is
+    /// there now settles again (a new version, or nothing when it is gone).
     pub fn done(&mut self, path: &Path) {
-        self.in_flight.remove(path);
+        self.done_at(path, Instant::now());
+    }
+
+    /// `done` with the time passed in.
+    pub fn done_at(&mut self, path: &Path, now: Instant) {
+        if let Some(Some(inbox)) = self.in_flight.remove(path) {
+            // Gone (moved to its place, deleted): nothing to settle.
+            let Some(st) = stamp(path, Duration::MAX) else {
+                return;
+            };
+            let p = Pending {
+                inbox,
+                last_change: now,
+                stamp: Some(st),
+                not_before: None,
+                arrived: false,
+            };
+            self.note_due(p.due(Duration::ZERO));
+            self.pending.insert(path.to_path_buf(), p);
+        }
     }
 
     pub fn pending_len(&self) -> usize {
@@ -305,6 +371,11 @@ impl Settler {
         self.ready.retain(|r| r.inbox != inbox);
         for p in removed {
             self.queued.remove(&p);
+        }
+        for changed in self.in_flight.values_mut() {
+            if *changed == Some(inbox) {
+                *changed = None;
+            }
         }
     }
 }
@@ -358,9 +429,19 @@ mod tests {
         assert_eq!(s.ready_len(), 1, "stable now");
         let r = s.next(|_| false).expect("ready");
         assert_eq!(r.path, p);
-        // events while in flight do not queue it twice
+        // events while in flight do not queue it twice; the file is still
+        // there after the worker, so it settles again
         s.observe(0, p.clone(), Seen::Event, t0, settle);
         assert_eq!(s.pending_len(), 0);
+        s.done(&p);
+        assert_eq!(s.pending_len(), 1);
+        // gone after the worker (moved to its place): nothing to settle
+        let r = {
+            s.tick(Instant::now() + 2 * settle, |_| settle);
+            s.next(|_| false).expect("ready again")
+        };
+        s.observe(0, r.path.clone(), Seen::Event, t0, settle);
+        std::fs::remove_file(&p).expect("rm");
         s.done(&p);
         assert!(s.is_idle());
     }
@@ -393,6 +474,115 @@ mod tests {
         s.tick(t0 + 3 * settle, |_| settle);
         assert_eq!(s.ready_len(), 2);
         assert_eq!(s.next_due(), None, "nothing pending: no wake-up");
+    }
+
+    #[test]
+    fn a_file_renamed_in_needs_only_a_short_recheck() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("moved.jpg");
+        std::fs::write(&p, b"whole").expect("write");
+        let settle = Duration::from_secs(5);
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        s.observe(0, p.clone(), Seen::Arrived, t0, settle);
+        assert_eq!(s.next_due(), Some(t0 + BACKLOG_RECHECK));
+        s.tick(t0 + BACKLOG_RECHECK, |_| settle);
+        assert_eq!(
+            s.ready_len(),
+            1,
+            "arrived complete: taken after the re-check"
+        );
+    }
+
+    #[test]
+    fn a_write_after_the_rename_means_a_full_quiet_period() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("moved.jpg");
+        std::fs::write(&p, b"whole").expect("write");
+        let settle = Duration::from_secs(5);
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        s.observe(0, p.clone(), Seen::Arrived, t0, settle);
+        s.observe(0, p.clone(), Seen::Event, t0, settle);
+        s.tick(t0 + BACKLOG_RECHECK, |_| settle);
+        assert_eq!(s.ready_len(), 0, "written to after it arrived");
+    }
+
+    #[test]
+    fn a_change_while_queued_takes_the_file_back_to_settling() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("q.jpg");
+        std::fs::write(&p, b"v1").expect("write");
+        let settle = Duration::from_secs(1);
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        s.observe(0, p.clone(), Seen::Event, t0, settle);
+        s.tick(t0 + settle, |_| settle);
+        assert_eq!(s.ready_len(), 1);
+        // A scan changes nothing; a write does.
+        s.observe(0, p.clone(), Seen::Scan, t0 + settle, settle);
+        assert_eq!(s.ready_len(), 1);
+        s.observe(0, p.clone(), Seen::Event, t0 + settle, settle);
+        assert_eq!((s.ready_len(), s.pending_len()), (0, 1));
+        s.tick(t0 + 2 * settle, |_| settle);
+        assert_eq!(s.ready_len(), 1, "quiet and stable again");
+        assert!(s.next(|_| false).is_some());
+        assert_eq!(s.ready_len(), 0, "queued once");
+    }
+
+    #[test]
+    fn a_change_while_a_worker_has_the_file_settles_it_again_after() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("w.jpg");
+        std::fs::write(&p, b"v1").expect("write");
+        let settle = Duration::from_secs(1);
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        s.observe(0, p.clone(), Seen::Scan, t0, settle);
+        s.tick(t0 + settle, |_| settle);
+        let r = s.next(|_| false).expect("ready");
+        s.observe(0, r.path.clone(), Seen::Event, t0 + settle, settle);
+        assert_eq!(s.pending_len(), 0, "not while the worker has it");
+        let t1 = t0 + 2 * settle;
+        s.done_at(&r.path, t1);
+        assert_eq!(s.pending_len(), 1, "the new version settles");
+        s.tick(t1 + settle, |_| settle);
+        assert_eq!(s.ready_len(), 1);
+        // Unchanged while in work: nothing comes back.
+        let r = s.next(|_| false).expect("ready");
+        s.done_at(&r.path, t1 + settle);
+        assert!(s.is_idle());
+    }
+
+    #[test]
+    fn unchanged_for_counts_from_the_later_of_mtime_and_ctime() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("e.jpg");
+        std::fs::write(&p, b"").expect("write");
+        // An old mtime (as `cp -p` or `touch -d` leave) does not make a
+        // file that just arrived look old: ctime is now.
+        let f = std::fs::File::options().write(true).open(&p).expect("open");
+        f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+            .expect("set mtime");
+        let m = std::fs::symlink_metadata(&p).expect("stat");
+        assert!(unchanged_for(&m) < Duration::from_secs(60));
+    }
+
+    #[test]
+    fn a_change_ends_a_delay_set_by_later() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("empty.jpg");
+        std::fs::write(&p, b"").expect("write");
+        let settle = Duration::from_secs(1);
+        let mut s = Settler::new();
+        let t0 = Instant::now();
+        // An empty file sent back for its grace period, then written.
+        s.later(0, p.clone(), t0, Duration::from_secs(60));
+        std::fs::write(&p, b"bytes").expect("write");
+        s.observe(0, p.clone(), Seen::Event, t0 + settle, settle);
+        s.tick(t0 + 2 * settle, |_| settle);
+        s.tick(t0 + 3 * settle, |_| settle);
+        assert_eq!(s.ready_len(), 1, "settled, not held for the grace period");
     }
 
     #[test]

@@ -868,6 +868,20 @@ impl Store {
         )
     }
 
+    /// Take back a rejection or failure whose finishing steps have not
+    /// taken effect (its input changed after it was judged): the job ends
+    /// as `withdrawn`, with no audit record to write and no target held, so
+    /// it is neither counted nor listed as an error, and recovery leaves it
+    /// alone. A job whose audit line is written is not touched.
+    pub fn withdraw(&self, id: i64) -> Result<(), StoreError> {
+        self.exec(
+            "UPDATE jobs SET active = 0, outcome = 'withdrawn', record = NULL, move_to = NULL,
+                    updated_ms = ?2
+               WHERE id = ?1 AND active = 1 AND outcome IN ('rejected','failed') AND audited = 0",
+            (id, now_ms()),
+        )
+    }
+
     /// Drop an undecided job whose input is gone (nothing to resume).
     pub fn abandon(&self, id: i64, why: &str) -> Result<(), StoreError> {
         let why = why.to_string();
@@ -887,6 +901,20 @@ impl Store {
             "SELECT * FROM jobs WHERE active = 1 AND outcome IS NOT NULL ORDER BY id",
             None,
         )
+    }
+
+    /// Inputs (inbox name, relative path) whose job in progress remembers
+    /// a remote job: paid for, its result still to collect. At most 10 000.
+    pub async fn remote_jobs_open(&self) -> Result<Vec<(String, PathBuf)>, StoreError> {
+        self.call(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT inbox, rel_path FROM jobs WHERE active = 1 AND outcome IS NULL
+                   AND remote_job IS NOT NULL LIMIT 10000",
+            )?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, blob_path(r.get(1)?))))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
     }
 
     /// Jobs in progress (not decided).
@@ -965,6 +993,47 @@ mod tests {
         .wait()
         .expect("decide");
         s.finish(id, true).expect("finish");
+    }
+
+    /// A rejected job of `rel`, decided (a record to write, not audited).
+    fn rejected(s: &Store, rel: &str) -> i64 {
+        let j = s
+            .insert_untracked("in", Path::new(rel), None, Some(0), Some(1))
+            .wait()
+            .expect("insert");
+        let why = Some("0 bytes".to_string());
+        s.decide(
+            j.id,
+            Outcome::Rejected,
+            None,
+            Some(Code::EmptyFile),
+            why,
+            None,
+            |_| Ok("{}".into()),
+        )
+        .wait()
+        .expect("decide");
+        j.id
+    }
+
+    #[test]
+    fn a_withdrawn_rejection_is_not_counted_listed_or_recovered() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = Store::open(d.path()).expect("open");
+        let (a, b) = (rejected(&s, "a.jpg"), rejected(&s, "b.jpg"));
+        s.withdraw(a).expect("withdraw");
+        // An audited decision stands: withdrawing it changes nothing.
+        s.finish(b, true).expect("finish");
+        s.withdraw(b).expect("withdraw");
+        let counts = s.counts().expect("counts");
+        let n = |k: &str| counts.iter().find(|(o, _)| o == k).map(|(_, n)| *n);
+        assert_eq!((n("rejected"), n("withdrawn")), (Some(1), Some(1)));
+        let errors = s.last_errors(10).expect("errors");
+        assert_eq!(errors.iter().map(|j| j.id).collect::<Vec<_>>(), vec![b]);
+        assert!(s.decided_unfinished().expect("unfinished").is_empty());
+        let ja = s.get(a).expect("get").expect("row");
+        assert_eq!((ja.outcome, ja.active), (Some(Outcome::Withdrawn), false));
+        assert_eq!((ja.record, ja.move_to), (None, None));
     }
 
     #[test]

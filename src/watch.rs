@@ -3,7 +3,8 @@
 //! periodic rescans catch whatever a watcher missed. `watch = "poll"` inboxes
 //! are only scanned (network mounts where inotify is silent).
 //!
-//! Owns: the notify watchers and the scans. Sends plain `Found` messages.
+//! Owns: the notify watchers and the scans. Sends plain `Found` messages,
+//! telling a rename into the inbox (`Seen::Arrived`) from other changes.
 //!
 //! Must not: follow symlinks (a link is reported as itself, never entered),
 //! look outside the configured inbox folders, or decide readiness (settle
@@ -100,6 +101,14 @@ pub fn watch(
             {
                 return;
             }
+            // A rename into the inbox brings a complete file (an uploader's
+            // temp name renamed, a move from another folder).
+            let how = match ev.kind {
+                EventKind::Modify(notify::event::ModifyKind::Name(
+                    notify::event::RenameMode::To | notify::event::RenameMode::Both,
+                )) => Seen::Arrived,
+                _ => Seen::Event,
+            };
             for path in ev.paths {
                 let Ok(rel) = path.strip_prefix(&root) else {
                     continue;
@@ -125,7 +134,7 @@ pub fn watch(
                     Found::File {
                         inbox: idx,
                         path,
-                        how: Seen::Event,
+                        how,
                     }
                 };
                 let _ = tx.send(msg);

@@ -144,6 +144,7 @@ fn site_for(base: &str, concurrency: usize, max_attempts: u32) -> Site {
          [queue]\nconcurrency = {concurrency}\n\
          [retry]\nmax_attempts = {max_attempts}\ninitial_delay = \"50ms\"\nmax_delay = \"400ms\"\n\
          [[inbox]]\npath = \"inbox\"\nsettle = \"100ms\"\nprovider = \"r\"\n\
+         empty_grace = \"0s\"\n\
          [providers.r]\nkind = \"rembg-com\"\nbase_url = \"{base}\"\n\
          usage_url = \"{base}/api/membership-usage\"\napi_key_file = \"rembg.key\"\n\
          concurrency = {concurrency}\nrequests_per_second = 500\ntimeout = \"10s\"\n\

@@ -1055,3 +1055,66 @@ fn kill_9_while_polling_then_restart_pays_once() {
     assert!(ok.iter().all(|r| r["remote_job"].is_string()));
     assert!(d.log_text().contains("resuming the remembered verging job"));
 }
+
+#[test]
+fn a_remembered_paid_job_is_collected_while_paused_for_credits() {
+    // A job is created and paid for, then the daemon is killed mid-poll.
+    // It starts again with the account empty: a new picture (at rest, so
+    // taken first) finds no credits and pauses the provider before the
+    // remembered one has settled. A pause stops new submissions only: the
+    // paid job is collected during the pause; the new picture waits for
+    // the recharge.
+    let fake = FakeProvider::start(Config::default().with_job_processing(Duration::from_secs(3)));
+    let site = verging_site(&fake, "", "");
+    let cfg = std::fs::read_to_string(site.config()).expect("config");
+    site.write_config(&cfg.replace("settle = \"100ms\"", "settle = \"2s\""));
+    let paid = site.drop_file("paid.jpg", &jpeg(64, 48, 1600));
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the job created and polled", || {
+        let jobs = fake.job_ids();
+        jobs.len() == 1
+            && fake.count(|e| e.endpoint == Endpoint::VergingJobs && e.job_id == Some(jobs[0])) >= 1
+    });
+    d.kill9();
+    assert!(site.files(&site.outbox()).is_empty(), "killed mid-poll");
+    fake.set_verging_credits(0);
+    let now = std::time::SystemTime::now();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&paid)
+        .expect("open");
+    f.set_modified(now)
+        .expect("touch: settles for the full 2 s");
+    let new = site.drop_file("new.jpg", &jpeg(64, 48, 1601));
+    let f = std::fs::File::options()
+        .write(true)
+        .open(&new)
+        .expect("open");
+    f.set_modified(now - Duration::from_secs(3600))
+        .expect("at rest");
+
+    let mut d = site.spawn_daemon();
+    wait_until(LONG, "the pause for credits", || {
+        d.log_text().contains("out of credits")
+    });
+    wait_until(LONG, "the paid job collected while paused", || {
+        site.files(&site.outbox()) == ["paid.png"] && site.files(&site.archive()) == ["paid.jpg"]
+    });
+    assert_eq!(fake.verging_credits(), 0, "still no credits");
+    assert_eq!(site.files(&site.inbox()), ["new.jpg"], "the new one waits");
+    assert!(d.log_text().contains("resuming the remembered verging job"));
+
+    fake.set_verging_credits(5);
+    wait_until(LONG, "the new one done after the recharge", || {
+        site.files(&site.outbox()).len() == 2
+    });
+    d.term();
+    d.wait(LONG);
+    assert!(
+        fake.doubly_charged().is_empty(),
+        "{:?}",
+        fake.doubly_charged()
+    );
+    assert_eq!(fake.charged_count(Api::Verging), 2);
+    assert!(site.files(&site.failed()).is_empty());
+}

@@ -29,7 +29,8 @@ fn audit_for(site: &Site, rel: &str) -> serde_json::Value {
 
 #[test]
 fn an_empty_file_carries_the_hash_of_empty_input_and_an_oversize_one_says_not_read() {
-    let site = Site::new("[limits]\nmax_file_size = \"4 KiB\"\n");
+    // The empty file is judged at once (no upload is going to write it).
+    let site = Site::new("empty_grace = \"0s\"\n[limits]\nmax_file_size = \"4 KiB\"\n");
     site.drop_file("zero.jpg", b"");
     let big = jpeg(400, 300, 11);
     assert!(big.len() > 4096, "the picture must be over the limit");

@@ -278,6 +278,11 @@ impl Checker {
             100,
         )? as u8;
         let settle = self.duration(&k("settle"), ri.settle.as_ref(), DEFAULT_SETTLE)?;
+        let empty_grace = self.duration(
+            &k("empty_grace"),
+            ri.empty_grace.as_ref(),
+            DEFAULT_EMPTY_GRACE,
+        )?;
         let after_success = self.choice(
             &k("after_success"),
             ri.after_success.as_deref(),
@@ -314,6 +319,7 @@ impl Checker {
             output_format,
             webp_quality,
             settle,
+            empty_grace,
             recursive: ri.recursive.unwrap_or(true),
             after_success,
             watch,

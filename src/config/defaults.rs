@@ -15,6 +15,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 pub const DEFAULT_INITIAL_DELAY: Duration = Duration::from_secs(1);
 pub const DEFAULT_MAX_DELAY: Duration = Duration::from_secs(120);
 pub const DEFAULT_SETTLE: Duration = Duration::from_secs(2);
+pub const DEFAULT_EMPTY_GRACE: Duration = Duration::from_secs(60);
 pub const DEFAULT_RESCAN: Duration = Duration::from_secs(300);
 pub const DEFAULT_POLL: Duration = Duration::from_secs(10);
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);

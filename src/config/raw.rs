@@ -91,6 +91,7 @@ pub(super) struct RawInbox {
     pub(super) output_format: Option<String>,
     pub(super) webp_quality: Option<i64>,
     pub(super) settle: Option<HumanValue>,
+    pub(super) empty_grace: Option<HumanValue>,
     pub(super) recursive: Option<bool>,
     pub(super) after_success: Option<String>,
     pub(super) watch: Option<String>,

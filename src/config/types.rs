@@ -138,6 +138,9 @@ pub struct Inbox {
     pub output_format: OutputFormat,
     pub webp_quality: u8,
     pub settle: Duration,
+    /// An empty file is rejected only after no change for this long (it may
+    /// be an upload that has not started writing yet).
+    pub empty_grace: Duration,
     pub recursive: bool,
     pub after_success: AfterSuccess,
     pub watch: WatchMode,

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ctx::{blocking, lossy, Picture};
-use super::finish::{finish_job, Decided};
+use super::finish::{self, finish_job, Decided};
 use crate::audit::{now_rfc3339, Record};
 use crate::config::AfterSuccess;
 use crate::fsutil;
@@ -87,7 +87,7 @@ pub(super) async fn succeed(pic: &Picture<'_>, job: &Job, done: Done, v: &Valida
     let (output, ms) = (rec.output.clone().unwrap_or_default(), rec.duration_ms);
     let archive = archive_target(pic);
     if let Err(e) = decide_and_finish(pic, job.id, Outcome::Succeeded, rec, archive, None).await {
-        return FileResult::Trouble(e);
+        return e;
     }
     tracing::info!(input = %pic.rel.display(), output, ms, "succeeded");
     FileResult::Succeeded
@@ -175,7 +175,7 @@ pub(super) async fn duplicate(
     rec.duration_ms = pic.started.elapsed().as_millis() as u64;
     let archive = archive_target(pic);
     if let Err(e) = decide_and_finish(pic, job.id, Outcome::Duplicate, rec, archive, None).await {
-        return FileResult::Trouble(e);
+        return e;
     }
     tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier cut-out");
     FileResult::Duplicate
@@ -255,7 +255,7 @@ pub(super) async fn reject(
     let target = Some(pic.inbox.rejected.join(&pic.rel));
     let hint = Some(why.hint());
     if let Err(e) = decide_and_finish(pic, job.id, Outcome::Rejected, rec, target, hint).await {
-        return FileResult::Trouble(e);
+        return e;
     }
     tracing::warn!(input = %pic.rel.display(), code = %why.code(), "rejected: {why}");
     FileResult::Rejected(Reason::new(why.code(), &why))
@@ -281,7 +281,7 @@ pub(super) async fn fail(
     let hint = "check the reason; drop the file into the inbox again to retry it";
     let target = Some(pic.inbox.failed.join(&pic.rel));
     if let Err(e) = decide_and_finish(pic, job.id, Outcome::Failed, rec, target, Some(hint)).await {
-        return FileResult::Trouble(e);
+        return e;
     }
     tracing::error!(input = %pic.rel.display(), code = %err.code(), attempts, "failed: {err}");
     FileResult::Failed(Reason::new(err.code(), err))
@@ -289,7 +289,8 @@ pub(super) async fn fail(
 
 /// Commit the decision (reserving where the input goes: `move_base` and
 /// its numbered variants, None for delete/keep), then run the finishing
-/// steps.
+/// steps. Err: what the worker reports instead (trouble, or `Later` when
+/// the input changed after it was judged and the decision was withdrawn).
 async fn decide_and_finish(
     pic: &Picture<'_>,
     id: i64,
@@ -297,7 +298,7 @@ async fn decide_and_finish(
     mut rec: Record,
     move_base: Option<PathBuf>,
     hint: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), FileResult> {
     let ctx = pic.ctx;
     let out = rec.output.clone().map(PathBuf::from);
     let (code, reason) = (rec.code, rec.reason.clone());
@@ -315,12 +316,13 @@ async fn decide_and_finish(
             serde_json::to_string(&rec).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| FileResult::Trouble(e.to_string()))?;
     let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
     let hint = hint.map(str::to_string);
     blocking("finish job", move || {
         finish_job(&cfg, &store, &audit, id, hint.as_deref(), Decided::JustNow)
     })
-    .await?
-    .map_err(|e| e.to_string())
+    .await
+    .map_err(FileResult::Trouble)?
+    .map_err(|e| finish::after_error(Some(pic.inbox), e))
 }

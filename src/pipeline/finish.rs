@@ -8,7 +8,8 @@
 //! Must not: decide an outcome, or write the audit line before the decision
 //! is committed (the record it writes is the one the decision prepared).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::ctx::{blocking, lossy, Ctx};
 use crate::audit::{now_rfc3339, Audit};
@@ -32,7 +33,7 @@ pub(super) async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
     .await
     {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return FileResult::Trouble(e.to_string()),
+        Ok(Err(e)) => return after_error(inbox_named(ctx, &job.inbox), e),
         Err(e) => return FileResult::Trouble(e),
     }
     let why = || {
@@ -44,7 +45,7 @@ pub(super) async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
         Some(Outcome::Duplicate) => FileResult::Duplicate,
         Some(Outcome::Rejected) => FileResult::Rejected(why()),
         Some(Outcome::Failed) => FileResult::Failed(why()),
-        Some(Outcome::Vanished) | None => FileResult::Vanished,
+        Some(Outcome::Vanished | Outcome::Withdrawn) | None => FileResult::Vanished,
     }
 }
 
@@ -60,6 +61,27 @@ pub enum FinishError {
     Fs(#[from] fsutil::FsError),
     #[error("job {0} has no prepared audit record")]
     NoRecord(i64),
+    /// The input changed after it was judged: the decision is withdrawn
+    /// and the new version is looked at again.
+    #[error("{} changed after it was judged; its new version is looked at again", .0.display())]
+    Changed(PathBuf),
+}
+
+/// What a worker reports when the finishing steps stopped with `e`:
+/// `Later` for a withdrawn decision (the new version settles and is looked
+/// at again), trouble otherwise.
+pub(super) fn after_error(inbox: Option<&Inbox>, e: FinishError) -> FileResult {
+    match e {
+        FinishError::Changed(_) => {
+            let settle = inbox.map(|i| i.settle).unwrap_or_default();
+            FileResult::Later(settle.max(Duration::from_millis(200)))
+        }
+        e => FileResult::Trouble(e.to_string()),
+    }
+}
+
+fn inbox_named<'c>(ctx: &'c Ctx, name: &str) -> Option<&'c Inbox> {
+    ctx.cfg.inboxes.iter().find(|i| i.name == name)
 }
 
 /// When a job's decision was committed, which tells whether its audit line
@@ -98,41 +120,38 @@ pub fn finish_job(
         store.finish(id, false)?;
         return Ok(());
     };
-    let record_text = job.record.clone().ok_or(FinishError::NoRecord(id))?;
+    let mut record_text = job.record.clone().ok_or(FinishError::NoRecord(id))?;
     let input = inbox.path.join(&job.rel_path);
-    let input_here = std::fs::symlink_metadata(&input)
-        .ok()
-        .map(|m| FileStat::of(&m))
-        .filter(|st| match (job.size, job.mtime_ns) {
-            (Some(size), Some(mt)) => st.size == size && st.mtime_ns == mt,
-            _ => true,
-        });
+    let input_here = judged_here(&input, &job);
+    // A decision is about the version that was judged. When that version
+    // is no longer at the input's name and was not moved yet (deleted, or
+    // an upload that went on writing, a replacement), no move is claimed:
+    // a failure or rejection of a file now changed is withdrawn (no reason
+    // file, no audit line) and the new version is looked at again; any
+    // other outcome keeps its audit line (and output), naming no move.
+    let unmoved = !input_here
+        && !job.audited
+        && job
+            .move_to
+            .as_ref()
+            .is_none_or(|t| std::fs::symlink_metadata(t).is_err());
+    let changed = unmoved && std::fs::symlink_metadata(&input).is_ok();
+    let judgement = matches!(outcome, Outcome::Rejected | Outcome::Failed);
+    if changed
+        && judgement
+        && (decided == Decided::JustNow || !contains_outcome(audit, id, outcome)?)
+    {
+        store.withdraw(id)?;
+        return Err(FinishError::Changed(input));
+    }
+    if unmoved && job.move_to.is_some() {
+        record_text = without_moved_to(&record_text);
+    }
 
     // 1. reason file beside where the input goes (rejected/failed).
-    if matches!(outcome, Outcome::Rejected | Outcome::Failed) {
+    if judgement && !unmoved {
         if let Some(target) = &job.move_to {
-            let rel = lossy(&job.rel_path);
-            let ts = now_rfc3339();
-            let reason = job.reason.clone().unwrap_or_default();
-            let code = job.reason_code.unwrap_or(Code::InternalError);
-            let default_hint = match outcome {
-                Outcome::Rejected => "convert or fix the file and drop it into the inbox again",
-                _ => "check the reason; drop the file into the inbox again to retry it",
-            };
-            output::write_reason(
-                target,
-                &ReasonFile {
-                    file: &rel,
-                    outcome: outcome.as_str(),
-                    code,
-                    reason: &reason,
-                    hint: hint.unwrap_or(default_hint),
-                    ts: &ts,
-                    sha256: job.sha256.as_deref(),
-                    attempts: job.attempts,
-                    provider: job.provider.as_deref(),
-                },
-            )?;
+            write_reason_file(&job, outcome, target, hint)?;
         }
     }
     // 2. the audit line, exactly once. Its "audited" mark is committed
@@ -142,7 +161,7 @@ pub fn finish_job(
         audit.append_json(&record_text)?;
     }
     // 3. the input goes to its one place.
-    if let Err(e) = dispose_input(inbox, &job, outcome, &input, input_here.is_some()) {
+    if let Err(e) = dispose_input(inbox, &job, outcome, &input, input_here) {
         // Finished later (full disk, read-only folder): remember the audit
         // line is written so that retry needs no search.
         if !job.audited {
@@ -152,6 +171,62 @@ pub fn finish_job(
     }
     store.finish(id, true)?;
     Ok(())
+}
+
+/// Whether the version of the input that was judged is at its name (same
+/// size and mtime; any regular file when the job recorded none).
+fn judged_here(input: &Path, job: &Job) -> bool {
+    std::fs::symlink_metadata(input)
+        .ok()
+        .map(|m| FileStat::of(&m))
+        .is_some_and(|st| match (job.size, job.mtime_ns) {
+            (Some(size), Some(mt)) => st.size == size && st.mtime_ns == mt,
+            _ => true,
+        })
+}
+
+/// The reason file beside where a rejected or failed input goes.
+fn write_reason_file(
+    job: &Job,
+    outcome: Outcome,
+    target: &Path,
+    hint: Option<&str>,
+) -> Result<(), output::OutputError> {
+    let rel = lossy(&job.rel_path);
+    let ts = now_rfc3339();
+    let reason = job.reason.clone().unwrap_or_default();
+    let code = job.reason_code.unwrap_or(Code::InternalError);
+    let default_hint = match outcome {
+        Outcome::Rejected => "convert or fix the file and drop it into the inbox again",
+        _ => "check the reason; drop the file into the inbox again to retry it",
+    };
+    output::write_reason(
+        target,
+        &ReasonFile {
+            file: &rel,
+            outcome: outcome.as_str(),
+            code,
+            reason: &reason,
+            hint: hint.unwrap_or(default_hint),
+            ts: &ts,
+            sha256: job.sha256.as_deref(),
+            attempts: job.attempts,
+            provider: job.provider.as_deref(),
+        },
+    )
+}
+
+/// The audit record without its `moved_to` (the input was not moved).
+fn without_moved_to(text: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(mut v) => {
+            if let Some(o) = v.as_object_mut() {
+                o.remove("moved_to");
+            }
+            v.to_string()
+        }
+        Err(_) => text.to_string(),
+    }
 }
 
 /// Whether the audit file's tail already holds `outcome`'s line for job `id`.
@@ -194,6 +269,10 @@ pub fn recover(cfg: &Config, store: &Store, audit: &Audit) -> Result<(usize, usi
     for job in store.decided_unfinished()? {
         match finish_job(cfg, store, audit, job.id, None, Decided::Earlier) {
             Ok(()) => finished += 1,
+            Err(FinishError::Changed(_)) => {
+                tracing::info!(job = job.id, input = %job.rel_path.display(), "the input changed after it was judged; that decision is withdrawn and the new version is looked at again");
+                finished += 1;
+            }
             Err(e) => {
                 tracing::error!(job = job.id, input = %job.rel_path.display(), "cannot finish an interrupted job yet: {e}")
             }

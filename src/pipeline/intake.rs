@@ -1,6 +1,8 @@
 //! Intake: the first look at a settled file. Finishes a decision made
 //! earlier (never decides twice), skips a file finished and kept in place,
-//! rejects what is not a regular file or is empty or too large, and reads
+//! rejects what is not a regular file, is too large, or is empty and has
+//! not changed for `empty_grace` (every upload starts empty: a younger empty
+//! file is looked at again once its grace is over), and reads
 //! the rest (bounded by `limits.max_file_size`) with its sha256, making sure
 //! it did not change while it was read.
 //!
@@ -50,6 +52,15 @@ pub(super) async fn read(pic: &Picture<'_>, path: &Path) -> Result<Read, FileRes
     }
     let max = pic.ctx.cfg.limits.max_file_size;
     if st.size == 0 {
+        // Every upload starts empty: only a file left empty for
+        // `empty_grace` since its last change is judged.
+        let wait = pic
+            .inbox
+            .empty_grace
+            .saturating_sub(crate::settle::unchanged_for(&meta));
+        if !wait.is_zero() {
+            return Err(FileResult::Later(wait.max(Duration::from_millis(100))));
+        }
         // The hash of empty input is well defined (e3b0c442…b855).
         let sha = hex::encode(Sha256::digest(b""));
         return Err(decide::reject(pic, Some(&sha), Some(st), Rejection::Empty).await);

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::collect::Collect;
 use super::inboxes::{check_folders, current_inbox, spawn_scan, start_watcher};
 use super::inboxes::{Watched, WatchedInboxes};
 use super::report::{count, report, Hooks, Mode, Progress, ProgressFn, Tally};
@@ -85,6 +86,8 @@ pub(super) struct Dispatcher {
     last_settle_pass: Instant,
     last_folder_check: Instant,
     last_provider_sync: Option<Instant>,
+    /// Paid jobs collected while their provider is paused for credits.
+    collect: Collect,
 }
 
 impl Dispatcher {
@@ -124,6 +127,7 @@ impl Dispatcher {
             last_settle_pass: Instant::now(),
             last_folder_check: Instant::now(),
             last_provider_sync: None,
+            collect: Collect::default(),
         }
     }
 
@@ -387,6 +391,7 @@ impl Dispatcher {
     async fn on_tick(&mut self) {
         self.on_settle_due().await;
         let now = self.last_settle_pass;
+        self.collect.refresh(&self.ctx, &self.inboxes, now).await;
         if self
             .last_provider_sync
             .is_none_or(|t| now.duration_since(t) >= PROVIDER_SYNC)
@@ -418,15 +423,12 @@ impl Dispatcher {
     /// Hand ready files to workers (with the inbox settings and context of
     /// now: a reload changes what new work uses, never running work). Files
     /// of a paused provider (no credits, key refused) stay queued without
-    /// taking a worker; they go out once it resumes by itself.
+    /// taking a worker; they go out once it resumes by itself. A paid job
+    /// whose result is only to be collected goes out during a pause for
+    /// credits.
     fn dispatch(&mut self) {
-        let (inboxes, ctx) = (&self.inboxes, &self.ctx);
-        let held = |r: &crate::settle::Ready| {
-            inboxes
-                .get(&r.inbox)
-                .and_then(|s| ctx.providers.get(&s.inbox.provider))
-                .is_some_and(|p| p.is_paused())
-        };
+        let (inboxes, ctx, collect) = (&self.inboxes, &self.ctx, &self.collect);
+        let held = |r: &crate::settle::Ready| collect.held(ctx, inboxes, r);
         while self.workers.len() < ctx.worker_limit() {
             let Some(r) = self.settler.next(held) else {
                 break;

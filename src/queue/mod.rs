@@ -2,7 +2,9 @@
 //! and scan messages to the settler, hands ready paths to at most
 //! 2 × `queue.concurrency` workers (half of them at the engine at a time,
 //! the rest reading, checking and finishing pictures around them: see
-//! `Ctx::worker_limit`), puts back what must wait, and runs the
+//! `Ctx::worker_limit`), puts back what must wait (holding a paused
+//! provider's files, except paid jobs to collect during a pause for
+//! credits: `collect.rs`), and runs the
 //! two-stage shutdown (stop taking work → let in-flight work finish within
 //! the grace period → leave the rest queued for the next start).
 //!
@@ -17,6 +19,7 @@
 
 use std::sync::Arc;
 
+mod collect;
 mod dispatcher;
 mod inboxes;
 mod report;

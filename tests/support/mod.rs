@@ -322,3 +322,115 @@ pub fn assert_cutout(path: &Path) -> image::RgbaImage {
     );
     img
 }
+
+// ---------------------------------------------------------------------------
+// Invariants (check them once the daemon has stopped or is idle).
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The path an audit line names: absolute, or relative to the site.
+fn on_site(site: &Site, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        site.root().join(p)
+    }
+}
+
+/// What every audit log must satisfy, checked against the disk:
+/// - every `output` an audit line names exists;
+/// - every `moved_to` exists and holds the very bytes the line judged (its
+///   `sha256`), with a `.reason.json` beside it for rejections and failures;
+/// - each input is in exactly one place: nothing in archive/, rejected/ or
+///   failed/ that no audit line moved there, no two lines moving to the
+///   same place, and no input still in the inbox with the bytes of a line
+///   that says it was moved away.
+///
+/// Returns the problems found (empty when all hold).
+pub fn invariant_violations(site: &Site) -> Vec<String> {
+    let mut bad = Vec::new();
+    let mut moved = std::collections::HashSet::new();
+    for line in site.audit() {
+        let event = line["event"].as_str().unwrap_or_default();
+        if event == "retry" {
+            continue;
+        }
+        let job = &line["job"];
+        if let Some(out) = line["output"].as_str() {
+            if !on_site(site, out).exists() {
+                bad.push(format!("job {job} ({event}): output {out} does not exist"));
+            }
+        }
+        let Some(to) = line["moved_to"].as_str() else {
+            continue;
+        };
+        let to = on_site(site, to);
+        if !moved.insert(to.clone()) {
+            bad.push(format!(
+                "job {job}: two audit lines moved to {}",
+                to.display()
+            ));
+        }
+        match std::fs::read(&to) {
+            Err(e) => bad.push(format!(
+                "job {job} ({event}): moved_to {} is not there: {e}",
+                to.display()
+            )),
+            Ok(bytes) => {
+                if let Some(sha) = line["sha256"].as_str() {
+                    if sha256_hex(&bytes) != sha {
+                        bad.push(format!(
+                            "job {job} ({event}): {} holds other bytes than the line judged",
+                            to.display()
+                        ));
+                    }
+                }
+            }
+        }
+        if matches!(event, "rejected" | "failed") {
+            let mut name = to.file_name().unwrap_or_default().to_os_string();
+            name.push(".reason.json");
+            if !to.with_file_name(name).exists() {
+                bad.push(format!("job {job}: no reason file beside {}", to.display()));
+            }
+        }
+        if let (Some(input), Some(sha)) = (line["input"].as_str(), line["sha256"].as_str()) {
+            if let Ok(bytes) = std::fs::read(site.inbox().join(input)) {
+                if sha256_hex(&bytes) == sha {
+                    bad.push(format!(
+                        "job {job}: {input} is still in the inbox though the line moved it"
+                    ));
+                }
+            }
+        }
+    }
+    for dir in [site.archive(), site.rejected(), site.failed()] {
+        for f in list_files(&dir) {
+            if f.ends_with(".reason.json") {
+                continue;
+            }
+            if !moved.contains(&dir.join(&f)) {
+                bad.push(format!(
+                    "{} is in {} but no audit line moved it there",
+                    f,
+                    dir.display()
+                ));
+            }
+        }
+    }
+    bad
+}
+
+/// Panic with every violated invariant (see `invariant_violations`).
+pub fn assert_invariants(site: &Site) {
+    let bad = invariant_violations(site);
+    assert!(
+        bad.is_empty(),
+        "invariants violated:\n  {}",
+        bad.join("\n  ")
+    );
+}
