@@ -2,8 +2,8 @@
 //! ready-to-use types. Reading order: `load` finds and reads the file,
 //! `raw` is its serde shape, `check` (with `check_provider` and `units`)
 //! turns it into the `types` the pipeline uses, `options` types each
-//! inbox's provider options (`defaults` holds the built-in values, `paths`
-//! the lexical path helpers), and [`prepare_folders`] is the one step that
+//! inbox's provider options (`defaults` holds the built-in values, `env` the
+//! environment variables, `paths` the lexical path helpers), and [`prepare_folders`] is the one step that
 //! touches the disk.
 //!
 //! Owns: every error that names a key and a file ([`ConfigError`]).
@@ -16,6 +16,7 @@
 mod check;
 mod check_provider;
 mod defaults;
+mod env;
 mod folders;
 mod load;
 mod options;
@@ -28,13 +29,12 @@ mod units;
 mod tests;
 
 pub use defaults::*;
-pub use folders::prepare_folders;
-pub use load::{
-    from_str, from_str_with, load_with_text, locate, provider_digests, SystemdDirs,
-    CONFIGURATION_DIRECTORY_ENV, CONFIG_ENV, CONFIG_FILE_NAME, LOGS_DIRECTORY_ENV,
+pub use env::{
+    SystemdDirs, CONFIGURATION_DIRECTORY_ENV, CONFIG_ENV, CONFIG_FILE_NAME, LOGS_DIRECTORY_ENV,
     STATE_DIRECTORY_ENV,
 };
-pub use options::{InboxOptions, RembgOptions};
+pub use folders::prepare_folders;
+pub use load::{from_str, from_str_with, load_with_text, locate, provider_digests};
 pub use paths::normalize;
 pub use types::*;
 pub use units::{parse_duration, parse_size};

@@ -1,5 +1,6 @@
-//! Per-inbox provider options (`options = { … }` in an `[[inbox]]`), checked
-//! once when the config is read into the typed [`InboxOptions`] that live on
+//! Per-inbox provider options (`options = { … }` in an `[[inbox]]`): the value
+//! rules, applied once when the config is read (by `check_provider`) into the
+//! typed [`InboxOptions`](super::InboxOptions) (declared in `types`) that live on
 //! the [`Inbox`](super::Inbox); providers read the typed values and never
 //! parse the table again.
 //!
@@ -9,29 +10,7 @@
 //! Must not: know the wire format of a provider's API (how the values are
 //! sent is the provider's business) or import provider code.
 
-use super::check::Checker;
-use super::types::{OutputFormat, ProviderKind};
-use super::ConfigError;
-
-/// The checked options of one inbox, by the kind of its provider.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum InboxOptions {
-    /// The provider kind takes no options (local, verging).
-    #[default]
-    None,
-    /// `kind = "rembg-com"`.
-    RembgCom(RembgOptions),
-}
-
-impl InboxOptions {
-    /// The rembg.com options (None for other kinds).
-    pub fn rembg(&self) -> Option<&RembgOptions> {
-        match self {
-            InboxOptions::RembgCom(o) => Some(o),
-            InboxOptions::None => None,
-        }
-    }
-}
+use super::types::{OutputFormat, RembgOptions};
 
 /// The option keys rembg.com documents.
 const REMBG_KEYS: &[&str] = &[
@@ -46,43 +25,6 @@ const REMBG_KEYS: &[&str] = &[
 ];
 /// Largest `w` / `h` accepted.
 pub const REMBG_MAX_SIDE: i64 = 10_000;
-
-/// rembg.com's per-inbox options, checked. `None`: not sent (the API's
-/// default), except `format`, which defaults to the inbox's `output_format`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RembgOptions {
-    pub format: Option<OutputFormat>,
-    pub w: Option<i64>,
-    pub h: Option<i64>,
-    pub exact_resize: Option<bool>,
-    pub mask: Option<bool>,
-    /// `#RGB`, `#RGBA`, `#RRGGBB`, `#RRGGBBAA` or a CSS colour name.
-    pub bg_color: Option<String>,
-    pub angle: Option<f64>,
-    pub expand: Option<bool>,
-}
-
-impl Checker {
-    /// `inbox[i].options` for an inbox whose provider is `kind`.
-    pub(super) fn options(
-        &self,
-        key: &str,
-        kind: &ProviderKind,
-        table: &toml::Table,
-    ) -> Result<InboxOptions, ConfigError> {
-        let checked = match kind {
-            ProviderKind::RembgCom(_) => RembgOptions::parse(table).map(InboxOptions::RembgCom),
-            ProviderKind::Local(_) | ProviderKind::Verging(_) => match table.keys().next() {
-                None => Ok(InboxOptions::None),
-                Some(k) => Err(format!(
-                    "provider kind `{}` takes no options, but `{k}` was given",
-                    kind.name()
-                )),
-            },
-        };
-        checked.map_err(|m| self.err(key, m))
-    }
-}
 
 impl RembgOptions {
     /// Check an `options = { … }` table; errors name the option.

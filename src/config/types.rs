@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
-use super::options::InboxOptions;
-
 /// A config that cannot be used. Always names the file and, where there is
 /// one, the key.
 #[derive(Debug, thiserror::Error)]
@@ -309,4 +307,39 @@ pub enum LocalEngine {
     /// `models_dir`, when it and the runtime load; else built-in.
     #[default]
     Auto,
+}
+
+/// The checked options of one inbox, by the kind of its provider.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum InboxOptions {
+    /// The provider kind takes no options (local, verging).
+    #[default]
+    None,
+    /// `kind = "rembg-com"`.
+    RembgCom(RembgOptions),
+}
+
+impl InboxOptions {
+    /// The rembg.com options (None for other kinds).
+    pub fn rembg(&self) -> Option<&RembgOptions> {
+        match self {
+            InboxOptions::RembgCom(o) => Some(o),
+            InboxOptions::None => None,
+        }
+    }
+}
+
+/// rembg.com's per-inbox options, checked. `None`: not sent (the API's
+/// default), except `format`, which defaults to the inbox's `output_format`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RembgOptions {
+    pub format: Option<OutputFormat>,
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    pub exact_resize: Option<bool>,
+    pub mask: Option<bool>,
+    /// `#RGB`, `#RGBA`, `#RRGGBB`, `#RRGGBBAA` or a CSS colour name.
+    pub bg_color: Option<String>,
+    pub angle: Option<f64>,
+    pub expand: Option<bool>,
 }
