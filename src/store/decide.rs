@@ -16,13 +16,14 @@ impl Store {
         )
     }
 
-    /// The job is done. `audited`: its audit line is written (a crash
-    /// between that append and this commit is covered by recovery's search
-    /// of the audit file).
-    pub fn finish(&self, id: i64, audited: bool) -> Result<(), StoreError> {
+    /// The job is done. [`Audit::Written`]: its audit line is written (a
+    /// crash between that append and this commit is covered by recovery's
+    /// search of the audit file).
+    pub fn finish(&self, id: i64, audit: Audit) -> Result<(), StoreError> {
+        let audited = i64::from(audit == Audit::Written);
         self.exec(
             "UPDATE jobs SET active = 0, audited = MAX(audited, ?2), updated_ms = ?3 WHERE id = ?1",
-            (id, audited as i64, now_ms()),
+            (id, audited, now_ms()),
         )
     }
 

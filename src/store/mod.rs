@@ -133,6 +133,17 @@ enum NameColumn {
     MoveTo,
 }
 
+/// Whether a finished job's audit line is written, as [`Store::finish`]
+/// records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audit {
+    /// The audit line is appended (and durable).
+    Written,
+    /// No line written by this step (one may exist from before: `finish`
+    /// never clears the mark).
+    NotWritten,
+}
+
 /// What `lookup` knows about a file before it is read.
 #[derive(Debug)]
 pub enum Known {

@@ -23,7 +23,7 @@ fn succeed_with_output(s: &Store, id: i64, out: &Path) {
     })
     .wait()
     .expect("decide");
-    s.finish(id, true).expect("finish");
+    s.finish(id, Audit::Written).expect("finish");
 }
 
 #[test]
