@@ -91,53 +91,13 @@ impl Store {
             .prepare_cached("SELECT * FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND active = 1")?
             .query_row(params![inbox, rel_b], Self::row)
             .optional()?;
-        if let Some(mut job) = active {
-            if job.sha256.as_deref() == Some(sha) && job.outcome.is_none() {
-                c.execute(
-                    "UPDATE jobs SET size = ?2, mtime_ns = ?3, updated_ms = ?4 WHERE id = ?1",
-                    params![job.id, size as i64, mtime_ns, now_ms()],
-                )?;
-                // A job interrupted while it was being handled as a duplicate
-                // stays a duplicate: resuming it as a new job would pay again.
-                let earlier = Self::earlier_success(c, sha, job.id)?;
-                if let (None, None, Some(naming)) = (&earlier, &job.output, output) {
-                    job.output = Some(Self::pick_name(c, job.id, NameColumn::Output, naming)?);
-                }
-                return Ok(match earlier {
-                    Some(earlier) => Claim::Duplicate {
-                        job,
-                        earlier: Box::new(earlier),
-                    },
-                    None => Claim::Resume(job),
-                });
+        if let Some(job) = active {
+            if let Some(claim) = Self::claim_active(c, job, sha, (size, mtime_ns), output)? {
+                return Ok(claim);
             }
-            if job.outcome.is_some() {
-                // Decided but not finished: recovery owns it.
-                return Ok(Claim::Busy);
-            }
-            // The file was replaced by other content before the old job ended.
-            c.execute(
-                "UPDATE jobs SET active = 0, outcome = 'vanished', reason = 'replaced by new content',
-                        updated_ms = ?2 WHERE id = ?1",
-                params![job.id, now_ms()],
-            )?;
         }
-        if kept_in_place {
-            let done: i64 = c.query_row(
-                "SELECT COUNT(*) FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND sha256 = ?3
-                   AND active = 0 AND outcome IN ('succeeded','duplicate')",
-                params![inbox, rel_b, sha],
-                |r| r.get(0),
-            )?;
-            if done > 0 {
-                // Refresh size/mtime so the next rescan skips without reading.
-                c.execute(
-                    "UPDATE jobs SET size = ?4, mtime_ns = ?5 WHERE inbox = ?1 AND rel_path = ?2
-                       AND sha256 = ?3 AND active = 0 AND outcome IN ('succeeded','duplicate')",
-                    params![inbox, rel_b, sha, size as i64, mtime_ns],
-                )?;
-                return Ok(Claim::AlreadyDone);
-            }
+        if kept_in_place && Self::done_in_place(c, inbox, rel_b, sha, (size, mtime_ns))? {
+            return Ok(Claim::AlreadyDone);
         }
         let busy: i64 = c
             .prepare_cached(
@@ -170,6 +130,75 @@ impl Store {
             },
             None => Claim::New(job),
         })
+    }
+
+    /// The active job already at this path: resumed (same content, not yet
+    /// decided; a duplicate stays a duplicate), busy (decided, recovery owns
+    /// it), or ended as replaced by new content (None: claim afresh).
+    pub(super) fn claim_active(
+        c: &Connection,
+        mut job: Job,
+        sha: &str,
+        (size, mtime_ns): (u64, i64),
+        output: Option<&Naming>,
+    ) -> OpResult<Option<Claim>> {
+        if job.sha256.as_deref() == Some(sha) && job.outcome.is_none() {
+            c.execute(
+                "UPDATE jobs SET size = ?2, mtime_ns = ?3, updated_ms = ?4 WHERE id = ?1",
+                params![job.id, size as i64, mtime_ns, now_ms()],
+            )?;
+            // A job interrupted while it was being handled as a duplicate
+            // stays a duplicate: resuming it as a new job would pay again.
+            let earlier = Self::earlier_success(c, sha, job.id)?;
+            if let (None, None, Some(naming)) = (&earlier, &job.output, output) {
+                job.output = Some(Self::pick_name(c, job.id, NameColumn::Output, naming)?);
+            }
+            return Ok(Some(match earlier {
+                Some(earlier) => Claim::Duplicate {
+                    job,
+                    earlier: Box::new(earlier),
+                },
+                None => Claim::Resume(job),
+            }));
+        }
+        if job.outcome.is_some() {
+            // Decided but not finished: recovery owns it.
+            return Ok(Some(Claim::Busy));
+        }
+        // The file was replaced by other content before the old job ended.
+        c.execute(
+            "UPDATE jobs SET active = 0, outcome = 'vanished', reason = 'replaced by new content',
+                    updated_ms = ?2 WHERE id = ?1",
+            params![job.id, now_ms()],
+        )?;
+        Ok(None)
+    }
+
+    /// Whether this content at this path already finished and was kept in
+    /// place (its size and mtime are refreshed then).
+    pub(super) fn done_in_place(
+        c: &Connection,
+        inbox: &str,
+        rel_b: &[u8],
+        sha: &str,
+        (size, mtime_ns): (u64, i64),
+    ) -> OpResult<bool> {
+        let done: i64 = c.query_row(
+            "SELECT COUNT(*) FROM jobs WHERE inbox = ?1 AND rel_path = ?2 AND sha256 = ?3
+               AND active = 0 AND outcome IN ('succeeded','duplicate')",
+            params![inbox, rel_b, sha],
+            |r| r.get(0),
+        )?;
+        if done > 0 {
+            // Refresh size/mtime so the next rescan skips without reading.
+            c.execute(
+                "UPDATE jobs SET size = ?4, mtime_ns = ?5 WHERE inbox = ?1 AND rel_path = ?2
+                   AND sha256 = ?3 AND active = 0 AND outcome IN ('succeeded','duplicate')",
+                params![inbox, rel_b, sha, size as i64, mtime_ns],
+            )?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// The latest success for this content (other than job `not`) whose
