@@ -14,7 +14,7 @@ use std::time::Duration;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use super::defaults::*;
-use super::load::SystemdDirs;
+use super::env::SystemdDirs;
 use super::paths::{absolute, expand_home, normalize};
 use super::raw::{RawConfig, RawHttp, RawInbox, RawLimits, RawRetry};
 use super::types::{

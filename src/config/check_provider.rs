@@ -11,10 +11,11 @@ use std::time::Duration;
 use super::check::Checker;
 use super::defaults::*;
 use super::paths::absolute;
+use super::peer_options::{RembgServerOptions, RemoveBgOptions};
 use super::raw::{RawHosted, RawLocal, RawRembg, RawVerging};
 use super::types::{
-    ApiKeySource, ConfigError, HostedConfig, LocalConfig, LocalEngine, ProviderConfig,
-    ProviderKind, RembgConfig, RetryConfig, Secret, VergingConfig,
+    ApiKeySource, ConfigError, HostedConfig, InboxOptions, LocalConfig, LocalEngine,
+    ProviderConfig, ProviderKind, RembgConfig, RembgOptions, RetryConfig, Secret, VergingConfig,
 };
 
 impl Checker {
@@ -369,5 +370,31 @@ impl Checker {
             feather: feather as f32,
             decontaminate: raw.decontaminate.unwrap_or(false),
         })
+    }
+}
+
+impl Checker {
+    /// `inbox[i].options` for an inbox whose provider is `kind`.
+    pub(super) fn options(
+        &self,
+        key: &str,
+        kind: &ProviderKind,
+        table: &toml::Table,
+    ) -> Result<InboxOptions, ConfigError> {
+        let checked = match kind {
+            ProviderKind::RembgCom(_) => RembgOptions::parse(table).map(InboxOptions::RembgCom),
+            ProviderKind::RemoveBg(_) => RemoveBgOptions::parse(table).map(InboxOptions::RemoveBg),
+            ProviderKind::RembgServer(_) => {
+                RembgServerOptions::parse(table).map(InboxOptions::RembgServer)
+            }
+            ProviderKind::Local(_) | ProviderKind::Verging(_) => match table.keys().next() {
+                None => Ok(InboxOptions::None),
+                Some(k) => Err(format!(
+                    "provider kind `{}` takes no options, but `{k}` was given",
+                    kind.name()
+                )),
+            },
+        };
+        checked.map_err(|m| self.err(key, m))
     }
 }

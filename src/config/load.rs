@@ -2,28 +2,17 @@
 //! `$CONFIGURATION_DIRECTORY`, the defaults systemd hands over, and the
 //! per-provider digests a reload compares.
 //!
-//! Owns: the environment variables that locate the file. Must not: judge
+//! Owns: the precedence that locates the file (the variables are in `env`). Must not: judge
 //! values (that is `check`) or write anything.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::check::Checker;
+use super::env::{env_dir, SystemdDirs, CONFIGURATION_DIRECTORY_ENV, CONFIG_ENV, CONFIG_FILE_NAME};
 use super::paths::absolute;
 use super::raw::RawConfig;
 use super::types::{Config, ConfigError};
-
-/// The environment variable naming a config file when `--config` is absent.
-pub const CONFIG_ENV: &str = "CUTOUT_CONFIG";
-/// systemd's `ConfigurationDirectory=`: `cutout.toml` there is the config
-/// when neither `--config` nor `$CUTOUT_CONFIG` names one.
-pub const CONFIGURATION_DIRECTORY_ENV: &str = "CONFIGURATION_DIRECTORY";
-/// systemd's `StateDirectory=`: the default `state_dir`.
-pub const STATE_DIRECTORY_ENV: &str = "STATE_DIRECTORY";
-/// systemd's `LogsDirectory=`: the default `log_dir`.
-pub const LOGS_DIRECTORY_ENV: &str = "LOGS_DIRECTORY";
-/// The config file name looked for in `$CONFIGURATION_DIRECTORY`.
-pub const CONFIG_FILE_NAME: &str = "cutout.toml";
 
 /// Where the config comes from, in precedence order: `--config`,
 /// `$CUTOUT_CONFIG`, `$CONFIGURATION_DIRECTORY/cutout.toml` (systemd's
@@ -35,32 +24,6 @@ pub fn locate(flag: Option<&Path>) -> Option<PathBuf> {
     match std::env::var_os(CONFIG_ENV) {
         Some(v) if !v.is_empty() => Some(PathBuf::from(v)),
         _ => env_dir(CONFIGURATION_DIRECTORY_ENV).map(|d| d.join(CONFIG_FILE_NAME)),
-    }
-}
-
-/// The first folder of a systemd directory variable (they may list several,
-/// separated by `:`); relative or empty values are ignored.
-fn env_dir(var: &str) -> Option<PathBuf> {
-    let v = std::env::var_os(var)?;
-    let first = std::env::split_paths(&v).next()?;
-    first.is_absolute().then_some(first)
-}
-
-/// Defaults that systemd hands over in the environment: `$STATE_DIRECTORY`
-/// (`StateDirectory=`) and `$LOGS_DIRECTORY` (`LogsDirectory=`) are the
-/// defaults for `state_dir` and `log_dir` when the file does not set them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SystemdDirs {
-    pub state: Option<PathBuf>,
-    pub logs: Option<PathBuf>,
-}
-
-impl SystemdDirs {
-    pub fn from_env() -> SystemdDirs {
-        SystemdDirs {
-            state: env_dir(STATE_DIRECTORY_ENV),
-            logs: env_dir(LOGS_DIRECTORY_ENV),
-        }
     }
 }
 

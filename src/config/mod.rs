@@ -3,7 +3,8 @@
 //! `raw` is its serde shape, `check` (with `check_provider` and `units`)
 //! turns it into the `types` the pipeline uses, `options` types each
 //! inbox's provider options (`peers` and `peer_options` do both for the
-//! remove-bg and rembg-server kinds; `defaults` holds the built-in values, `paths`
+//! remove-bg and rembg-server kinds; `defaults` holds the built-in values,
+//! `env` the environment variables, `colour` the colour-name rule, `paths`
 //! the lexical path helpers), and [`prepare_folders`] is the one step that
 //! touches the disk.
 //!
@@ -16,7 +17,9 @@
 
 mod check;
 mod check_provider;
+mod colour;
 mod defaults;
+mod env;
 mod folders;
 mod load;
 mod options;
@@ -31,15 +34,14 @@ mod units;
 mod tests;
 
 pub use defaults::*;
-pub use folders::prepare_folders;
-pub use load::{
-    from_str, from_str_with, load_with_text, locate, provider_digests, SystemdDirs,
-    CONFIGURATION_DIRECTORY_ENV, CONFIG_ENV, CONFIG_FILE_NAME, LOGS_DIRECTORY_ENV,
+pub use env::{
+    SystemdDirs, CONFIGURATION_DIRECTORY_ENV, CONFIG_ENV, CONFIG_FILE_NAME, LOGS_DIRECTORY_ENV,
     STATE_DIRECTORY_ENV,
 };
-pub use options::{InboxOptions, RembgOptions};
+pub use folders::prepare_folders;
+pub use load::{from_str, from_str_with, load_with_text, locate, provider_digests};
 pub use paths::normalize;
 pub use peer_options::{RembgServerOptions, RemoveBgOptions};
-pub use peers::{RembgServerConfig, RemoveBgConfig, ServerAuth, NO_KEY};
+pub use peers::NO_KEY;
 pub use types::*;
 pub use units::{parse_duration, parse_size};

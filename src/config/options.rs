@@ -1,5 +1,6 @@
-//! Per-inbox provider options (`options = { … }` in an `[[inbox]]`), checked
-//! once when the config is read into the typed [`InboxOptions`] that live on
+//! Per-inbox provider options (`options = { … }` in an `[[inbox]]`): the value
+//! rules, applied once when the config is read (by `check_provider`) into the
+//! typed [`InboxOptions`](super::InboxOptions) (declared in `types`) that live on
 //! the [`Inbox`](super::Inbox); providers read the typed values and never
 //! parse the table again.
 //!
@@ -9,50 +10,8 @@
 //! Must not: know the wire format of a provider's API (how the values are
 //! sent is the provider's business) or import provider code.
 
-use super::check::Checker;
-use super::peer_options::{RembgServerOptions, RemoveBgOptions};
-use super::types::{OutputFormat, ProviderKind};
-use super::ConfigError;
-
-/// The checked options of one inbox, by the kind of its provider.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub enum InboxOptions {
-    /// The provider kind takes no options (local, verging).
-    #[default]
-    None,
-    /// `kind = "rembg-com"`.
-    RembgCom(RembgOptions),
-    /// `kind = "remove-bg"`.
-    RemoveBg(RemoveBgOptions),
-    /// `kind = "rembg-server"`.
-    RembgServer(RembgServerOptions),
-}
-
-impl InboxOptions {
-    /// The rembg.com options (None for other kinds).
-    pub fn rembg(&self) -> Option<&RembgOptions> {
-        match self {
-            InboxOptions::RembgCom(o) => Some(o),
-            _ => None,
-        }
-    }
-
-    /// The remove.bg options (None for other kinds).
-    pub fn remove_bg(&self) -> Option<&RemoveBgOptions> {
-        match self {
-            InboxOptions::RemoveBg(o) => Some(o),
-            _ => None,
-        }
-    }
-
-    /// The rembg-server options (None for other kinds).
-    pub fn rembg_server(&self) -> Option<&RembgServerOptions> {
-        match self {
-            InboxOptions::RembgServer(o) => Some(o),
-            _ => None,
-        }
-    }
-}
+use super::colour::is_color;
+use super::types::{OutputFormat, RembgOptions};
 
 /// The option keys rembg.com documents.
 const REMBG_KEYS: &[&str] = &[
@@ -67,47 +26,6 @@ const REMBG_KEYS: &[&str] = &[
 ];
 /// Largest `w` / `h` accepted.
 pub const REMBG_MAX_SIDE: i64 = 10_000;
-
-/// rembg.com's per-inbox options, checked. `None`: not sent (the API's
-/// default), except `format`, which defaults to the inbox's `output_format`.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RembgOptions {
-    pub format: Option<OutputFormat>,
-    pub w: Option<i64>,
-    pub h: Option<i64>,
-    pub exact_resize: Option<bool>,
-    pub mask: Option<bool>,
-    /// `#RGB`, `#RGBA`, `#RRGGBB`, `#RRGGBBAA` or a CSS colour name.
-    pub bg_color: Option<String>,
-    pub angle: Option<f64>,
-    pub expand: Option<bool>,
-}
-
-impl Checker {
-    /// `inbox[i].options` for an inbox whose provider is `kind`.
-    pub(super) fn options(
-        &self,
-        key: &str,
-        kind: &ProviderKind,
-        table: &toml::Table,
-    ) -> Result<InboxOptions, ConfigError> {
-        let checked = match kind {
-            ProviderKind::RembgCom(_) => RembgOptions::parse(table).map(InboxOptions::RembgCom),
-            ProviderKind::RemoveBg(_) => RemoveBgOptions::parse(table).map(InboxOptions::RemoveBg),
-            ProviderKind::RembgServer(_) => {
-                RembgServerOptions::parse(table).map(InboxOptions::RembgServer)
-            }
-            ProviderKind::Local(_) | ProviderKind::Verging(_) => match table.keys().next() {
-                None => Ok(InboxOptions::None),
-                Some(k) => Err(format!(
-                    "provider kind `{}` takes no options, but `{k}` was given",
-                    kind.name()
-                )),
-            },
-        };
-        checked.map_err(|m| self.err(key, m))
-    }
-}
 
 impl RembgOptions {
     /// Check an `options = { … }` table; errors name the option.
@@ -176,34 +94,6 @@ impl RembgOptions {
         Ok(())
     }
 }
-
-pub(super) fn is_color(c: &str) -> bool {
-    if let Some(hex) = c.strip_prefix('#') {
-        return matches!(hex.len(), 3 | 4 | 6 | 8) && hex.bytes().all(|b| b.is_ascii_hexdigit());
-    }
-    let lower = c.to_ascii_lowercase();
-    lower == "transparent" || CSS_COLOR_NAMES.split_whitespace().any(|n| n == lower)
-}
-
-/// The CSS named colours (the names rembg.com's "colour name" accepts, as
-/// far as its docs say).
-const CSS_COLOR_NAMES: &str = "aliceblue antiquewhite aqua aquamarine azure beige bisque black \
-blanchedalmond blue blueviolet brown burlywood cadetblue chartreuse chocolate coral \
-cornflowerblue cornsilk crimson cyan darkblue darkcyan darkgoldenrod darkgray darkgreen \
-darkgrey darkkhaki darkmagenta darkolivegreen darkorange darkorchid darkred darksalmon \
-darkseagreen darkslateblue darkslategray darkslategrey darkturquoise darkviolet deeppink \
-deepskyblue dimgray dimgrey dodgerblue firebrick floralwhite forestgreen fuchsia gainsboro \
-ghostwhite gold goldenrod gray green greenyellow grey honeydew hotpink indianred indigo ivory \
-khaki lavender lavenderblush lawngreen lemonchiffon lightblue lightcoral lightcyan \
-lightgoldenrodyellow lightgray lightgreen lightgrey lightpink lightsalmon lightseagreen \
-lightskyblue lightslategray lightslategrey lightsteelblue lightyellow lime limegreen linen \
-magenta maroon mediumaquamarine mediumblue mediumorchid mediumpurple mediumseagreen \
-mediumslateblue mediumspringgreen mediumturquoise mediumvioletred midnightblue mintcream \
-mistyrose moccasin navajowhite navy oldlace olive olivedrab orange orangered orchid \
-palegoldenrod palegreen paleturquoise palevioletred papayawhip peachpuff peru pink plum \
-powderblue purple rebeccapurple red rosybrown royalblue saddlebrown salmon sandybrown seagreen \
-seashell sienna silver skyblue slateblue slategray slategrey snow springgreen steelblue tan \
-teal thistle tomato turquoise violet wheat white whitesmoke yellow yellowgreen";
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 //! Must not: know how the values travel (form field, query parameter: the
 //! provider modules decide) or import provider code.
 
-use super::options::is_color;
+use super::colour::is_color;
 
 /// remove.bg's option keys (the ones cutout sends).
 const REMOVE_BG_KEYS: &[&str] = &[

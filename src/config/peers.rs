@@ -13,35 +13,9 @@ use serde::Deserialize;
 
 use super::check::Checker;
 use super::raw::{HumanValue, RawHosted};
-use super::types::{ApiKeySource, ConfigError, HostedConfig, RetryConfig, Secret};
-
-/// `kind = "remove-bg"`.
-#[derive(Clone, Debug)]
-pub struct RemoveBgConfig {
-    /// `base_url` (default `https://api.remove.bg`): `POST
-    /// {base_url}/v1.0/removebg`, `GET {base_url}/v1.0/account`.
-    pub hosted: HostedConfig,
-}
-
-/// `kind = "rembg-server"`.
-#[derive(Clone, Debug)]
-pub struct RembgServerConfig {
-    /// `base_url` (default `http://127.0.0.1:7000`). `hosted.key` is only
-    /// read when `auth` is set (the server itself has no key).
-    pub hosted: HostedConfig,
-    /// A header for a reverse proxy in front of the server.
-    pub auth: Option<ServerAuth>,
-}
-
-/// `auth_header` (+ `auth_scheme`): the proxy's header; its value (the
-/// secret) comes from `api_key_env` / `api_key_file` / `api_key`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerAuth {
-    /// Header name, e.g. `Authorization` or `X-Proxy-Key`.
-    pub header: String,
-    /// Sent before the secret with one space, e.g. `Bearer`.
-    pub scheme: Option<String>,
-}
+use super::types::{
+    ApiKeySource, ConfigError, RembgServerConfig, RemoveBgConfig, RetryConfig, Secret, ServerAuth,
+};
 
 /// The secret that stands in for "no key" (never sent: without `auth`
 /// nothing reads it; shorter than anything a redaction would act on).

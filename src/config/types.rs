@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use globset::GlobSet;
 
-use super::options::InboxOptions;
-use super::peers::{RembgServerConfig, RemoveBgConfig};
+use super::peer_options::{RembgServerOptions, RemoveBgOptions};
 
 /// A config that cannot be used. Always names the file and, where there is
 /// one, the key.
@@ -317,4 +316,87 @@ pub enum LocalEngine {
     /// `models_dir`, when it and the runtime load; else built-in.
     #[default]
     Auto,
+}
+
+/// The checked options of one inbox, by the kind of its provider.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum InboxOptions {
+    /// The provider kind takes no options (local, verging).
+    #[default]
+    None,
+    /// `kind = "rembg-com"`.
+    RembgCom(RembgOptions),
+    /// `kind = "remove-bg"`.
+    RemoveBg(RemoveBgOptions),
+    /// `kind = "rembg-server"`.
+    RembgServer(RembgServerOptions),
+}
+
+impl InboxOptions {
+    /// The rembg.com options (None for other kinds).
+    pub fn rembg(&self) -> Option<&RembgOptions> {
+        match self {
+            InboxOptions::RembgCom(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The remove.bg options (None for other kinds).
+    pub fn remove_bg(&self) -> Option<&RemoveBgOptions> {
+        match self {
+            InboxOptions::RemoveBg(o) => Some(o),
+            _ => None,
+        }
+    }
+
+    /// The rembg-server options (None for other kinds).
+    pub fn rembg_server(&self) -> Option<&RembgServerOptions> {
+        match self {
+            InboxOptions::RembgServer(o) => Some(o),
+            _ => None,
+        }
+    }
+}
+
+/// rembg.com's per-inbox options, checked. `None`: not sent (the API's
+/// default), except `format`, which defaults to the inbox's `output_format`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RembgOptions {
+    pub format: Option<OutputFormat>,
+    pub w: Option<i64>,
+    pub h: Option<i64>,
+    pub exact_resize: Option<bool>,
+    pub mask: Option<bool>,
+    /// `#RGB`, `#RGBA`, `#RRGGBB`, `#RRGGBBAA` or a CSS colour name.
+    pub bg_color: Option<String>,
+    pub angle: Option<f64>,
+    pub expand: Option<bool>,
+}
+
+/// `kind = "remove-bg"`.
+#[derive(Clone, Debug)]
+pub struct RemoveBgConfig {
+    /// `base_url` (default `https://api.remove.bg`): `POST
+    /// {base_url}/v1.0/removebg`, `GET {base_url}/v1.0/account`.
+    pub hosted: HostedConfig,
+}
+
+/// `kind = "rembg-server"`.
+#[derive(Clone, Debug)]
+pub struct RembgServerConfig {
+    /// `base_url` (default `http://127.0.0.1:7000`). `hosted.key` is only
+    /// read when `auth` is set (the server itself has no key).
+    pub hosted: HostedConfig,
+    /// A header for a reverse proxy in front of the server.
+    pub auth: Option<ServerAuth>,
+}
+
+/// `auth_header` (+ `auth_scheme`): the proxy's header; its value (the
+/// secret) comes from `api_key_env` / `api_key_file` / `api_key`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerAuth {
+    /// Header name, e.g. `Authorization` or `X-Proxy-Key`.
+    pub header: String,
+    /// Sent before the secret with one space, e.g. `Bearer`.
+    pub scheme: Option<String>,
 }

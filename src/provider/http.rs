@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{StatusCode, Url};
 
+pub use super::url_guard::display_url;
 use super::url_guard::{self, GuardedResolver};
 use super::ProviderError;
 use crate::config::HostedConfig;
@@ -31,17 +32,6 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 const MAX_ERROR_BODY: u64 = 64 * 1024;
 /// Longest provider message kept in an error (and so in reason.json).
 const MAX_MESSAGE: usize = 400;
-
-/// A URL as it may appear in logs and errors: scheme, host, port and path,
-/// never the query (presigned URLs carry signatures there) or user info.
-pub fn display_url(url: &Url) -> String {
-    let mut u = url.clone();
-    u.set_query(None);
-    u.set_fragment(None);
-    let _ = u.set_username("");
-    let _ = u.set_password(None);
-    u.to_string()
-}
 
 /// The two clients of one provider and the rules they follow.
 pub struct Http {

@@ -6,7 +6,7 @@
 //! provider's configured `base_url` is itself on loopback (tests, a local
 //! mock), where everything it hands back is local too.
 //!
-//! Owns: the address classifier ([`is_non_public`]), the decision
+//! Owns: the URL as shown in messages ([`display_url`]), the address classifier ([`is_non_public`]), the decision
 //! ([`check_addrs`]), the look-up-and-check of one URL ([`check_url`]) and
 //! the DNS resolver of the `fetch` client ([`GuardedResolver`]), which
 //! applies the same rule to every connection it makes (redirects too, and
@@ -20,7 +20,16 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::Url;
 
-use super::http::display_url;
+/// A URL as it may appear in logs and errors: scheme, host, port and path,
+/// never the query (presigned URLs carry signatures there) or user info.
+pub fn display_url(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
 
 /// Whether an IPv4 address is outside the public internet.
 fn v4_non_public(a: Ipv4Addr) -> bool {

@@ -12,11 +12,12 @@ use image::{GrayImage, RgbaImage};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session};
 use ort::value::{DynValue, Tensor};
 
+use super::kind::ModelKind;
 use super::postprocess::{apply_alpha, refine_mask, resize_gray, to_mask_u8};
 use super::preprocess::preprocess;
 use super::runtime::{build_session, resolve_runtime, runtime};
 use super::tensor::{check_input, check_output, f16_tensor, read_mask_output, Precision};
-use super::{inference, ModelKind, OnnxError, OnnxOptions, PostOptions};
+use super::types::{inference, OnnxError, OnnxOptions, PostOptions};
 use crate::engine::mask::colour::decontaminate;
 
 /// How long one picture's steps took in [`OnnxEngine::mask_timed`].

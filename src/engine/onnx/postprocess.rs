@@ -7,7 +7,7 @@
 use image::{GrayImage, RgbaImage};
 
 use super::preprocess::pil_lanczos;
-use super::{inference, OnnxError, PostOptions};
+use super::types::{inference, OnnxError, PostOptions};
 use crate::engine::mask::clean::{feather, fill_holes, remove_specks};
 
 /// rembg's output step: optional sigmoid, min–max to 0..1, × 255 truncated

@@ -5,7 +5,8 @@
 
 use image::RgbaImage;
 
-use super::{inference, ModelKind, OnnxError};
+use super::kind::ModelKind;
+use super::types::{inference, OnnxError};
 
 /// rembg's `normalize`: RGB (alpha dropped, not composited), Lanczos to
 /// `size`² exactly as Pillow does it, divided by the resized picture's

@@ -12,7 +12,7 @@ use ort::ep;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
 
-use super::{folder_of, OnnxError, OnnxOptions};
+use super::types::{folder_of, OnnxError, OnnxOptions};
 
 /// The process-wide ONNX Runtime: `ort` loads the library and creates its
 /// environment once per process, so every engine shares this.

@@ -8,7 +8,8 @@ use ort::memory::Allocator;
 use ort::session::Session;
 use ort::value::{DynTensor, DynTensorValueType, DynValue, TensorElementType, ValueType};
 
-use super::{inference, ModelKind, OnnxError};
+use super::kind::ModelKind;
+use super::types::{inference, OnnxError};
 
 /// Whether the graph wants float32 or float16 tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,6 +3,7 @@
 //! tests/fixtures/onnx/ (see its README), and say why when they skip.
 //! The real-model test runs when CUTOUT_TEST_MODEL points to IS-Net.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use image::{GrayImage, Rgba, RgbaImage};
