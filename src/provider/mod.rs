@@ -16,6 +16,7 @@ pub mod hosted;
 pub mod http;
 pub mod key;
 pub mod local;
+pub mod rate;
 pub mod rembg_com;
 pub mod url_guard;
 pub mod verging;
