@@ -249,8 +249,13 @@ impl Gate {
                 st.in_a_row = st.in_a_row.saturating_add(1);
                 if ticket.epoch == st.epoch {
                     // The first 429 for requests sent at the current pace.
-                    st.factor = (st.factor / 2.0).max(MIN_FACTOR);
-                    st.ctl.limited();
+                    if st.ctl.is_auto() {
+                        // The learned rate is the control; pictures in
+                        // flight stay as configured.
+                        st.ctl.limited();
+                    } else {
+                        st.factor = (st.factor / 2.0).max(MIN_FACTOR);
+                    }
                     st.last_decrease = Some(now);
                 }
                 let cool = retry_after.unwrap_or_else(|| {
