@@ -28,6 +28,9 @@ use std::time::{Duration, Instant};
 
 use fake_provider::{Config, Endpoint, FakeProvider, LogEntry, RateLimit};
 
+#[path = "load/autorate.rs"]
+mod autorate;
+
 const KEY: &str = "bench-rembg-key";
 
 // ---------------------------------------------------------------------------
@@ -36,7 +39,7 @@ const KEY: &str = "bench-rembg-key";
 /// Every size of the run, from the environment.
 #[derive(Debug, Clone)]
 struct Knobs {
-    /// Sections to run (`BENCH_ONLY=throughput,verging,ratelimit,naive,burst,latency,cpu`).
+    /// Sections to run (`BENCH_ONLY=throughput,verging,ratelimit,autorate,naive,burst,latency,cpu`).
     only: Vec<String>,
     /// Provider latency per picture (`BENCH_LATENCY_MS`, 200).
     latency: Duration,
@@ -111,7 +114,7 @@ impl Knobs {
         Knobs {
             only: env_list(
                 "BENCH_ONLY",
-                "throughput,verging,ratelimit,naive,burst,latency,cpu",
+                "throughput,verging,ratelimit,autorate,naive,burst,latency,cpu",
             ),
             latency: Duration::from_millis(env_num("BENCH_LATENCY_MS", 200)),
             files: env_num("BENCH_FILES", d("2000", "200").parse().unwrap_or(2000)),
@@ -1199,6 +1202,11 @@ fn load() {
         } else {
             0
         },
+        if k.wants("autorate") {
+            autorate::runs().iter().map(|r| r.1).max().unwrap_or(0)
+        } else {
+            0
+        },
         if k.wants("naive") { k.naive_files } else { 0 },
         if k.wants("burst") {
             k.burst.iter().copied().max().unwrap_or(0)
@@ -1225,6 +1233,9 @@ fn load() {
     }
     if k.wants("ratelimit") {
         rate_limited(&k, &mut r, &pool);
+    }
+    if k.wants("autorate") {
+        autorate::autorate(&k, &mut r, &pool);
     }
     if k.wants("naive") {
         naive(&k, &mut r, &pool);

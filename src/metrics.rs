@@ -113,6 +113,7 @@ pub struct Metrics {
     rate_limited: Family<ProviderLabel, Counter>,
     paused: Family<ProviderLabel, Gauge>,
     credits: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
+    rate: Family<ProviderLabel, Gauge<f64, AtomicU64>>,
     latency: Family<ProviderLabel, Histogram, fn() -> Histogram>,
     providers: Mutex<BTreeMap<String, ProviderState>>,
 }
@@ -168,6 +169,7 @@ impl Metrics {
             rate_limited: Family::default(),
             paused: Family::default(),
             credits: Family::default(),
+            rate: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
             providers: Mutex::new(BTreeMap::new()),
         };
@@ -278,6 +280,12 @@ impl Metrics {
         );
         register(
             r,
+            "cutout_provider_rate_per_second",
+            "Requests per second the provider's gate allows right now (learned with requests_per_second = \"auto\").",
+            self.rate.clone(),
+        );
+        register(
+            r,
             "cutout_provider_latency_seconds",
             "Duration of provider calls.",
             self.latency.clone(),
@@ -366,6 +374,9 @@ impl Metrics {
                 .set(i64::from(p.paused.is_some()));
             if let Some(c) = st.credits_left {
                 self.credits.get_or_create(&l).set(c);
+            }
+            if st.requests_per_second > 0.0 {
+                self.rate.get_or_create(&l).set(st.requests_per_second);
             }
             let raw = st.rate_limited;
             let delta = if raw >= p.rate_limited_seen {

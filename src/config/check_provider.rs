@@ -12,11 +12,12 @@ use super::check::Checker;
 use super::defaults::*;
 use super::paths::absolute;
 use super::peer_options::{RembgServerOptions, RemoveBgOptions};
-use super::raw::{RawHosted, RawLocal, RawRembg, RawVerging};
+use super::raw::{RawHosted, RawLocal, RawRate, RawRembg, RawVerging};
 use super::types::{
     ApiKeySource, ConfigError, HostedConfig, InboxOptions, LocalConfig, LocalEngine,
     ProviderConfig, ProviderKind, RembgConfig, RembgOptions, RetryConfig, Secret, VergingConfig,
 };
+use crate::provider::rate::RateMode;
 
 impl Checker {
     pub(super) fn provider(
@@ -216,20 +217,18 @@ impl Checker {
         };
         let base_url = self.url(&base_key, base.unwrap_or(base_default))?;
         let source = self.key_source(key, &raw, default_env, file)?;
+        let rate = self.rate(key, &raw)?;
+        let default_concurrency = match rate {
+            RateMode::Auto { .. } => DEFAULT_AUTO_CONCURRENCY,
+            RateMode::Fixed(_) => DEFAULT_HOSTED_CONCURRENCY,
+        };
         let concurrency = self.int(
             &k("concurrency"),
             raw.concurrency,
-            DEFAULT_HOSTED_CONCURRENCY as i64,
+            default_concurrency as i64,
             1,
             256,
         )? as usize;
-        let rps = raw.requests_per_second.unwrap_or(DEFAULT_HOSTED_RPS);
-        if !(rps.is_finite() && (0.01..=1000.0).contains(&rps)) {
-            return Err(self.err(
-                k("requests_per_second"),
-                format!("must be between 0.01 and 1000, got {rps}"),
-            ));
-        }
         let timeout = self.duration(&k("timeout"), raw.timeout.as_ref(), DEFAULT_HOSTED_TIMEOUT)?;
         if timeout < Duration::from_millis(100) {
             return Err(self.err(k("timeout"), "must be at least 100ms"));
@@ -251,12 +250,51 @@ impl Checker {
             base_url,
             key: source,
             concurrency,
-            requests_per_second: rps,
+            requests_per_second: rate,
             timeout,
             max_result_size,
             recheck_interval,
             retry,
         })
+    }
+
+    /// `requests_per_second` (a number or `"auto"`, the default) and
+    /// `max_requests_per_second` (auto mode only).
+    fn rate(&self, key: &str, raw: &RawHosted<'_>) -> Result<RateMode, ConfigError> {
+        let k = |name: &str| format!("{key}.{name}");
+        let check = |name: &str, v: f64| {
+            if v.is_finite() && (0.01..=1000.0).contains(&v) {
+                Ok(v)
+            } else {
+                Err(self.err(k(name), format!("must be between 0.01 and 1000, got {v}")))
+            }
+        };
+        let max = raw
+            .max_requests_per_second
+            .map(|m| check("max_requests_per_second", m))
+            .transpose()?;
+        match raw.requests_per_second {
+            Some(RawRate::Number(rps)) => {
+                if max.is_some() {
+                    return Err(self.err(
+                        k("max_requests_per_second"),
+                        "only applies to requests_per_second = \"auto\"; remove it or set requests_per_second = \"auto\"",
+                    ));
+                }
+                Ok(RateMode::Fixed(check("requests_per_second", *rps)?))
+            }
+            Some(RawRate::Text(t)) if t != "auto" => Err(self.err(
+                k("requests_per_second"),
+                format!("must be a number or \"auto\", got \"{t}\""),
+            )),
+            Some(RawRate::Text(_)) | None => {
+                let max = max.unwrap_or(DEFAULT_MAX_RPS);
+                Ok(RateMode::Auto {
+                    start: DEFAULT_AUTO_START_RPS.min(max),
+                    max,
+                })
+            }
+        }
     }
 
     /// Where the API key comes from: at most one of `api_key`,

@@ -33,6 +33,13 @@ pub const VERGING_URL_ENV: &str = "VERGING_API_URL";
 pub const CREDENTIALS_DIR_ENV: &str = "CREDENTIALS_DIRECTORY";
 pub const DEFAULT_HOSTED_CONCURRENCY: usize = 2;
 pub const DEFAULT_HOSTED_RPS: f64 = 2.0;
+/// `requests_per_second = "auto"` starts here (the former fixed default).
+pub const DEFAULT_AUTO_START_RPS: f64 = 2.0;
+/// `max_requests_per_second`: auto mode never goes above it.
+pub const DEFAULT_MAX_RPS: f64 = 25.0;
+/// Default `concurrency` in auto mode: high enough that pictures in flight
+/// do not cap the learned rate (rate ≤ in flight / answer time).
+pub const DEFAULT_AUTO_CONCURRENCY: usize = 8;
 pub const DEFAULT_HOSTED_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_RESULT_SIZE: u64 = 100 * 1024 * 1024;
 pub const DEFAULT_RECHECK_INTERVAL: Duration = Duration::from_secs(60);

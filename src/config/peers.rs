@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::Checker;
-use super::raw::{HumanValue, RawHosted};
+use super::raw::{HumanValue, RawHosted, RawRate};
 use super::types::{
     ApiKeySource, ConfigError, RembgServerConfig, RemoveBgConfig, RetryConfig, Secret, ServerAuth,
 };
@@ -32,7 +32,8 @@ pub(super) struct RawRemoveBg {
     api_key_file: Option<PathBuf>,
     api_key: Option<String>,
     concurrency: Option<i64>,
-    requests_per_second: Option<f64>,
+    requests_per_second: Option<RawRate>,
+    max_requests_per_second: Option<f64>,
     timeout: Option<HumanValue>,
     max_result_size: Option<HumanValue>,
     recheck_interval: Option<HumanValue>,
@@ -51,7 +52,8 @@ pub(super) struct RawRembgServer {
     api_key_file: Option<PathBuf>,
     api_key: Option<String>,
     concurrency: Option<i64>,
-    requests_per_second: Option<f64>,
+    requests_per_second: Option<RawRate>,
+    max_requests_per_second: Option<f64>,
     timeout: Option<HumanValue>,
     max_result_size: Option<HumanValue>,
     recheck_interval: Option<HumanValue>,
@@ -71,7 +73,8 @@ impl Checker {
             api_key_file: &raw.api_key_file,
             api_key: &raw.api_key,
             concurrency: raw.concurrency,
-            requests_per_second: raw.requests_per_second,
+            requests_per_second: &raw.requests_per_second,
+            max_requests_per_second: raw.max_requests_per_second,
             timeout: &raw.timeout,
             max_result_size: &raw.max_result_size,
             recheck_interval: &raw.recheck_interval,
@@ -118,12 +121,18 @@ impl Checker {
         let timeout = raw.timeout.clone().or(Some(HumanValue::Int(
             DEFAULT_REMBG_SERVER_TIMEOUT.as_secs() as i64,
         )));
+        // A self-hosted server has no rate to find: a fixed rate by default.
+        let rps = raw
+            .requests_per_second
+            .clone()
+            .or(Some(RawRate::Number(DEFAULT_REMBG_SERVER_RPS)));
         let view = RawHosted {
             api_key_env: &raw.api_key_env,
             api_key_file: &raw.api_key_file,
             api_key: &raw.api_key,
             concurrency: raw.concurrency.or(Some(DEFAULT_REMBG_SERVER_CONCURRENCY)),
-            requests_per_second: raw.requests_per_second.or(Some(DEFAULT_REMBG_SERVER_RPS)),
+            requests_per_second: &rps,
+            max_requests_per_second: raw.max_requests_per_second,
             timeout: &timeout,
             max_result_size: &raw.max_result_size,
             recheck_interval: &raw.recheck_interval,
@@ -241,7 +250,10 @@ mod tests {
             s.hosted.concurrency,
             DEFAULT_REMBG_SERVER_CONCURRENCY as usize
         );
-        assert_eq!(s.hosted.requests_per_second, DEFAULT_REMBG_SERVER_RPS);
+        assert_eq!(
+            s.hosted.requests_per_second,
+            crate::provider::rate::RateMode::Fixed(DEFAULT_REMBG_SERVER_RPS)
+        );
         assert_eq!(s.hosted.timeout, DEFAULT_REMBG_SERVER_TIMEOUT);
         assert_eq!(s.auth, None);
     }

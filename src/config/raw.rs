@@ -114,7 +114,8 @@ pub(super) struct RawRembg {
     pub(super) api_key_file: Option<PathBuf>,
     pub(super) api_key: Option<String>,
     pub(super) concurrency: Option<i64>,
-    pub(super) requests_per_second: Option<f64>,
+    pub(super) requests_per_second: Option<RawRate>,
+    pub(super) max_requests_per_second: Option<f64>,
     pub(super) timeout: Option<HumanValue>,
     pub(super) max_result_size: Option<HumanValue>,
     pub(super) recheck_interval: Option<HumanValue>,
@@ -131,7 +132,8 @@ pub(super) struct RawVerging {
     pub(super) api_key_file: Option<PathBuf>,
     pub(super) api_key: Option<String>,
     pub(super) concurrency: Option<i64>,
-    pub(super) requests_per_second: Option<f64>,
+    pub(super) requests_per_second: Option<RawRate>,
+    pub(super) max_requests_per_second: Option<f64>,
     pub(super) timeout: Option<HumanValue>,
     pub(super) max_result_size: Option<HumanValue>,
     pub(super) recheck_interval: Option<HumanValue>,
@@ -146,7 +148,8 @@ pub(super) struct RawHosted<'a> {
     pub(super) api_key_file: &'a Option<PathBuf>,
     pub(super) api_key: &'a Option<String>,
     pub(super) concurrency: Option<i64>,
-    pub(super) requests_per_second: Option<f64>,
+    pub(super) requests_per_second: &'a Option<RawRate>,
+    pub(super) max_requests_per_second: Option<f64>,
     pub(super) timeout: &'a Option<HumanValue>,
     pub(super) max_result_size: &'a Option<HumanValue>,
     pub(super) recheck_interval: &'a Option<HumanValue>,
@@ -164,7 +167,8 @@ macro_rules! hosted_view {
                     api_key_file: &self.api_key_file,
                     api_key: &self.api_key,
                     concurrency: self.concurrency,
-                    requests_per_second: self.requests_per_second,
+                    requests_per_second: &self.requests_per_second,
+                    max_requests_per_second: self.max_requests_per_second,
                     timeout: &self.timeout,
                     max_result_size: &self.max_result_size,
                     recheck_interval: &self.recheck_interval,
@@ -174,6 +178,14 @@ macro_rules! hosted_view {
     )*};
 }
 hosted_view!(RawRembg, RawVerging);
+
+/// `requests_per_second`: a number or the word `"auto"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawRate {
+    Number(f64),
+    Text(String),
+}
 
 /// A size or duration: a human string ("10 MiB", "2s") or a bare number
 /// (bytes, seconds).

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::provider::rate::RateMode;
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
     from_str(
@@ -139,6 +140,28 @@ fn provider_digests_change_only_with_the_table() {
 }
 
 #[test]
+fn a_fixed_rate_keeps_the_small_default_concurrency() {
+    let c = parse("[providers.r]\nkind = \"rembg-com\"\nrequests_per_second = 3\n").expect("loads");
+    let ProviderKind::RembgCom(r) = &c.providers["r"].kind else {
+        panic!("not rembg-com");
+    };
+    assert_eq!(r.hosted.requests_per_second, RateMode::Fixed(3.0));
+    assert_eq!(r.hosted.concurrency, DEFAULT_HOSTED_CONCURRENCY);
+    let c = parse("[providers.r]\nkind = \"rembg-com\"\nrequests_per_second = \"auto\"\nmax_requests_per_second = 1\n")
+        .expect("loads");
+    let ProviderKind::RembgCom(r) = &c.providers["r"].kind else {
+        panic!("not rembg-com");
+    };
+    assert_eq!(
+        r.hosted.requests_per_second,
+        RateMode::Auto {
+            start: 1.0,
+            max: 1.0
+        }
+    );
+}
+
+#[test]
 fn hosted_providers_with_their_defaults() {
     let c = parse(
         "[providers.r]\nkind = \"rembg-com\"\n[providers.v]\nkind = \"verging\"\napi_key_file = \"vkey\"\npresigned_upload = true\n",
@@ -148,7 +171,14 @@ fn hosted_providers_with_their_defaults() {
         ProviderKind::RembgCom(r) => {
             assert_eq!(r.hosted.base_url, DEFAULT_REMBG_URL);
             assert_eq!(r.usage_url, DEFAULT_REMBG_USAGE_URL);
-            assert_eq!(r.hosted.concurrency, DEFAULT_HOSTED_CONCURRENCY);
+            assert_eq!(r.hosted.concurrency, DEFAULT_AUTO_CONCURRENCY);
+            assert_eq!(
+                r.hosted.requests_per_second,
+                RateMode::Auto {
+                    start: DEFAULT_AUTO_START_RPS,
+                    max: DEFAULT_MAX_RPS
+                }
+            );
             assert!(matches!(
                 &r.hosted.key,
                 ApiKeySource::Env { var, explicit: false } if var == DEFAULT_REMBG_KEY_ENV
@@ -192,6 +222,18 @@ fn hosted_provider_mistakes_name_the_key() {
         (
             "[providers.r]\nkind = \"rembg-com\"\nrequests_per_second = 0\n",
             "providers.r.requests_per_second",
+        ),
+        (
+            "[providers.r]\nkind = \"rembg-com\"\nrequests_per_second = \"fast\"\n",
+            "providers.r.requests_per_second",
+        ),
+        (
+            "[providers.r]\nkind = \"rembg-com\"\nmax_requests_per_second = 0\n",
+            "providers.r.max_requests_per_second",
+        ),
+        (
+            "[providers.r]\nkind = \"rembg-com\"\nrequests_per_second = 3\nmax_requests_per_second = 9\n",
+            "providers.r.max_requests_per_second",
         ),
         (
             "[providers.r]\nkind = \"rembg-com\"\npoll_interval = \"1s\"\n",
@@ -247,8 +289,14 @@ fn example_config_documents_the_hosted_defaults() {
     assert_eq!(r.usage_url, DEFAULT_REMBG_USAGE_URL);
     assert_eq!(v.hosted.base_url, DEFAULT_VERGING_URL);
     for h in [&r.hosted, &v.hosted] {
-        assert_eq!(h.concurrency, DEFAULT_HOSTED_CONCURRENCY);
-        assert_eq!(h.requests_per_second, DEFAULT_HOSTED_RPS);
+        assert_eq!(h.concurrency, DEFAULT_AUTO_CONCURRENCY);
+        assert_eq!(
+            h.requests_per_second,
+            RateMode::Auto {
+                start: DEFAULT_AUTO_START_RPS,
+                max: DEFAULT_MAX_RPS
+            }
+        );
         assert_eq!(h.timeout, DEFAULT_HOSTED_TIMEOUT);
         assert_eq!(h.max_result_size, DEFAULT_MAX_RESULT_SIZE);
         assert_eq!(h.recheck_interval, DEFAULT_RECHECK_INTERVAL);

@@ -247,8 +247,10 @@ pub struct HostedConfig {
     pub key: ApiKeySource,
     /// Pictures this provider works on at once (on top of `queue.concurrency`).
     pub concurrency: usize,
-    /// Requests per second to this provider's API (token bucket).
-    pub requests_per_second: f64,
+    /// Requests per second to this provider's API (token bucket): fixed,
+    /// or `"auto"` (learned between a start rate and
+    /// `max_requests_per_second`).
+    pub requests_per_second: crate::provider::rate::RateMode,
     /// Time limit of one HTTP request (upload, download, poll).
     pub timeout: Duration,
     /// Largest result (or error body) read from the provider.

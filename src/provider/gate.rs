@@ -34,6 +34,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
+pub use super::rate::MIN_RATE;
+use super::rate::{RateController, RateHint, RateMode};
 use super::{PauseInfo, PauseReason, ProviderStatus};
 use crate::job::Backoff;
 
@@ -43,14 +45,13 @@ pub const RECOVERY_HOLD: Duration = Duration::from_secs(5);
 pub const RECOVERY_STEP: f64 = 0.05;
 /// The adaptive factor never drops below this.
 pub const MIN_FACTOR: f64 = 1.0 / 64.0;
-/// The adaptive rate never drops below this (requests per second).
-pub const MIN_RATE: f64 = 1.0 / 60.0;
 
 /// The fixed limits of one provider.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub concurrency: usize,
-    pub requests_per_second: f64,
+    /// Fixed or learned (`"auto"`) request rate.
+    pub rate: RateMode,
     /// Cool-down backoff bounds (from `[retry]`).
     pub initial_delay: Duration,
     pub max_delay: Duration,
@@ -60,6 +61,8 @@ pub struct Limits {
 struct State {
     /// Adaptive share of the configured limits, in [MIN_FACTOR, 1].
     factor: f64,
+    /// The request rate (fixed, or learned in auto mode).
+    ctl: RateController,
     in_use: usize,
     /// Bumped whenever earlier reservations become void (a cool-down).
     epoch: u64,
@@ -144,6 +147,7 @@ impl Gate {
             limits,
             state: Mutex::new(State {
                 factor: 1.0,
+                ctl: RateController::new(limits.rate),
                 in_use: 0,
                 epoch: 0,
                 next_free: now,
@@ -171,10 +175,20 @@ impl Gate {
     }
 
     fn rate(&self, st: &State) -> f64 {
+        let rps = st.ctl.rate(Instant::now());
+        if st.ctl.is_auto() {
+            // The controller halves and grows the rate itself.
+            return rps.max(1e-3);
+        }
         // Slowed down, but never below one request a minute (unless the
         // configuration itself asks for less).
-        let rps = self.limits.requests_per_second;
         (rps * st.factor).max(rps.min(MIN_RATE)).max(1e-3)
+    }
+
+    /// What the provider stated about its limit (answer headers such as
+    /// `X-RateLimit-*`); see [`RateHint`].
+    pub fn hint(&self, hint: RateHint) {
+        self.lock().ctl.hint(hint, Instant::now());
     }
 
     /// Wait for a picture slot.
@@ -220,6 +234,7 @@ impl Gate {
         match fb {
             Feedback::Ok => {
                 st.in_a_row = 0;
+                st.ctl.success();
                 let quiet = st
                     .last_decrease
                     .is_none_or(|t| now.duration_since(t) >= RECOVERY_HOLD);
@@ -234,7 +249,13 @@ impl Gate {
                 st.in_a_row = st.in_a_row.saturating_add(1);
                 if ticket.epoch == st.epoch {
                     // The first 429 for requests sent at the current pace.
-                    st.factor = (st.factor / 2.0).max(MIN_FACTOR);
+                    if st.ctl.is_auto() {
+                        // The learned rate is the control; pictures in
+                        // flight stay as configured.
+                        st.ctl.limited();
+                    } else {
+                        st.factor = (st.factor / 2.0).max(MIN_FACTOR);
+                    }
                     st.last_decrease = Some(now);
                 }
                 let cool = retry_after.unwrap_or_else(|| {
@@ -444,7 +465,7 @@ mod tests {
     fn gate(conc: usize, rps: f64) -> Gate {
         Gate::new(Limits {
             concurrency: conc,
-            requests_per_second: rps,
+            rate: RateMode::Fixed(rps),
             initial_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(20),
         })

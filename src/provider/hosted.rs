@@ -135,7 +135,7 @@ impl Hosted {
         let http = Http::new(cfg).map_err(err)?;
         let gate = Arc::new(Gate::new(Limits {
             concurrency: cfg.concurrency,
-            requests_per_second: cfg.requests_per_second,
+            rate: cfg.requests_per_second,
             initial_delay: cfg.retry.initial_delay,
             max_delay: cfg.retry.max_delay,
         }));

@@ -18,6 +18,7 @@ pub mod key;
 pub mod local;
 pub mod pacer;
 pub mod peer_send;
+pub mod rate;
 pub mod rembg_com;
 pub mod rembg_server;
 pub mod remove_bg;
