@@ -79,3 +79,16 @@ pub enum Command {
     /// List, fetch and verify local models and the ONNX Runtime library.
     Models(crate::models::command::ModelsArgs),
 }
+
+impl Command {
+    /// The verb as typed, for messages.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Process { .. } => "process",
+            Command::Check { .. } => "check",
+            Command::Status { .. } => "status",
+            Command::Models(_) => "models",
+        }
+    }
+}
