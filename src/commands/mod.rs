@@ -13,6 +13,7 @@
 mod check;
 mod daemon;
 mod error;
+mod oneshot;
 mod process;
 mod progress;
 mod status;
@@ -39,8 +40,17 @@ pub fn run(cli: Cli) -> CommandResult {
             config,
             dry_run,
             paths,
+            oneshot,
         } => with_config(&config, |cfg, _| {
-            process::run_batch(cfg, &config, dry_run, &paths)
+            if oneshot.active() {
+                oneshot::run(cfg, &config, dry_run, &paths, &oneshot)
+            } else if oneshot.state.is_some() || oneshot.provider.is_some() {
+                Err(CommandError::usage(
+                    "--state and --provider go with --out DIR or -o FILE",
+                ))
+            } else {
+                process::run_batch(cfg, &config, dry_run, &paths)
+            }
         }),
         Command::Check { config } => with_config(&config, |cfg, _| check::check(cfg, &config)),
         Command::Status { config, errors } => {
@@ -118,6 +128,11 @@ fn setup(cfg: &Config) -> Result<Setup, CommandError> {
     for line in created {
         tracing::info!("{line}");
     }
+    open_state(cfg)
+}
+
+/// Providers, store and audit log, for folders already prepared.
+fn open_state(cfg: &Config) -> Result<Setup, CommandError> {
     let providers = provider::build::build_all(cfg, |_| None).map_err(CommandError::config)?;
     let store = Store::open(&cfg.state_dir).map_err(|e| CommandError::runtime(e.to_string()))?;
     let audit = Audit::open(&cfg.state_dir).map_err(|e| CommandError::runtime(e.to_string()))?;

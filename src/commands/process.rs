@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{exit, CommandError, CommandResult};
-use super::{progress, recover, runtime, setup, shutdown_on_signals};
+use super::{open_state, progress, recover, runtime, setup, shutdown_on_signals};
 use crate::cli::ConfigArg;
 use crate::config::{self, Config};
 use crate::pipeline::Ctx;
@@ -23,6 +23,15 @@ pub(super) enum SummaryTo {
     Stdout,
     /// stdout carries a picture (`-o -`).
     Stderr,
+}
+
+/// Whether the config's folders still need creating and checking.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Folders {
+    /// Create missing ones, check each is writable (inboxes included).
+    Prepare,
+    /// Made by the caller (one-shot: the sources are never written to).
+    Ready,
 }
 
 /// Start logging for a batch: warnings only under a progress bar.
@@ -46,7 +55,7 @@ pub(super) fn run_batch(
 ) -> CommandResult {
     let _log = init_logging(&cfg, arg);
     let roots = batch_roots(&cfg, paths).map_err(CommandError::usage)?;
-    let tally = run_roots(cfg, roots, dry_run, SummaryTo::Stdout)?;
+    let tally = run_roots(cfg, roots, dry_run, SummaryTo::Stdout, Folders::Prepare)?;
     Ok(exit_status(&tally))
 }
 
@@ -66,8 +75,12 @@ pub(super) fn run_roots(
     roots: Vec<(usize, PathBuf)>,
     dry_run: bool,
     summary_to: SummaryTo,
+    folders: Folders,
 ) -> Result<Tally, CommandError> {
-    let s = setup(&cfg)?;
+    let s = match folders {
+        Folders::Prepare => setup(&cfg)?,
+        Folders::Ready => open_state(&cfg)?,
+    };
     let rt = runtime()
         .map_err(|e| CommandError::runtime(format!("cannot start the async runtime: {e}")))?;
     if !dry_run {
