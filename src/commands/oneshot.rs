@@ -385,6 +385,6 @@ fn deliver(result: &Path, target: &Path, to_stdout: bool) -> Result<(), CommandE
             .and_then(|()| out.flush())
             .map_err(|e| CommandError::runtime(format!("cannot write to stdout: {e}")));
     }
-    crate::fsutil::write_atomic(target, &bytes, true)
+    crate::fsutil::write_atomic(&absolute_target(target), &bytes, true)
         .map_err(|e| CommandError::runtime(format!("{}: {e}", target.display())))
 }
