@@ -188,6 +188,9 @@ impl Plan {
     }
 }
 
+/// Batch roots: (inbox index, file or folder).
+type Roots = Vec<(usize, PathBuf)>;
+
 /// Synthetic inboxes and batch roots for `sources`, results under `out`.
 /// One folder source maps onto `out` itself; with several sources each
 /// folder gets `out/<its name>`; files go straight into `out`.
@@ -195,7 +198,7 @@ fn inboxes_for(
     plan: &Plan,
     sources: &[Source],
     out: &Path,
-) -> Result<(Vec<Inbox>, Vec<(usize, PathBuf)>), CommandError> {
+) -> Result<(Vec<Inbox>, Roots), CommandError> {
     let mut inboxes: Vec<Inbox> = Vec::new();
     let mut roots = Vec::new();
     let single = sources.len() == 1;
