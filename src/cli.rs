@@ -35,6 +35,34 @@ pub struct ConfigArg {
     pub log: Option<String>,
 }
 
+/// One-shot use of `cutout process`, the way rembg users expect.
+#[derive(Debug, Args, Clone, Default)]
+pub struct OneShotArgs {
+    /// Write the cut-outs of PATH… (files or folders anywhere) to DIR,
+    /// mirroring sub-folders. The sources are only read; files already done
+    /// are skipped on the next run (state in DIR/.cutout unless --state).
+    #[arg(long, value_name = "DIR", conflicts_with = "output")]
+    pub out: Option<PathBuf>,
+    /// Write the cut-out of one picture to FILE ("-": the PNG to stdout).
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// State folder for --out/-o (default: DIR/.cutout; for -o a temporary
+    /// one, removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Provider for --out/-o, by its name in the config (default: the
+    /// built-in engine, `local`).
+    #[arg(long, value_name = "NAME")]
+    pub provider: Option<String>,
+}
+
+impl OneShotArgs {
+    /// Whether one-shot use was asked for.
+    pub fn active(&self) -> bool {
+        self.out.is_some() || self.output.is_some()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the daemon: watch every inbox and process forever.
@@ -47,7 +75,11 @@ pub enum Command {
         config: ConfigArg,
     },
     /// Process what is in the inboxes now (or the given files/folders inside
-    /// them), then exit.
+    /// them), then exit. With `--out DIR` or `-o FILE`: process pictures
+    /// anywhere, one-shot, leaving the sources untouched.
+    ///
+    /// Examples: `cutout process photos/ --out cutouts/`;
+    /// `cutout process photo.jpg -o photo.png`; `cutout process photo.jpg -o - > cut.png`.
     ///
     /// Exit status: 0 every file succeeded (or was a duplicate / already
     /// done); 1 some were rejected or failed; 2 bad command line; 3 bad
@@ -58,9 +90,12 @@ pub enum Command {
         /// Validate and report, without submitting, moving or writing anything.
         #[arg(long)]
         dry_run: bool,
-        /// Files or folders inside a configured inbox (default: every inbox).
+        /// Files or folders inside a configured inbox (default: every inbox);
+        /// with `--out`/`-o`: files or folders anywhere (read, never changed).
         #[arg(value_name = "PATH")]
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        oneshot: OneShotArgs,
     },
     /// Check the config, every folder and provider it names, and print the
     /// effective settings.
@@ -121,4 +156,17 @@ pub enum ModelsAction {
     },
     /// Re-hash every installed model and the runtime library.
     Verify,
+}
+
+impl Command {
+    /// The verb as typed, for messages.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            Command::Run { .. } => "run",
+            Command::Process { .. } => "process",
+            Command::Check { .. } => "check",
+            Command::Status { .. } => "status",
+            Command::Models(_) => "models",
+        }
+    }
 }

@@ -113,6 +113,17 @@ pub enum AfterSuccess {
     Archive,
     Delete,
     Keep,
+    /// One-shot `cutout process SRC… --out DIR`: every input stays where it
+    /// is whatever its outcome (rejected and failed ones too; their reason
+    /// files go under the state folder). Not settable in a config file.
+    KeepSources,
+}
+
+impl AfterSuccess {
+    /// Whether successful inputs stay where they are.
+    pub fn keeps_input(self) -> bool {
+        matches!(self, AfterSuccess::Keep | AfterSuccess::KeepSources)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

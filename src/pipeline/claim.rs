@@ -11,7 +11,6 @@ use std::time::Duration;
 use super::ctx::Picture;
 use super::decide::{self, output_naming};
 use super::intake::Read;
-use crate::config::AfterSuccess;
 use crate::job::FileResult;
 use crate::output;
 use crate::store::{Claim, ClaimRequest, Job};
@@ -40,7 +39,7 @@ pub(super) async fn claim(
         size: read.stat.size,
         mtime_ns: read.stat.mtime_ns,
         provider: pic.inbox.provider.clone(),
-        kept_in_place: pic.inbox.after_success == AfterSuccess::Keep,
+        kept_in_place: pic.inbox.after_success.keeps_input(),
         output: Some(output_naming(output::output_base(pic.inbox, &pic.rel))),
     };
     let claim = match pic.ctx.store.claim(req).await {

@@ -300,6 +300,7 @@ async fn decide_and_finish(
     hint: Option<&str>,
 ) -> Result<(), FileResult> {
     let ctx = pic.ctx;
+    let keeps_sources = pic.inbox.after_success == AfterSuccess::KeepSources;
     let out = rec.output.clone().map(PathBuf::from);
     let (code, reason) = (rec.code, rec.reason.clone());
     let naming = move_base.map(|base| Naming {
@@ -310,7 +311,8 @@ async fn decide_and_finish(
     });
     ctx.store
         .decide(id, outcome, out, code, reason, naming, move |moved| {
-            if let Some(p) = moved {
+            // One-shot sources stay in place: the audit line says so.
+            if let (Some(p), false) = (moved, keeps_sources) {
                 rec.moved_to = Some(lossy(p));
             }
             serde_json::to_string(&rec).map_err(|e| e.to_string())

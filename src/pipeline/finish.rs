@@ -246,7 +246,7 @@ fn dispose_input(
     input: &Path,
     input_here: bool,
 ) -> Result<(), fsutil::FsError> {
-    if !input_here {
+    if !input_here || inbox.after_success == AfterSuccess::KeepSources {
         return Ok(());
     }
     match (outcome, &job.move_to) {
