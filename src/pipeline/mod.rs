@@ -6,7 +6,7 @@
 //!  check    sniff, caps, decode (crate::validate) → Validated, or a rejection
 //!  claim    store::claim: new / resume / duplicate / busy / already done
 //!  attempt  engine slot → Provider::remove_background, retries and backoff
-//!  decide   write the cut-out; commit succeeded / duplicate / rejected / failed
+//!  decide   write the cut-out or every [[inbox.output]] (outputs); commit succeeded / duplicate / rejected / failed
 //!  finish   reason file → audit line → input moved or deleted → done
 //! ```
 //!
@@ -29,6 +29,7 @@ mod ctx;
 mod decide;
 mod finish;
 mod intake;
+pub mod outputs;
 
 use std::path::Path;
 use std::time::Instant;
