@@ -574,6 +574,9 @@ fn check(cfg: Config, arg: &ConfigArg) -> i32 {
         if !ib.ignore.is_empty() {
             println!("  ignore {:?}", ib.ignore);
         }
+        for (j, spec) in ib.outputs.iter().enumerate() {
+            println!("  output[{j}] {} = {spec}", spec.name_pattern());
+        }
     }
     let rt = match runtime() {
         Ok(rt) => rt,

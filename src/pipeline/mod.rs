@@ -65,6 +65,10 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Err(done) => return done,
     };
     if ctx.dry_run {
+        let base = crate::output::output_base(inbox, &pic.rel);
+        let planned = outputs::paths(inbox, &pic.rel, &base);
+        let planned: Vec<String> = planned.iter().map(|p| ctx::lossy(p)).collect();
+        tracing::info!(input = %pic.rel.display(), "dry run: would write {}", planned.join(", "));
         return FileResult::Valid;
     }
     let (job, first) = match claim::claim(&pic, &read, &validated).await {
