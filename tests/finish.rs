@@ -343,6 +343,20 @@ fn kill_9_with_several_outputs_leaves_all_or_none() {
             assert!(Path::new(o.as_str().expect("path")).exists(), "{o}");
         }
     }
+    // an input already archived (decided) has every output on disk
+    for done in site.files(&site.archive()) {
+        let stem = done.trim_end_matches(".jpg");
+        for f in [
+            format!("{stem}.jpg"),
+            format!("{stem}-cutout.png"),
+            format!("thumbs/{stem}-thumbnail.webp"),
+        ] {
+            assert!(
+                site.outbox().join(&f).exists(),
+                "{done} archived without {f}"
+            );
+        }
+    }
     ok(&site.process(&[]));
     let files = site.files(&site.outbox());
     for stem in &stems {
