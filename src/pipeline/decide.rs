@@ -161,8 +161,11 @@ async fn write_outputs(
 ) -> Result<(), FileResult> {
     let specs = pic.inbox.outputs.clone();
     let paths = outputs::paths(pic.inbox, &pic.rel, first);
-    let input_icc = v.decoded.as_ref().and_then(|d| d.icc.clone());
+    let decoded_icc = v.decoded.as_ref().map(|d| d.icc.clone());
+    let input = v.bytes.clone();
     let written = blocking("finish outputs", move || {
+        // hosted results may carry no profile: the input's is their colour space
+        let input_icc = decoded_icc.unwrap_or_else(|| outputs::input_icc(&input));
         let (img, icc) = outputs::cutout_pixels(cutout, input_icc)
             .map_err(|message| outputs::OutputsError::Picture { index: 1, message })?;
         outputs::write_all(&specs, &paths, &img, icc.as_deref())

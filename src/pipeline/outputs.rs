@@ -78,6 +78,16 @@ pub fn cutout_pixels(
     }
 }
 
+/// The ICC profile embedded in an encoded input (headers only, no decode).
+pub fn input_icc(bytes: &[u8]) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    let mut decoder = reader.into_decoder().ok()?;
+    decoder.icc_profile().ok().flatten()
+}
+
 /// Decode an encoded picture with its orientation applied.
 pub fn decode(
     bytes: &[u8],
