@@ -570,6 +570,7 @@ mod tests {
                 "cutout_at_engine gauge",
                 "cutout_inboxes gauge",
                 "cutout_reloads_total counter",
+                "cutout_outputs_total counter",
                 "cutout_provider_retries_total counter",
                 "cutout_provider_rate_limited_total counter",
                 "cutout_provider_paused gauge",
@@ -579,6 +580,7 @@ mod tests {
                 "cutout_heartbeat_age_seconds gauge",
             ]
         );
+        assert!(text.contains("cutout_outputs_total{format=\"jpeg\"} 0\n"));
         // Help texts end with exactly one full stop.
         assert!(text.contains(
             "# HELP cutout_inboxes Inboxes being watched.\n# TYPE cutout_inboxes gauge\n"
