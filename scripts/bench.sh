@@ -6,6 +6,8 @@
 #      on 127.0.0.1 (200 ms per picture): throughput by concurrency, the
 #      rate-limited run, the naive curl loop side by side, the 10,000-file
 #      burst, drop→cut-out latency, CPU per picture at 1/4/12 MP;
+#   1b. examples/finish_bench.rs — finishing CPU per picture at 1/4/12 MP
+#      with three outputs (BENCH_ONLY=finish runs only this section);
 #   2. tests/crash.rs, full size — kill -9 at random moments during a
 #      300-file batch, restart, 10 times; plus the quick fault runs
 #      (provider outage, 5xx bursts, cut answers) on the release build.
@@ -43,6 +45,22 @@ cargo build --release --locked --workspace
 cargo test --release --locked --bench load --test crash --no-run
 
 cargo test --release --locked --bench load -- --ignored --nocapture --test-threads=1
+
+# Finishing (issue 12): CPU per picture at 1, 4, 12 MP with three outputs
+# (amazon + transparent PNG + thumbnail), in memory. Goal ≤ 0.5 s at 12 MP.
+case ",${BENCH_ONLY:-finish}," in
+  *,finish,*)
+    echo "bench.sh: finishing CPU per picture (examples/finish_bench.rs)…" >&2
+    {
+      echo
+      echo "## Finishing: CPU per picture, three outputs (examples/finish_bench.rs)"
+      echo
+      echo '```'
+      cargo run --release --locked --example finish_bench
+      echo '```'
+    } | tee -a "$BENCH_OUT"
+    ;;
+esac
 
 if [ -n "${BENCH_ONLY:-}" ]; then
   exit 0

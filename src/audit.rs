@@ -42,6 +42,10 @@ pub struct Record {
     pub duration_ms: u64,
     /// The cut-out's path (successes and duplicates).
     pub output: Option<String>,
+    /// Every file written for the input by its `[[inbox.output]]` tables,
+    /// in config order (`output` is the first). Absent without outputs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
     /// Where the input went (archive, rejected/, failed/) if it was moved.
     pub moved_to: Option<String>,
     /// Human-readable reason (rejections, failures, retries).

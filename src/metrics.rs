@@ -47,6 +47,12 @@ struct ReloadLabel {
     result: &'static str,
 }
 
+/// The one label of `cutout_outputs_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FormatLabel {
+    format: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
@@ -109,6 +115,7 @@ pub struct Metrics {
     at_engine: Gauge,
     inboxes: Gauge,
     reloads: Family<ReloadLabel, Counter>,
+    outputs: Family<FormatLabel, Counter>,
     retries: Family<ProviderLabel, Counter>,
     rate_limited: Family<ProviderLabel, Counter>,
     paused: Family<ProviderLabel, Gauge>,
@@ -165,6 +172,7 @@ impl Metrics {
             at_engine: Gauge::default(),
             inboxes: Gauge::default(),
             reloads: Family::default(),
+            outputs: Family::default(),
             retries: Family::default(),
             rate_limited: Family::default(),
             paused: Family::default(),
@@ -175,6 +183,9 @@ impl Metrics {
         };
         for result in ["applied", "rejected"] {
             drop(m.reloads.get_or_create(&ReloadLabel { result }));
+        }
+        for format in ["png", "webp", "jpeg"] {
+            drop(m.outputs.get_or_create(&FormatLabel { format }));
         }
         m.registered()
     }
@@ -253,6 +264,12 @@ impl Metrics {
             "cutout_reloads",
             "Config reloads (SIGHUP) by result.",
             self.reloads.clone(),
+        );
+        register(
+            r,
+            "cutout_outputs",
+            "Files written by [[inbox.output]] tables (finishing), by format.",
+            self.outputs.clone(),
         );
         register(
             r,
@@ -346,6 +363,11 @@ impl Metrics {
     pub fn record_reload(&self, applied: bool) {
         let result = if applied { "applied" } else { "rejected" };
         self.reloads.get_or_create(&ReloadLabel { result }).inc();
+    }
+
+    /// A finished output file (`[[inbox.output]]`) was written durably.
+    pub fn record_output(&self, format: &'static str) {
+        self.outputs.get_or_create(&FormatLabel { format }).inc();
     }
 
     /// The pipeline scheduled another attempt for a picture at `provider`.
@@ -559,6 +581,7 @@ mod tests {
                 "cutout_at_engine gauge",
                 "cutout_inboxes gauge",
                 "cutout_reloads_total counter",
+                "cutout_outputs_total counter",
                 "cutout_provider_retries_total counter",
                 "cutout_provider_rate_limited_total counter",
                 "cutout_provider_paused gauge",
@@ -568,6 +591,7 @@ mod tests {
                 "cutout_heartbeat_age_seconds gauge",
             ]
         );
+        assert!(text.contains("cutout_outputs_total{format=\"jpeg\"} 0\n"));
         // Help texts end with exactly one full stop.
         assert!(text.contains(
             "# HELP cutout_inboxes Inboxes being watched.\n# TYPE cutout_inboxes gauge\n"

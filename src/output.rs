@@ -55,7 +55,12 @@ impl OutputError {
 }
 
 /// `outbox/<rel dir>/<stem>.<ext>` for an input at `rel` in its inbox.
+/// With `[[inbox.output]]` tables: the first output's name, which is the
+/// one reserved in the state database (see `pipeline::outputs`).
 pub fn output_base(inbox: &Inbox, rel: &Path) -> PathBuf {
+    if let Some(first) = inbox.outputs.first() {
+        return inbox.outbox.join(first.relative_path(rel));
+    }
     let stem = rel
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -85,6 +85,9 @@ fn print_inboxes(cfg: &Config) {
         if !ib.ignore.is_empty() {
             println!("  ignore {:?}", ib.ignore);
         }
+        for (j, spec) in ib.outputs.iter().enumerate() {
+            println!("  output[{j}] {} = {spec}", spec.name_pattern());
+        }
     }
 }
 

@@ -303,6 +303,10 @@ impl Checker {
             return Err(self.err(k("poll_interval"), "must be at least 100ms"));
         }
         let ignore_set = self.ignore_set(&k("ignore"), &ri.ignore)?;
+        let outputs = crate::finish::check_outputs(&ri.output).map_err(|e| {
+            let key = format!("inbox[{i}].output[{}].{}", e.index - 1, e.error.key());
+            self.err(key, e.error.to_string())
+        })?;
         let name = match ri.name {
             Some(n) if !n.trim().is_empty() => n,
             Some(_) => return Err(self.err(k("name"), "must not be empty")),
@@ -327,6 +331,7 @@ impl Checker {
             ignore: ri.ignore,
             ignore_set,
             options,
+            outputs,
         })
     }
 

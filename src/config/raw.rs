@@ -100,6 +100,9 @@ pub(super) struct RawInbox {
     pub(super) ignore: Vec<String>,
     #[serde(default)]
     pub(super) options: toml::Table,
+    /// `[[inbox.output]]` tables (checked by `finish::check_outputs`).
+    #[serde(default)]
+    pub(super) output: Vec<crate::finish::RawOutput>,
 }
 
 /// `[providers.NAME]` with `kind = "rembg-com"`.

@@ -160,6 +160,9 @@ pub struct Inbox {
     /// Provider options (`options = { … }`), checked for the inbox's
     /// provider kind when the config was read.
     pub options: InboxOptions,
+    /// `[[inbox.output]]`, checked, in config order. Empty: one cut-out per
+    /// input in `output_format` (as before finishing existed).
+    pub outputs: Vec<crate::finish::OutputSpec>,
 }
 
 impl Inbox {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::ctx::{blocking, lossy, Picture};
 use super::finish::{self, finish_job, Decided};
+use super::outputs;
 use crate::audit::{now_rfc3339, Record};
 use crate::config::AfterSuccess;
 use crate::fsutil;
@@ -81,6 +82,7 @@ pub(super) async fn succeed(pic: &Picture<'_>, job: &Job, done: Done, v: &Valida
         }
     }
     rec.output = Some(lossy(&output_path));
+    rec.outputs = all_outputs(pic, &output_path);
     rec.event = Event::Succeeded;
     rec.ts = now_rfc3339();
     rec.duration_ms = pic.started.elapsed().as_millis() as u64;
@@ -104,6 +106,9 @@ async fn write_cutout(
     attempts: u32,
     v: &Validated,
 ) -> Result<(), FileResult> {
+    if !pic.inbox.outputs.is_empty() {
+        return write_outputs(pic, job, out, cutout, attempts, v).await;
+    }
     let (format, quality, out) = (
         pic.inbox.output_format,
         pic.inbox.webp_quality,
@@ -140,6 +145,55 @@ async fn write_cutout(
     }
 }
 
+/// Every output path of this input (empty without `[[inbox.output]]`).
+fn all_outputs(pic: &Picture<'_>, first: &Path) -> Vec<String> {
+    if pic.inbox.outputs.is_empty() {
+        return Vec::new();
+    }
+    let paths = outputs::paths(pic.inbox, &pic.rel, first);
+    paths.iter().map(|p| lossy(p)).collect()
+}
+
+/// Finish the cut-out into every `[[inbox.output]]` and write them all
+/// (first output last: see `outputs`). A picture finishing refuses fails
+/// the file; a folder that cannot take it now is trouble.
+async fn write_outputs(
+    pic: &Picture<'_>,
+    job: &Job,
+    first: &Path,
+    cutout: Cutout,
+    attempts: u32,
+    v: &Validated,
+) -> Result<(), FileResult> {
+    let specs = pic.inbox.outputs.clone();
+    let paths = outputs::paths(pic.inbox, &pic.rel, first);
+    let decoded_icc = v.decoded.as_ref().map(|d| d.icc.clone());
+    let input = v.bytes.clone();
+    let written = blocking("finish outputs", move || {
+        // hosted results may carry no profile: the input's is their colour space
+        let input_icc = decoded_icc.unwrap_or_else(|| outputs::input_icc(&input));
+        let (img, icc) = outputs::cutout_pixels(cutout, input_icc)
+            .map_err(|message| outputs::OutputsError::Picture { index: 1, message })?;
+        outputs::write_all(&specs, &paths, &img, icc.as_deref())
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e @ outputs::OutputsError::Picture { .. })) => {
+            let err = ProviderError::Permanent {
+                code: e.code(),
+                message: e.to_string(),
+            };
+            Err(fail(pic, job, attempts, &err, v).await)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(input = %pic.rel.display(), code = %e.code(), "cannot write the outputs: {e}; the input stays in the inbox and is tried again later");
+            Err(FileResult::Trouble(e.to_string()))
+        }
+        Err(e) => Err(FileResult::Trouble(e)),
+    }
+}
+
 /// The same picture (sha256) succeeded before: reuse its cut-out.
 pub(super) async fn duplicate(
     pic: &Picture<'_>,
@@ -150,6 +204,21 @@ pub(super) async fn duplicate(
     let Some(earlier_out) = earlier.output.clone() else {
         return FileResult::Trouble("duplicate without an earlier output".into());
     };
+    if !pic.inbox.outputs.is_empty() {
+        return duplicate_outputs(pic, job, earlier, earlier_out, v).await;
+    }
+    let earlier_finished = pic
+        .ctx
+        .cfg
+        .inboxes
+        .iter()
+        .any(|i| i.name == earlier.inbox && !i.outputs.is_empty());
+    if earlier_finished {
+        return FileResult::Trouble(format!(
+            "same picture as job {} in inbox {:?}, which writes [[inbox.output]] files: its plain cut-out is not kept",
+            earlier.id, earlier.inbox
+        ));
+    }
     let natural = output::output_base(pic.inbox, &pic.rel);
     let same_kind = earlier_out.extension() == natural.extension();
     // Reuse: when the earlier cut-out already sits at this input's natural
@@ -178,6 +247,81 @@ pub(super) async fn duplicate(
         return e;
     }
     tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier cut-out");
+    FileResult::Duplicate
+}
+
+/// A duplicate in an inbox with `[[inbox.output]]`: every output, copied
+/// from the earlier job's outputs when they were made by the same tables,
+/// else finished from the earlier plain cut-out. Never paid again.
+async fn duplicate_outputs(
+    pic: &Picture<'_>,
+    job: Job,
+    earlier: Job,
+    earlier_out: PathBuf,
+    v: &Validated,
+) -> FileResult {
+    let reserved = match job.output.clone() {
+        Some(p) => p,
+        None => match pic
+            .ctx
+            .store
+            .reserve_output(
+                job.id,
+                output_naming(output::output_base(pic.inbox, &pic.rel)),
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(e) => return FileResult::Trouble(e.to_string()),
+        },
+    };
+    let to = outputs::paths(pic.inbox, &pic.rel, &reserved);
+    let Some(earlier_inbox) = pic.ctx.cfg.inboxes.iter().find(|i| i.name == earlier.inbox) else {
+        return FileResult::Trouble(format!(
+            "the inbox of earlier job {} is gone from the config",
+            earlier.id
+        ));
+    };
+    let specs = pic.inbox.outputs.clone();
+    let copy = (earlier_inbox.outputs == specs)
+        .then(|| outputs::paths(earlier_inbox, &earlier.rel_path, &earlier_out));
+    if copy.is_none() && !earlier_inbox.outputs.is_empty() {
+        return FileResult::Trouble(format!(
+            "same picture as job {} in inbox {:?}, whose [[inbox.output]] tables differ: its plain cut-out is not kept",
+            earlier.id, earlier.inbox
+        ));
+    }
+    let (dst, src) = (to.clone(), earlier_out.clone());
+    let done = blocking("duplicate outputs", move || match copy {
+        Some(from) => outputs::copy_all(&from, &dst),
+        None => {
+            let bytes = std::fs::read(&src)
+                .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
+            let (img, icc) = outputs::decode(&bytes, None)?;
+            outputs::write_all(&specs, &dst, &img, icc.as_deref()).map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) | Err(e) => return FileResult::Trouble(e),
+    }
+    let mut rec = base_record(pic, &job, Some(v));
+    rec.event = Event::Duplicate;
+    rec.output = Some(lossy(&reserved));
+    rec.outputs = to.iter().map(|p| lossy(p)).collect();
+    rec.duplicate_of = Some(earlier.id);
+    rec.reason = Some(format!(
+        "same picture (sha256) as job {} ({}); its outputs were reused, nothing was submitted",
+        earlier.id,
+        earlier.rel_path.display()
+    ));
+    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
+    let archive = archive_target(pic);
+    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Duplicate, rec, archive, None).await {
+        return e;
+    }
+    tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier outputs");
     FileResult::Duplicate
 }
 

@@ -6,7 +6,7 @@
 //!  check    sniff, caps, decode (crate::validate) → Validated, or a rejection
 //!  claim    store::claim: new / resume / duplicate / busy / already done
 //!  attempt  engine slot → Provider::remove_background, retries and backoff
-//!  decide   write the cut-out; commit succeeded / duplicate / rejected / failed
+//!  decide   write the cut-out or every [[inbox.output]] (outputs); commit succeeded / duplicate / rejected / failed
 //!  finish   reason file → audit line → input moved or deleted → done
 //! ```
 //!
@@ -29,6 +29,7 @@ mod ctx;
 mod decide;
 mod finish;
 mod intake;
+pub mod outputs;
 
 use std::path::Path;
 use std::time::Instant;
@@ -64,6 +65,10 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
         Err(done) => return done,
     };
     if ctx.dry_run {
+        let base = crate::output::output_base(inbox, &pic.rel);
+        let planned = outputs::paths(inbox, &pic.rel, &base);
+        let planned: Vec<String> = planned.iter().map(|p| ctx::lossy(p)).collect();
+        tracing::info!(input = %pic.rel.display(), "dry run: would write {}", planned.join(", "));
         return FileResult::Valid;
     }
     let (job, first) = match claim::claim(&pic, &read, &validated).await {

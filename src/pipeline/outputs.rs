@@ -1,0 +1,153 @@
+//! Outputs: write every `[[inbox.output]]` file of one input as one unit.
+//!
+//! Naming: the state database reserves the FIRST output's name (the claim's
+//! `output` column, numbered `shoe.jpg`, `shoe-2.jpg`, … by the usual rule);
+//! every other output uses the same number on its own base name
+//! (`shoe-2-thumb.jpg`), so one input's outputs always belong together.
+//!
+//! Crash safety: the other outputs are written first (temp → fsync →
+//! rename, replacing a leftover of this same job), the first output last
+//! and never replacing. The first output on disk therefore means all
+//! outputs are durable — the engine stage's "already written" check and
+//! recovery rely on that; the decision is committed only after this
+//! returns.
+//!
+//! Must not: call a provider, commit decisions, or run on the executor
+//! (everything here is blocking; callers go through `ctx::blocking`).
+
+use std::path::{Path, PathBuf};
+
+use image::RgbaImage;
+
+use crate::config::Inbox;
+use crate::finish::{self, OutputSpec};
+use crate::fsutil;
+use crate::job::Code;
+use crate::output::OutputError;
+use crate::provider::Cutout;
+
+/// Why the outputs could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputsError {
+    /// The cut-out cannot be decoded, or finishing refused it: the file fails.
+    #[error("output #{index}: {message}")]
+    Picture { index: usize, message: String },
+    /// The folder cannot take it now: the input stays and is tried later.
+    #[error(transparent)]
+    Write(#[from] OutputError),
+}
+
+impl OutputsError {
+    pub fn code(&self) -> Code {
+        match self {
+            OutputsError::Picture { .. } => Code::EncodeFailed,
+            OutputsError::Write(e) => e.code(),
+        }
+    }
+}
+
+/// Every output path of an input at `rel`, in config order, given the name
+/// reserved for the first one.
+pub fn paths(inbox: &Inbox, rel: &Path, first: &Path) -> Vec<PathBuf> {
+    let Some(spec0) = inbox.outputs.first() else {
+        return vec![first.to_path_buf()];
+    };
+    let base0 = inbox.outbox.join(spec0.relative_path(rel));
+    let n = (1..=100_000u32)
+        .find(|&n| fsutil::numbered(&base0, n) == first)
+        .unwrap_or(1);
+    let mut out = vec![first.to_path_buf()];
+    for spec in &inbox.outputs[1..] {
+        out.push(fsutil::numbered(
+            &inbox.outbox.join(spec.relative_path(rel)),
+            n,
+        ));
+    }
+    out
+}
+
+/// The cut-out as 8-bit RGBA (EXIF orientation applied) and its ICC
+/// profile (`fallback`: the input's, for results that carry none).
+pub fn cutout_pixels(
+    cutout: Cutout,
+    fallback: Option<Vec<u8>>,
+) -> Result<(RgbaImage, Option<Vec<u8>>), String> {
+    match cutout {
+        Cutout::Pixels { image, icc } => Ok((image, icc.or(fallback))),
+        Cutout::Encoded { bytes, .. } => decode(&bytes, fallback),
+    }
+}
+
+/// The ICC profile embedded in an encoded input (headers only, no decode).
+pub fn input_icc(bytes: &[u8]) -> Option<Vec<u8>> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .ok()?;
+    let mut decoder = reader.into_decoder().ok()?;
+    decoder.icc_profile().ok().flatten()
+}
+
+/// Decode an encoded picture with its orientation applied.
+pub fn decode(
+    bytes: &[u8],
+    fallback: Option<Vec<u8>>,
+) -> Result<(RgbaImage, Option<Vec<u8>>), String> {
+    use image::ImageDecoder;
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    let mut decoder = reader.into_decoder().map_err(|e| e.to_string())?;
+    let icc = decoder.icc_profile().ok().flatten().or(fallback);
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut img = image::DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())?;
+    img.apply_orientation(orientation);
+    Ok((img.into_rgba8(), icc))
+}
+
+/// Finish and write every output. Returns the paths written, in config
+/// order. The first output is written last (see the module doc).
+pub fn write_all(
+    specs: &[OutputSpec],
+    paths: &[PathBuf],
+    cutout: &RgbaImage,
+    icc: Option<&[u8]>,
+) -> Result<(), OutputsError> {
+    let order = (1..specs.len()).chain(std::iter::once(0));
+    for i in order {
+        let (spec, path) = (&specs[i], &paths[i]);
+        let done = finish::finish(cutout, icc, spec).map_err(|e| OutputsError::Picture {
+            index: i + 1,
+            message: format!("{} ({})", e, e.code()),
+        })?;
+        match fsutil::write_atomic(path, &done.bytes, i != 0) {
+            Ok(()) => {}
+            Err(e) if i == 0 && e.source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(OutputsError::Write(e.into())),
+        }
+        crate::metrics::global().record_output(spec.format.name());
+    }
+    Ok(())
+}
+
+/// Copy the earlier job's outputs byte for byte (same specs, so the same
+/// pictures), first output last.
+pub fn copy_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), String> {
+    let order = (1..to.len()).chain(std::iter::once(0));
+    for i in order {
+        let (src, dst) = (&from[i], &to[i]);
+        if src == dst {
+            continue;
+        }
+        let bytes = std::fs::read(src)
+            .map_err(|e| format!("cannot read earlier output {}: {e}", src.display()))?;
+        match fsutil::write_atomic(dst, &bytes, i != 0) {
+            Ok(()) => {}
+            Err(e) if i == 0 && e.source.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Ok(())
+}
