@@ -4,7 +4,7 @@
 //! Must not: process files or write anything but missing folders.
 
 use super::error::{exit, CommandError, CommandResult};
-use super::runtime;
+use super::shared::runtime;
 use crate::cli::ConfigArg;
 use crate::config::{self, Config};
 use crate::provider;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::error::{exit, CommandError, CommandResult};
-use super::{origin, recover, runtime, setup, shutdown_on_signals, Loaded, Setup};
+use super::shared::{origin, recover, runtime, setup, shutdown_on_signals, Loaded, Setup};
 use crate::cli::ConfigArg;
 use crate::config::{self, Config};
 use crate::pipeline::Ctx;

@@ -132,7 +132,7 @@ fn provider_name(cfg: &Config, o: &OneShotArgs) -> Result<String, CommandError> 
     if !cfg.providers.contains_key(&name) {
         return Err(CommandError::config(format!(
             "--provider {name}: no such provider in {} (known: {}); add a [providers.{name}] section or pick one of those",
-            super::origin(cfg),
+            super::shared::origin(cfg),
             names.join(", ")
         )));
     }
@@ -151,7 +151,7 @@ impl Plan {
         let Some(first) = cfg.inboxes.first() else {
             return Err(CommandError::config(format!(
                 "{}: no [[inbox]] to take output settings from",
-                super::origin(cfg)
+                super::shared::origin(cfg)
             )));
         };
         let mut template = first.clone();

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::error::{exit, CommandError, CommandResult};
-use super::{open_state, progress, recover, runtime, setup, shutdown_on_signals};
+use super::progress;
+use super::shared::{open_state, recover, runtime, setup, shutdown_on_signals};
 use crate::cli::ConfigArg;
 use crate::config::{self, Config};
 use crate::pipeline::Ctx;
