@@ -67,7 +67,8 @@ fn tiny_model_masks_the_red_square() {
     };
     let d = engine.describe();
     assert!(
-        d.starts_with("u2netp (tiny.onnx, 320², onnxruntime ") && d.ends_with(", 1 thread)"),
+        d.starts_with("u2netp (tiny.onnx, 320², onnxruntime ")
+            && d.ends_with(", 1 thread, memory arena on)"),
         "{d}"
     );
     let img = red_on_blue();
