@@ -59,7 +59,11 @@ pub(super) async fn read(pic: &Picture<'_>, path: &Path) -> Result<Read, FileRes
             .empty_grace
             .saturating_sub(crate::settle::unchanged_for(&meta));
         if !wait.is_zero() {
-            return Err(FileResult::Later(wait.max(Duration::from_millis(100))));
+            // Look again within `settle` (not only when the grace ends): the
+            // write that ends the wait may have come while this worker held
+            // the file, and its event must not be the only way back.
+            let again = wait.min(pic.inbox.settle.max(Duration::from_millis(250)));
+            return Err(FileResult::Later(again.max(Duration::from_millis(100))));
         }
         // The hash of empty input is well defined (e3b0c442…b855).
         let sha = hex::encode(Sha256::digest(b""));
