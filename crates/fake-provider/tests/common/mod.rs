@@ -41,6 +41,8 @@ pub fn sha(b: &[u8]) -> String {
 }
 
 pub fn client() -> reqwest::Client {
+    // An Err only says a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().build().unwrap()
 }
 
