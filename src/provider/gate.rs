@@ -6,8 +6,10 @@
 //! - Picture slots: at most `concurrency` pictures at once (on top of
 //!   `queue.concurrency`); the allowed number shrinks and grows adaptively.
 //! - Request pacing: a token bucket of size one, i.e. requests are spaced at
-//!   least `1 / rate` apart. Each request reserves the next free moment, so
-//!   waiters are served in order and never wake as a herd.
+//!   least `1 / rate` apart. Waiters queue in a fair (FIFO) lane; only the
+//!   one at its head waits for the moment, computed from the rate *now*
+//!   (so a rate learned while it waits applies at once, not only to the
+//!   requests after it), and it wakes early when the rate goes up.
 //! - Adaptive (AIMD): the first 429 of an "epoch" halves the rate and the
 //!   allowed concurrency (never below 1/64 of the configured values and one
 //!   slot) and starts a provider-wide cool-down: `Retry-After` when the
@@ -64,10 +66,11 @@ struct State {
     /// The request rate (fixed, or learned in auto mode).
     ctl: RateController,
     in_use: usize,
-    /// Bumped whenever earlier reservations become void (a cool-down).
+    /// Bumped at every cool-down: 429s of requests sent before it do not
+    /// slow down again.
     epoch: u64,
-    /// The next moment a request may go out.
-    next_free: Instant,
+    /// When the last request went out (None: none yet).
+    last_sent: Option<Instant>,
     /// No request before this (cool-down).
     not_before: Instant,
     last_decrease: Option<Instant>,
@@ -83,6 +86,10 @@ pub struct Gate {
     limits: Limits,
     state: Mutex<State>,
     changed: Notify,
+    /// The pacing lane: the waiter holding it is the next to go out.
+    lane: tokio::sync::Mutex<()>,
+    /// Told when the rate may have gone up (wakes the lane's head).
+    faster: Notify,
     paused: AtomicBool,
     rate_limited: AtomicU64,
     rechecking: AtomicBool,
@@ -150,7 +157,7 @@ impl Gate {
                 ctl: RateController::new(limits.rate),
                 in_use: 0,
                 epoch: 0,
-                next_free: now,
+                last_sent: None,
                 not_before: now,
                 last_decrease: None,
                 in_a_row: 0,
@@ -158,6 +165,8 @@ impl Gate {
                 credits: None,
             }),
             changed: Notify::new(),
+            lane: tokio::sync::Mutex::new(()),
+            faster: Notify::new(),
             paused: AtomicBool::new(false),
             rate_limited: AtomicU64::new(0),
             rechecking: AtomicBool::new(false),
@@ -189,6 +198,7 @@ impl Gate {
     /// `X-RateLimit-*`); see [`RateHint`].
     pub fn hint(&self, hint: RateHint) {
         self.lock().ctl.hint(hint, Instant::now());
+        self.faster.notify_waiters();
     }
 
     /// Wait for a picture slot.
@@ -208,22 +218,32 @@ impl Gate {
         }
     }
 
-    /// Wait until one request may go out (pacing and cool-down).
+    /// Wait until one request may go out (pacing and cool-down). Waiters
+    /// are served in order (cancellation-safe: a dropped waiter leaves the
+    /// lane).
     pub async fn ticket(&self) -> Ticket {
+        let _lane = self.lane.lock().await;
         loop {
-            let (at, epoch) = {
+            let faster = self.faster.notified();
+            tokio::pin!(faster);
+            faster.as_mut().enable();
+            let at = {
                 let mut st = self.lock();
                 let now = Instant::now();
-                let at = now.max(st.next_free).max(st.not_before);
-                st.next_free = at + Duration::from_secs_f64(1.0 / self.rate(&st));
-                (at, st.epoch)
+                let spaced = st
+                    .last_sent
+                    .map_or(now, |t| t + Duration::from_secs_f64(1.0 / self.rate(&st)));
+                let at = spaced.max(st.not_before);
+                if at <= now {
+                    st.last_sent = Some(now);
+                    return Ticket { epoch: st.epoch };
+                }
+                at
             };
-            tokio::time::sleep_until(at.into()).await;
-            let st = self.lock();
-            if st.epoch == epoch && Instant::now() >= st.not_before {
-                return Ticket { epoch };
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = faster => {}
             }
-            // A cool-down began while we waited: queue up again behind it.
         }
     }
 
@@ -235,6 +255,7 @@ impl Gate {
             Feedback::Ok => {
                 st.in_a_row = 0;
                 st.ctl.success();
+                self.faster.notify_waiters();
                 let quiet = st
                     .last_decrease
                     .is_none_or(|t| now.duration_since(t) >= RECOVERY_HOLD);
@@ -274,12 +295,11 @@ impl Gate {
         }
     }
 
-    /// Nothing goes out before `now + cool`, then only at the current rate.
+    /// Nothing goes out before `now + cool`, then only at the current rate
+    /// (the lane's head sees the new moment when it wakes).
     fn cool_down(&self, st: &mut State, now: Instant, cool: Duration) {
         let until = now + cool.min(super::http::MAX_RETRY_AFTER);
         st.not_before = st.not_before.max(until);
-        let spaced = now + Duration::from_secs_f64(1.0 / self.rate(st));
-        st.next_free = st.not_before.max(spaced);
         st.epoch += 1;
     }
 
@@ -513,6 +533,37 @@ mod tests {
         );
         g.feedback(c, Feedback::RateLimited { retry_after: None });
         assert_eq!(g.status().concurrency, 2);
+    }
+
+    #[tokio::test]
+    async fn a_rate_learned_while_waiting_applies_to_the_waiting_request() {
+        // Regression: requests reserved their moment at the rate of the
+        // time they asked, so a batch's first requests stayed at the start
+        // rate however fast the rate was learned meanwhile.
+        let g = Arc::new(Gate::new(Limits {
+            concurrency: 8,
+            rate: RateMode::Auto {
+                start: 0.1,
+                max: 100.0,
+            },
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+        }));
+        let a = g.ticket().await;
+        // At the start rate the next request would wait 10 s.
+        let waiting = tokio::spawn({
+            let g = g.clone();
+            async move { g.ticket().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..5 {
+            g.feedback(a, Feedback::Ok);
+        }
+        let went = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(
+            went.is_ok(),
+            "the waiting request stayed at the start rate (10 s apart)"
+        );
     }
 
     #[tokio::test]

@@ -1,24 +1,24 @@
 //! The request-rate controller of one hosted provider: a fixed rate, or
 //! `requests_per_second = "auto"`, a rate found from the provider's
-//! answers (AIMD with a fast start).
+//! answers (slow start, then AIMD).
 //!
 //! Auto mode:
 //! - starts at the configured start rate;
-//! - fast phase: while no 429 was ever seen, or while the rate is below
-//!   [`RECOVER_SHARE`] of the rate that last met a 429, each success adds
-//!   [`FAST_STEP`] requests/s (about doubling per second of traffic);
-//! - probe phase: above that, each success adds `probe / rate`, i.e. the
-//!   rate grows additively by `probe` requests/s per second of traffic
-//!   (`probe` = [`PROBE_SHARE`] of the last 429 rate, at least
-//!   [`MIN_PROBE`]);
+//! - slow start: until the first 429, each success adds
+//!   [`SLOW_START_STEP`] requests/s, so the rate grows in proportion to
+//!   itself (it doubles about every `ln 2 / SLOW_START_STEP` ≈ 0.35 s of
+//!   traffic): a 100-picture batch reaches a 20/s limit in about a second;
 //! - a 429 (the first of a cool-down epoch; the gate decides) halves the
-//!   rate and remembers the rate it happened at;
+//!   rate, remembers the rate it happened at and ends the slow start;
+//! - additive increase after that: each success adds `probe / rate`, i.e.
+//!   the rate grows by `probe` requests/s per second of traffic (`probe` =
+//!   [`PROBE_SHARE`] of the last 429 rate, at least [`MIN_PROBE`]);
 //! - never above `max`, never below [`MIN_RATE`].
 //!
 //! [`RateController::hint`] is the interface for providers that state
-//! their limit (e.g. `X-RateLimit-Limit/Remaining/Reset`): a stated limit
-//! becomes the ceiling, a stated "remaining N until T" caps the rate to
-//! what fits. Nothing calls it yet.
+//! their limit (remove.bg's `X-RateLimit-Limit/Remaining/Reset`): a stated
+//! limit becomes the ceiling, a stated "remaining N until T" caps the rate
+//! to what fits.
 //!
 //! Must not: sleep, lock, or know about HTTP; it is plain arithmetic on
 //! the moments it is given (so tests run it on paused time).
@@ -27,10 +27,8 @@ use std::time::{Duration, Instant};
 
 /// The rate never drops below this (requests per second).
 pub const MIN_RATE: f64 = 1.0 / 60.0;
-/// Added per success in the fast phase (requests/s).
-pub const FAST_STEP: f64 = 0.5;
-/// Below this share of the last 429 rate the fast phase applies again.
-pub const RECOVER_SHARE: f64 = 0.85;
+/// Added per success during the slow start (requests/s).
+pub const SLOW_START_STEP: f64 = 2.0;
 /// Probe growth per second of traffic, as a share of the last 429 rate.
 pub const PROBE_SHARE: f64 = 0.05;
 /// Smallest probe growth (requests/s per second).
@@ -120,16 +118,9 @@ impl RateController {
         let RateMode::Auto { .. } = self.mode else {
             return;
         };
-        let fast = self
-            .last_limited
-            .is_none_or(|l| self.rate < RECOVER_SHARE * l);
-        let step = if fast {
-            FAST_STEP
-        } else {
-            let probe = self
-                .last_limited
-                .map_or(MIN_PROBE, |l| (PROBE_SHARE * l).max(MIN_PROBE));
-            probe / self.rate.max(1e-3)
+        let step = match self.last_limited {
+            None => SLOW_START_STEP,
+            Some(l) => (PROBE_SHARE * l).max(MIN_PROBE) / self.rate.max(1e-3),
         };
         self.rate = (self.rate + step).min(self.ceiling());
     }
@@ -170,25 +161,21 @@ mod tests {
     }
 
     #[test]
-    fn fast_start_then_halving_then_probing() {
+    fn slow_start_then_halving_then_additive_probing() {
         let now = Instant::now();
         let mut c = auto(2.0, 50.0);
         assert_eq!(c.rate(now), 2.0);
-        for _ in 0..8 {
+        for _ in 0..4 {
             c.success();
         }
-        assert!((c.rate(now) - 6.0).abs() < 1e-9, "{}", c.rate(now));
+        assert!((c.rate(now) - 10.0).abs() < 1e-9, "{}", c.rate(now));
         c.limited();
-        assert!((c.rate(now) - 3.0).abs() < 1e-9);
-        // Fast again up to 85 % of 6 (5.1), then slow probing.
-        for _ in 0..5 {
-            c.success();
-        }
-        let r = c.rate(now);
-        assert!(r > 5.1 && r < 5.6, "{r}");
+        assert!((c.rate(now) - 5.0).abs() < 1e-9);
+        // Additive from here: 5 % of the 429 rate (0.5/s) per second of
+        // traffic, i.e. 0.5 / 5 per success at 5/s.
         c.success();
-        let probe = c.rate(now) - r;
-        assert!((probe - MIN_PROBE.max(0.3) / r).abs() < 1e-9, "{probe}");
+        let grown = c.rate(now) - 5.0;
+        assert!((grown - 0.5 / 5.0).abs() < 1e-9, "{grown}");
     }
 
     #[test]
