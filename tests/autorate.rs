@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use fake_provider::{Api, Config, Endpoint, FakeProvider, LogEntry, RateLimit, RetryAfter};
@@ -94,28 +93,6 @@ fn auto_mode_never_exceeds_max_requests_per_second() {
     }
 }
 
-fn http_get(addr: &str, path: &str) -> String {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    s.set_read_timeout(Some(LONG)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("read");
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default()
-}
-
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.rsplit_once(' '))
-        .and_then(|(_, v)| v.parse().ok())
-}
-
 #[test]
 fn a_429_halves_the_learned_rate_and_retry_after_is_honoured() {
     let fake = FakeProvider::start(Config::default().with_key(KEY));
@@ -130,36 +107,17 @@ fn a_429_halves_the_learned_rate_and_retry_after_is_honoured() {
         "[http]\nlisten = \"127.0.0.1:0\"\n",
     );
     let mut d = site.spawn_daemon();
-    let mut addr = String::new();
-    wait_until(LONG, "the http endpoint to listen", || {
-        let log = d.log_text();
-        match log
-            .lines()
-            .find_map(|l| l.split("listening on http://").nth(1))
-        {
-            Some(a) => {
-                addr = a.trim().to_string();
-                true
-            }
-            None => false,
-        }
-    });
+    let addr = metrics::listen_addr(&d, LONG);
     let n = 40;
     drop_n(&site, n, 300);
     let gauge = "cutout_provider_rate_per_second{provider=\"r\"}";
-    let mut seen: Vec<f64> = Vec::new();
-    let mut halved = false;
-    wait_until(LONG, "all pictures done", || {
-        if let Some(v) = sample(&http_get(&addr, "/metrics"), gauge) {
-            // In auto mode only a 429 lowers the learned rate (the exact
-            // halving is unit-tested in provider::rate; the gauge is
-            // synced once a second, so growth between samples blurs it).
-            halved |= seen.last().is_some_and(|&prev| v < prev);
-            seen.push(v);
-        }
-        std::thread::sleep(Duration::from_millis(100));
+    let seen = metrics::sample_until(&addr, gauge, LONG, "all pictures done", || {
         site.files(&site.outbox()).len() == n as usize
     });
+    // In auto mode only a 429 lowers the learned rate (the exact halving
+    // is unit-tested in provider::rate; the gauge is synced once a second,
+    // so growth between samples blurs it).
+    let halved = seen.windows(2).any(|w| w[1] < w[0]);
     d.term();
     d.wait(LONG);
     assert!(fake.count_429() >= 1, "the limit was never met");

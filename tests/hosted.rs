@@ -395,31 +395,36 @@ fn rate_limited_with_retry_after_everyone_waits() {
 
 #[test]
 fn rate_limited_without_retry_after_backs_off_and_slows_down() {
+    // Behaviour only (the spacing at the fake is a timing figure: the
+    // `ratelimit` benchmark section measures it): a 429 slows the gate down
+    // (its rate gauge drops below the configured 8/s) and most requests
+    // after the first 429 are not refused again.
     let fake = FakeProvider::start(Config::default());
     fake.set_rate_limit(Api::Rembg, Some(RateLimit::per_second(2)));
     let site = rembg_site(&fake, "requests_per_second = 8", "");
+    metrics::listen_on_any_port(&site);
+    let mut d = site.spawn_daemon();
+    let addr = metrics::listen_addr(&d, LONG);
     let n = 8;
     for i in 0..n {
         site.drop_file(&format!("p{i}.jpg"), &jpeg(64, 48, 200 + i));
     }
-    run_ok(&site);
-    assert_eq!(site.files(&site.outbox()).len(), n as usize);
-    // After a 429 the rate is halved (8/s → 4/s) and the bucket emptied:
-    // the next request is at least 250 ms later.
-    assert_cooldowns(&fake, Duration::from_millis(250));
+    let gauge = "cutout_provider_rate_per_second{provider=\"r\"}";
+    let seen = metrics::sample_until(&addr, gauge, LONG, "all pictures done", || {
+        site.files(&site.outbox()).len() == n as usize
+    });
+    let lowest = seen.iter().copied().fold(f64::INFINITY, f64::min);
+    d.term();
+    d.wait(LONG);
     let reqs = requests(&fake, Endpoint::RembgRemove);
     let first = reqs
         .iter()
         .position(|e| e.status == Some(429))
         .expect("429");
-    // Never faster than the configured 8/s, before or after.
-    for w in reqs.windows(2) {
-        let d = w[1].at.duration_since(w[0].at);
-        assert!(
-            d + Duration::from_millis(10) >= Duration::from_millis(125),
-            "{d:?}"
-        );
-    }
+    assert!(
+        lowest < 8.0,
+        "the gate never slowed down below the configured 8/s (lowest {lowest})"
+    );
     let after = reqs.len() - first;
     let n429 = fake.count_429();
     assert!(

@@ -430,3 +430,35 @@ fn remove_bg_pictures_sent_before_the_first_answer_are_the_only_429s() {
         .iter()
         .all(|r| r["attempts"] == 1));
 }
+
+#[test]
+fn remove_bg_rate_headers_hold_the_gates_rate_to_what_is_left_of_the_window() {
+    // cutout is set to a fixed 100/s; the window allows 3 pictures per 3 s.
+    // Every answer's X-RateLimit-Remaining/Reset holds the gate's rate (the
+    // gauge) to what is left until the reset, far below 100/s. Nothing else
+    // could lower it that far: one picture at a time meets no 429 (the
+    // budget is known from the first answer), and a 429 only halves.
+    let fake = FakeProvider::start(Config::default());
+    let window = Duration::from_secs(3);
+    fake.set_remove_bg_window(Some(MegapixelWindow { limit: 3, window }));
+    let site = remove_bg_site(&fake, "concurrency = 1\nrequests_per_second = 100", "");
+    metrics::listen_on_any_port(&site);
+    let mut d = site.spawn_daemon();
+    let addr = metrics::listen_addr(&d, LONG);
+    let n = 6;
+    for i in 0..n {
+        site.drop_file(&format!("h{i:02}.jpg"), &jpeg(64, 48, 700 + i));
+    }
+    let gauge = "cutout_provider_rate_per_second{provider=\"bg\"}";
+    let seen = metrics::sample_until(&addr, gauge, LONG, "all pictures done", || {
+        site.files(&site.outbox()).len() == n as usize
+    });
+    d.term();
+    d.wait(LONG);
+    assert!(fake.count_429() <= 1, "{} 429s", fake.count_429());
+    let lowest = seen.iter().copied().fold(f64::INFINITY, f64::min);
+    assert!(
+        lowest < 10.0,
+        "the gate's rate never followed the rate headers: {seen:?}"
+    );
+}

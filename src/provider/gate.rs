@@ -238,7 +238,8 @@ impl Gate {
                     st.last_sent = Some(now);
                     return Ticket { epoch: st.epoch };
                 }
-                at
+                // A rate held by a header ends at its reset: look again then.
+                st.ctl.held_until(now).map_or(at, |h| at.min(h))
             };
             tokio::select! {
                 () = tokio::time::sleep_until(at.into()) => {}

@@ -1,9 +1,11 @@
-//! The core both hosted providers are built on: the provider's name, its
-//! HTTP clients, its [`Gate`], its API key (re-read from its source while
-//! paused for a refused key), and the one place that sends an API request
-//! through the gate and turns the answer into a [`ProviderError`].
+//! The core every hosted provider is built on (rembg.com, verging,
+//! remove.bg, rembg's server): the provider's name, its HTTP clients, its
+//! [`Gate`], its API key (re-read from its source while paused for a
+//! refused key), and the one place that sends an API request through the
+//! gate and turns the answer into a [`ProviderError`].
 //!
-//! Owns: "send one API request politely", "pause with one clear line,
+//! Owns: "send one API request politely" (including the rate hint of an
+//! answer's `X-RateLimit-Remaining/Reset`), "pause with one clear line,
 //! re-check, resume by itself", and [`HostedProvider`], which makes a
 //! [`Provider`] of any [`HostedApi`] the same way for every vendor.
 //!
@@ -12,12 +14,13 @@
 
 use std::future::Future;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
-use reqwest::header::HeaderValue;
+use reqwest::header::{HeaderMap, HeaderValue};
 
 use super::gate::{Announce, Announced, Feedback, Gate, Limits, Recheck};
-use super::http::{self, Http, Refusal};
+use super::http::{self, ErrorParser, Http, Refusal};
+use super::rate::RateHint;
 use super::{
     key, BuildError, Health, PauseReason, Provider, ProviderError, ProviderStatus, Request,
     Response,
@@ -114,6 +117,39 @@ pub struct Hosted {
 
 /// How a refusal is read: vendor rules for "this is a quota answer".
 pub type QuotaRule = fn(&Refusal) -> bool;
+
+/// How one vendor's refusals are read: which mean "out of credits", and
+/// its own error-body reader when the shared one does not know the shape
+/// (remove.bg's `{"errors": [{title, code, detail}]}`, rembg server's
+/// `{"detail": [{loc, msg}]}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Wire {
+    pub quota: QuotaRule,
+    pub parse: Option<ErrorParser>,
+}
+
+/// A refused or failed request: the mapped error and, when an answer came,
+/// its headers (e.g. a vendor's rate-limit budget).
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ProviderError,
+    pub headers: Option<HeaderMap>,
+}
+
+impl From<ProviderError> for Refused {
+    fn from(error: ProviderError) -> Self {
+        Refused {
+            error,
+            headers: None,
+        }
+    }
+}
+
+impl From<Refused> for ProviderError {
+    fn from(r: Refused) -> Self {
+        r.error
+    }
+}
 
 /// What a request does with money, for the pause rule of [`Hosted::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +256,19 @@ impl Hosted {
         quota: QuotaRule,
         spend: Spend,
     ) -> Result<reqwest::Response, ProviderError> {
+        let wire = Wire { quota, parse: None };
+        Ok(self.send_wire(what, req, wire, spend).await?)
+    }
+
+    /// [`Hosted::send`] with the vendor's [`Wire`]; a refusal keeps the
+    /// answer's headers.
+    pub async fn send_wire(
+        &self,
+        what: &str,
+        req: reqwest::RequestBuilder,
+        wire: Wire,
+        spend: Spend,
+    ) -> Result<reqwest::Response, Refused> {
         let submit = spend == Spend::Submit;
         if submit {
             self.refuse_if_paused()?;
@@ -236,35 +285,55 @@ impl Hosted {
                 let err = http::send_error(what, e);
                 // Not even a connection: the provider is down (or the
                 // network, DNS, TLS): pause instead of failing every file.
-                return Err(if connect {
+                return Err(Refused::from(if connect {
                     ProviderError::Unavailable {
                         message: err.to_string(),
                     }
                 } else {
                     err
-                });
+                }));
             }
         };
+        self.hint_from(resp.headers());
         if resp.status().is_success() {
             self.gate.feedback(ticket, Feedback::Ok);
             return Ok(resp);
         }
-        let refusal = Refusal::read(resp, &self.key_text()).await;
-        let is_quota = quota(&refusal);
-        let err = refusal.clone().into_error(what, is_quota);
-        let fb = match &err {
+        let headers = resp.headers().clone();
+        let refusal = Refusal::read_with(resp, &self.key_text(), wire.parse).await;
+        let is_quota = (wire.quota)(&refusal);
+        let status = refusal.status.as_u16();
+        let error = refusal.into_error(what, is_quota);
+        let fb = match &error {
             ProviderError::RateLimited { retry_after, .. } => Feedback::RateLimited {
                 retry_after: *retry_after,
             },
-            ProviderError::Transient { retry_after, .. } if refusal.status.as_u16() == 503 => {
-                Feedback::Busy {
-                    retry_after: *retry_after,
-                }
-            }
+            ProviderError::Transient { retry_after, .. } if status == 503 => Feedback::Busy {
+                retry_after: *retry_after,
+            },
             _ => Feedback::Other,
         };
         self.gate.feedback(ticket, fb);
-        Err(err)
+        Err(Refused {
+            error,
+            headers: Some(headers),
+        })
+    }
+
+    /// An answer's `X-RateLimit-Remaining` + `X-RateLimit-Reset` (unix
+    /// time), when the vendor sends them: the gate spreads what is left of
+    /// the window over it (see `rate::RateHint::Remaining`).
+    fn hint_from(&self, headers: &HeaderMap) {
+        let Some((_, remaining, reset)) = super::pacer::read_headers(headers) else {
+            return;
+        };
+        let left = reset
+            .duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO);
+        self.gate.hint(RateHint::Remaining {
+            remaining,
+            reset: Instant::now() + left,
+        });
     }
 
     /// On a quota or auth error: pause (one log line when the state is

@@ -274,6 +274,9 @@ pub fn send_error(what: &str, e: reqwest::Error) -> ProviderError {
     }
 }
 
+/// Reads a vendor's error body into one message (None: not its shape).
+pub type ErrorParser = fn(&[u8]) -> Option<String>;
+
 /// A non-2xx answer, with what the body said.
 #[derive(Debug, Clone)]
 pub struct Refusal {
@@ -288,23 +291,31 @@ pub struct Refusal {
 impl Refusal {
     /// Read the error body of a non-2xx response (bounded).
     pub async fn read(resp: reqwest::Response, secret: &str) -> Refusal {
+        Refusal::read_with(resp, secret, None).await
+    }
+
+    /// Like [`Refusal::read`], with the vendor's own error-body reader
+    /// tried first (the shared one reads `{"error"|"message"|…}` shapes).
+    pub async fn read_with(
+        resp: reqwest::Response,
+        secret: &str,
+        parse: Option<ErrorParser>,
+    ) -> Refusal {
         let status = resp.status();
         let retry_after = retry_after(resp.headers());
         let body = read_capped(resp, MAX_ERROR_BODY).await.unwrap_or_default();
         let (message, error_code) = error_message(&body);
-        let message = redact(
-            &message.unwrap_or_else(|| {
-                status
-                    .canonical_reason()
-                    .unwrap_or("no message")
-                    .to_string()
-            }),
-            secret,
-        );
+        let message = parse.and_then(|p| p(&body)).or(message);
+        let message = message.unwrap_or_else(|| {
+            status
+                .canonical_reason()
+                .unwrap_or("no message")
+                .to_string()
+        });
         Refusal {
             status,
             retry_after,
-            message,
+            message: tidy(&redact(&message, secret)),
             error_code,
         }
     }

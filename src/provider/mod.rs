@@ -17,13 +17,14 @@ pub mod http;
 pub mod key;
 pub mod local;
 pub mod pacer;
-pub mod peer_send;
 pub mod rate;
 pub mod rembg_com;
 pub mod rembg_server;
 pub mod remove_bg;
+pub mod upload;
 pub mod url_guard;
 pub mod verging;
+mod verging_answers;
 pub mod verify;
 
 use std::time::Duration;

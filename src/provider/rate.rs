@@ -99,6 +99,12 @@ impl RateController {
         r.max(MIN_RATE.min(self.floor()))
     }
 
+    /// When a held rate (see [`RateHint::Remaining`]) ends, if it holds
+    /// now: a request waiting at the held rate looks again then.
+    pub fn held_until(&self, now: Instant) -> Option<Instant> {
+        self.held.map(|(until, _)| until).filter(|u| now < *u)
+    }
+
     fn ceiling(&self) -> f64 {
         match self.mode {
             RateMode::Fixed(r) => r,
@@ -217,6 +223,8 @@ mod tests {
             now,
         );
         assert!((c.rate(now) - 0.5).abs() < 1e-9);
+        assert_eq!(c.held_until(now), Some(reset));
         assert_eq!(c.rate(now + Duration::from_secs(11)), 4.0);
+        assert_eq!(c.held_until(now + Duration::from_secs(11)), None);
     }
 }

@@ -18,16 +18,14 @@
 //! name one, so the provider's bytes can be written untouched.
 
 use async_trait::async_trait;
-use reqwest::multipart::{Form, Part};
 
 use super::gate::Recheck;
 use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
+use super::upload;
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::{OutputFormat, RembgConfig, RembgOptions};
-use crate::job::Code;
-use crate::validate::ImageKind;
 
 /// Largest upload rembg.com accepts.
 const MAX_UPLOAD: usize = 50 * 1024 * 1024;
@@ -143,36 +141,6 @@ fn parse_usage(v: &serde_json::Value) -> Credits {
     }
 }
 
-/// `<stem>.<ext of the sniffed type>`: rembg checks that the extension
-/// matches the file's signature, and the customer's file name need not
-/// leave the building in full.
-pub(crate) fn upload_name(file_name: &str, kind: ImageKind) -> String {
-    let stem = std::path::Path::new(file_name)
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut clean: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(80)
-        .collect();
-    if clean.trim_matches('_').is_empty() {
-        clean = "image".into();
-    }
-    let ext = match kind {
-        ImageKind::Jpeg => "jpg",
-        ImageKind::Png => "png",
-        ImageKind::Webp => "webp",
-    };
-    format!("{clean}.{ext}")
-}
-
 /// The per-inbox options (checked in `config`) as rembg.com's request
 /// wants them.
 trait WireOptions {
@@ -233,28 +201,9 @@ impl HostedApi for RembgApi {
         // Checked with the config; an inbox of this kind always has them.
         let defaults = RembgOptions::default();
         let opts = req.options.rembg().unwrap_or(&defaults);
-        if req.input.bytes.len() > MAX_UPLOAD {
-            return Err(ProviderError::Permanent {
-                code: Code::ProviderInputTooLarge,
-                message: format!(
-                    "the picture is {} bytes; rembg.com accepts at most 50 MB",
-                    req.input.bytes.len()
-                ),
-            });
-        }
+        upload::check_size(req, MAX_UPLOAD, "rembg.com", "50 MB")?;
         let _slot = self.core.slot().await;
-        let kind = req.input.kind;
-        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-            .file_name(upload_name(req.file_name, kind))
-            .mime_str(kind.mime())
-            .map_err(|e| ProviderError::Permanent {
-                code: Code::InternalError,
-                message: format!("cannot build the upload: {e}"),
-            })?;
-        let mut form = Form::new().part("image", image);
-        for (k, v) in opts.parts(req.output_format) {
-            form = form.text(k, v);
-        }
+        let form = upload::form(req, "image", opts.parts(req.output_format))?;
         let what = format!("provider `{}`: POST /rmbg", self.core.name);
         let rb = self
             .core
@@ -386,11 +335,5 @@ mod tests {
             Credits::Known { left, .. } => assert_eq!(left, Some(12.0)),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn upload_names_carry_the_real_type() {
-        assert_eq!(upload_name("Shoe 1.JPG", ImageKind::Png), "Shoe_1.png");
-        assert_eq!(upload_name("ä.jpeg", ImageKind::Jpeg), "image.jpg");
     }
 }

@@ -17,18 +17,15 @@
 
 use async_trait::async_trait;
 use reqwest::header::{HeaderName, HeaderValue};
-use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::gate::Recheck;
-use super::hosted::{Hosted, HostedApi, HostedProvider};
+use super::hosted::{Hosted, HostedApi, HostedProvider, Spend, Wire};
 use super::http;
-use super::peer_send;
-use super::rembg_com::upload_name;
+use super::upload;
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::{RembgServerConfig, RembgServerOptions, ServerAuth};
-use crate::job::Code;
 
 /// The rembg-server provider.
 pub type RembgServer = HostedProvider<RembgServerApi>;
@@ -90,9 +87,11 @@ pub(crate) fn detail_text(body: &[u8]) -> Option<String> {
     }
 }
 
-fn never_quota(_: u16) -> bool {
-    false
-}
+/// How the server's refusals are read: no credits, `{"detail": …}` bodies.
+const WIRE: Wire = Wire {
+    quota: |_| false,
+    parse: Some(detail_text),
+};
 
 /// The form fields for the options (`model` always).
 fn fields(o: &RembgServerOptions) -> Vec<(&'static str, String)> {
@@ -208,18 +207,7 @@ impl HostedApi for RembgServerApi {
         let defaults = RembgServerOptions::default();
         let opts = req.options.rembg_server().unwrap_or(&defaults);
         let _slot = self.core.slot().await;
-        let kind = req.input.kind;
-        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-            .file_name(upload_name(req.file_name, kind))
-            .mime_str(kind.mime())
-            .map_err(|e| ProviderError::Permanent {
-                code: Code::InternalError,
-                message: format!("cannot build the upload: {e}"),
-            })?;
-        let mut form = Form::new().part("file", image);
-        for (k, v) in fields(opts) {
-            form = form.text(k, v);
-        }
+        let form = upload::form(req, "file", fields(opts))?;
         let what = format!("provider `{}`: POST /api/remove", self.core.name);
         let rb = self
             .core
@@ -229,7 +217,9 @@ impl HostedApi for RembgServerApi {
             .query(&query(opts))
             .multipart(form);
         let rb = self.with_auth(rb)?;
-        let resp = peer_send::send(&self.core, &what, rb, detail_text, never_quota)
+        let resp = self
+            .core
+            .send_wire(&what, rb, WIRE, Spend::Submit)
             .await
             .map_err(|r| self.explain(r.error))?;
         let bytes = http::read_capped(resp, self.core.http.max_body)

@@ -10,7 +10,9 @@
 //! [{title, code, detail}]}`; 402 is out of credits, 403 a refused key),
 //! and pacing by its rate-limit headers (see `pacer.rs`): the API counts
 //! megapixel-images per minute, so each picture reserves its estimated
-//! megapixels before it goes out.
+//! megapixels before it goes out. (The same headers also hold the gate's
+//! rate to what is left of the window: `Hosted::send_wire` does that for
+//! every hosted kind.)
 //!
 //! Must not: retry (the queue does), send the key anywhere but the
 //! configured base URL, or return bytes it has not verified as a picture.
@@ -24,19 +26,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::multipart::{Form, Part};
 use serde_json::Value;
 
 use super::gate::Recheck;
-use super::hosted::{Credits, Hosted, HostedApi, HostedProvider};
-use super::http;
+use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Refused, Spend, Wire};
+use super::http::{self, Refusal};
 use super::pacer::Pacer;
-use super::peer_send::{self, Refused};
-use super::rembg_com::upload_name;
+use super::upload;
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::{RemoveBgConfig, RemoveBgOptions};
-use crate::job::Code;
 
 /// Largest upload remove.bg accepts.
 const MAX_UPLOAD: usize = 12 * 1024 * 1024;
@@ -87,9 +86,11 @@ pub(crate) fn error_text(body: &[u8]) -> Option<String> {
     (!texts.is_empty()).then(|| texts.join("; "))
 }
 
-fn is_quota(status: u16) -> bool {
-    status == 402
-}
+/// How remove.bg's refusals are read: 402 is out of credits.
+const WIRE: Wire = Wire {
+    quota: |r: &Refusal| r.status.as_u16() == 402,
+    parse: Some(error_text),
+};
 
 /// What remove.bg's account answer says.
 #[derive(Debug, Clone, PartialEq)]
@@ -245,22 +246,6 @@ impl RemoveBgApi {
         }
     }
 
-    fn upload(&self, req: &Request<'_>, opts: &RemoveBgOptions) -> Result<Form, ProviderError> {
-        let kind = req.input.kind;
-        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-            .file_name(upload_name(req.file_name, kind))
-            .mime_str(kind.mime())
-            .map_err(|e| ProviderError::Permanent {
-                code: Code::InternalError,
-                message: format!("cannot build the upload: {e}"),
-            })?;
-        let mut form = Form::new().part("image_file", image);
-        for (k, v) in parts(opts) {
-            form = form.text(k, v);
-        }
-        Ok(form)
-    }
-
     /// Keep the cached credits honest between account reads.
     fn spend(&self, charged: f64) {
         if let Some(c) = self.core.gate.credits_within(Duration::MAX) {
@@ -279,15 +264,7 @@ impl HostedApi for RemoveBgApi {
         self.core.refuse_if_paused()?;
         let defaults = RemoveBgOptions::default();
         let opts = req.options.remove_bg().unwrap_or(&defaults);
-        if req.input.bytes.len() > MAX_UPLOAD {
-            return Err(ProviderError::Permanent {
-                code: Code::ProviderInputTooLarge,
-                message: format!(
-                    "the picture is {} bytes; remove.bg accepts at most 12 MB",
-                    req.input.bytes.len()
-                ),
-            });
-        }
+        upload::check_size(req, MAX_UPLOAD, "remove.bg", "12 MB")?;
         let _slot = self.core.slot().await;
         self.first_look().await?;
         let permit = self
@@ -301,8 +278,8 @@ impl HostedApi for RemoveBgApi {
             .api
             .post(self.url("removebg"))
             .header("X-Api-Key", self.core.key_header("")?)
-            .multipart(self.upload(req, opts)?);
-        let resp = match peer_send::send(&self.core, &what, rb, error_text, is_quota).await {
+            .multipart(upload::form(req, "image_file", parts(opts))?);
+        let resp = match self.core.send_wire(&what, rb, WIRE, Spend::Submit).await {
             Ok(r) => r,
             Err(Refused { error, headers }) => {
                 if let Some(h) = &headers {

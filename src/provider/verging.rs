@@ -35,13 +35,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use reqwest::header::AUTHORIZATION;
-use reqwest::multipart::{Form, Part};
+use reqwest::multipart::Form;
 use serde_json::Value;
 
 use super::gate::Recheck;
 use super::hosted::{Credits, Hosted, HostedApi, HostedProvider, Spend};
 use super::http::{self, Refusal};
-use super::rembg_com::upload_name;
+use super::upload::{self, upload_name};
+use super::verging_answers::{created_job_id, find_job, parse_me, presigned};
 use super::verify::{self, Expect};
 use super::{key, BuildError, Health, ProviderError, Request, Response};
 use crate::config::VergingConfig;
@@ -80,96 +81,6 @@ impl Verging {
             job_timeout: cfg.job_timeout,
             presigned_upload: cfg.presigned_upload,
         }))
-    }
-}
-
-/// A job as the job list shows it.
-#[derive(Debug, Clone, PartialEq)]
-struct JobState {
-    status: String,
-    result_url: Option<String>,
-}
-
-/// An id as text, whether the JSON has it as a string or a number.
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-/// The job id in a create-job answer (`result.job_id`, bare `job_id`, or
-/// `id`, string or number).
-fn created_job_id(v: &Value) -> Option<String> {
-    let inner = v.get("result").filter(|r| r.is_object()).unwrap_or(v);
-    ["job_id", "id", "jobId"]
-        .iter()
-        .find_map(|k| inner.get(*k).and_then(id_text))
-        .or_else(|| {
-            ["job_id", "id", "jobId"]
-                .iter()
-                .find_map(|k| v.get(*k).and_then(id_text))
-        })
-}
-
-/// Find job `id` in a job-list answer (a bare array, or wrapped).
-fn find_job(v: &Value, id: &str) -> Option<JobState> {
-    let list: Vec<&Value> = match v {
-        Value::Array(a) => a.iter().collect(),
-        Value::Object(o) => match ["result", "data", "jobs"].iter().find_map(|k| o.get(*k)) {
-            Some(Value::Array(a)) => a.iter().collect(),
-            Some(obj @ Value::Object(_)) => vec![obj],
-            _ => vec![v],
-        },
-        _ => vec![],
-    };
-    list.into_iter()
-        .find(|j| {
-            ["id", "job_id"]
-                .iter()
-                .any(|k| j.get(*k).and_then(id_text).as_deref() == Some(id))
-        })
-        .map(|j| JobState {
-            status: j
-                .get("status")
-                .and_then(|s| s.as_str())
-                .unwrap_or("")
-                .trim()
-                .to_ascii_uppercase(),
-            result_url: j
-                .get("result_url")
-                .and_then(|u| u.as_str())
-                .filter(|u| !u.trim().is_empty())
-                .map(str::to_string),
-        })
-}
-
-/// The PUT `url` of `{"result": {"url", "public_url"}}` (or bare).
-fn presigned(v: &Value) -> Option<String> {
-    let inner = v.get("result").filter(|r| r.is_object()).unwrap_or(v);
-    Some(inner.get("url")?.as_str()?.to_string())
-}
-
-/// `{"credits": n, …}` (or wrapped in `result`/`data`).
-fn parse_me(v: &Value) -> Credits {
-    let inner = ["result", "data", "user"]
-        .iter()
-        .find_map(|k| v.get(*k).filter(|r| r.is_object()))
-        .unwrap_or(v);
-    let credits = inner.get("credits").and_then(|c| {
-        c.as_f64()
-            .or_else(|| c.as_str().and_then(|s| s.parse().ok()))
-    });
-    match credits {
-        Some(c) => Credits::Known {
-            left: Some(c),
-            detail: format!("{c} credits left"),
-        },
-        None => Credits::Known {
-            left: None,
-            detail: "the account answer does not say how many credits are left".into(),
-        },
     }
 }
 
@@ -248,24 +159,17 @@ impl VergingApi {
     async fn create_job(&self, req: &Request<'_>) -> Result<String, ProviderError> {
         let kind = req.input.kind;
         let name = upload_name(req.file_name, kind);
-        let internal = |e: reqwest::Error| ProviderError::Permanent {
-            code: Code::InternalError,
-            message: format!("cannot build the upload: {e}"),
-        };
         // The presigned upload (an older flow, behind an option) comes
         // before create-job; it does not replace the documented `image`
         // file part.
         if self.presigned_upload {
             self.presigned_put(req, &name).await?;
         }
-        let image = Part::stream_with_length(req.input.bytes.clone(), req.input.bytes.len() as u64)
-            .file_name(name.clone())
-            .mime_str(kind.mime())
-            .map_err(internal)?;
-        let form = Form::new()
-            .part("image", image)
-            .text("file_name", name.clone())
-            .text("job_type", JOB_TYPE);
+        let form = upload::form(
+            req,
+            "image",
+            vec![("file_name", name.clone()), ("job_type", JOB_TYPE.into())],
+        )?;
         let what = self.what("POST /background-removal/create-job");
         let rb = self
             .core
@@ -516,15 +420,7 @@ impl HostedApi for VergingApi {
             }
             None => {
                 self.core.refuse_if_paused()?;
-                if req.input.bytes.len() > MAX_UPLOAD {
-                    return Err(ProviderError::Permanent {
-                        code: Code::ProviderInputTooLarge,
-                        message: format!(
-                            "the picture is {} bytes; verging accepts at most 10 MB",
-                            req.input.bytes.len()
-                        ),
-                    });
-                }
+                upload::check_size(req, MAX_UPLOAD, "verging", "10 MB")?;
                 self.ensure_credits().await?;
                 let id = self.create_job(req).await?;
                 self.core.gate.spend_credit();
@@ -601,60 +497,5 @@ impl HostedApi for VergingApi {
             }
         };
         Health { lines, ok }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn json(s: &str) -> Value {
-        serde_json::from_str(s).expect("json")
-    }
-
-    #[test]
-    fn job_ids_as_strings_or_numbers() {
-        let v = json(r#"{"code":10000,"result":{"job_id":"456"},"message":{"en":"ok"}}"#);
-        assert_eq!(created_job_id(&v).as_deref(), Some("456"));
-        assert_eq!(
-            created_job_id(&json(r#"{"job_id":457}"#)).as_deref(),
-            Some("457")
-        );
-        assert_eq!(created_job_id(&json(r#"{"code":100000}"#)), None);
-    }
-
-    #[test]
-    fn job_list_is_matched_by_id_text() {
-        let v = json(
-            r#"[{"id":455,"status":"PROCESSING"},{"id":456,"status":"completed","result_url":"https://x/y.png"}]"#,
-        );
-        assert_eq!(
-            find_job(&v, "456"),
-            Some(JobState {
-                status: "COMPLETED".into(),
-                result_url: Some("https://x/y.png".into())
-            })
-        );
-        assert_eq!(find_job(&v, "9"), None);
-        let wrapped = json(r#"{"result":[{"id":"7","status":"FAILED","result_url":null}]}"#);
-        assert_eq!(
-            find_job(&wrapped, "7").map(|j| j.status),
-            Some("FAILED".into())
-        );
-        assert_eq!(find_job(&json("[]"), "7"), None);
-    }
-
-    #[test]
-    fn me_and_presigned_shapes() {
-        match parse_me(&json(r#"{"email":"a","credits":42}"#)) {
-            Credits::Known { left, .. } => assert_eq!(left, Some(42.0)),
-            other => panic!("{other:?}"),
-        }
-        assert_eq!(
-            presigned(&json(
-                r#"{"result":{"url":"https://u","public_url":"https://p"}}"#
-            )),
-            Some("https://u".into())
-        );
     }
 }

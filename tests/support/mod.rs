@@ -3,6 +3,8 @@
 //! readers. Every integration test binary includes this with `mod support;`.
 #![allow(dead_code)]
 
+pub mod metrics;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
