@@ -5,7 +5,10 @@
 #   1. benches/load.rs — the real `cutout` binary against the fake provider
 #      on 127.0.0.1 (200 ms per picture): throughput by concurrency, the
 #      rate-limited run, the naive curl loop side by side, the 10,000-file
-#      burst, drop→cut-out latency, CPU per picture at 1/4/12 MP;
+#      burst, drop→cut-out latency, CPU per picture at 1/4/12 MP, and
+#      the learned rate (`requests_per_second = "auto"` against an
+#      undeclared 5/s and 20/s limit; BENCH_ONLY=autorate, repeats with
+#      BENCH_AUTORATE="5:100,20:100,5:100,20:100");
 #   1b. examples/finish_bench.rs — finishing CPU per picture at 1/4/12 MP
 #      with three outputs (BENCH_ONLY=finish runs only this section);
 #   2. tests/crash.rs, full size — kill -9 at random moments during a
