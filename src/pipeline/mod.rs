@@ -4,7 +4,7 @@
 //! ```text
 //!  intake   state lookup, file kind and size, read + sha256 (unchanged while read)
 //!  check    sniff, caps, decode (crate::validate) → Validated, or a rejection
-//!  claim    store::claim: new / resume / duplicate / busy / already done
+//!  claim    store::claim: new / resume / duplicate (duplicate: reuse) / busy / already done
 //!  attempt  engine slot → Provider::remove_background, retries and backoff
 //!  decide   write the cut-out or every [[inbox.output]] (outputs); commit succeeded / duplicate / rejected / failed
 //!  finish   reason file → audit line → input moved or deleted → done
@@ -27,6 +27,7 @@ mod check;
 mod claim;
 mod ctx;
 mod decide;
+mod duplicate;
 mod finish;
 mod intake;
 pub mod outputs;
