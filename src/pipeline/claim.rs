@@ -52,10 +52,12 @@ pub(super) async fn claim(
         Claim::Busy => Err(FileResult::Later(
             pic.inbox.settle.max(Duration::from_secs(1)),
         )),
-        Claim::Duplicate { job, earlier } => match duplicate::duplicate(pic, job, *earlier, v).await {
-            Dup::Done(done) => Err(done),
-            Dup::Run(job) => Ok((job, FirstAttempt::CountWhenStarted)),
-        },
+        Claim::Duplicate { job, earlier } => {
+            match duplicate::duplicate(pic, job, *earlier, v).await {
+                Dup::Done(done) => Err(done),
+                Dup::Run(job) => Ok((job, FirstAttempt::CountWhenStarted)),
+            }
+        }
         Claim::New(job) => Ok((job, FirstAttempt::CountedByClaim)),
         Claim::Resume(job) => Ok((job, FirstAttempt::CountWhenStarted)),
     }

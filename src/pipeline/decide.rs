@@ -11,8 +11,8 @@
 use std::path::{Path, PathBuf};
 
 use super::ctx::{blocking, lossy, Picture};
-use super::finish::{self, finish_job, Decided};
 use super::duplicate;
+use super::finish::{self, finish_job, Decided};
 use super::outputs;
 use crate::audit::{now_rfc3339, Record};
 use crate::config::AfterSuccess;
@@ -40,8 +40,7 @@ pub(super) fn output_naming(pic: &Picture<'_>) -> Naming {
         base: output::output_base(pic.inbox, &pic.rel),
         candidate: fsutil::numbered,
         also_free: |_| true,
-        all_names: (!pic.inbox.outputs.is_empty())
-            .then(|| outputs::all_names(pic.ctx.cfg.clone())),
+        all_names: (!pic.inbox.outputs.is_empty()).then(|| outputs::all_names(pic.ctx.cfg.clone())),
     }
 }
 
