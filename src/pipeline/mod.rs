@@ -68,8 +68,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
     if ctx.dry_run {
         let base = crate::output::output_base(inbox, &pic.rel);
         let planned = outputs::paths(inbox, &pic.rel, &base);
-        let planned: Vec<String> = planned.iter().map(|p| ctx::lossy(p)).collect();
-        tracing::info!(input = %pic.rel.display(), "dry run: would write {}", planned.join(", "));
+        outputs::print_plan(path, &planned);
         return FileResult::Valid;
     }
     let (job, first) = match claim::claim(&pic, &read, &validated).await {

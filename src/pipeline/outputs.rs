@@ -16,7 +16,8 @@
 //! returns.
 //!
 //! Must not: call a provider, commit decisions, or run on the executor
-//! (everything here is blocking; callers go through `ctx::blocking`).
+//! (everything here is blocking; callers go through `ctx::blocking`;
+//! `print_plan` is one small write to stdout).
 
 use std::path::{Path, PathBuf};
 
@@ -95,6 +96,18 @@ pub fn all_names(cfg: std::sync::Arc<crate::config::Config>) -> crate::store::Al
             None => vec![first.to_path_buf()],
         }
     })
+}
+
+/// `--dry-run`: the plan the user asked for, one line per input on stdout
+/// (`<input> -> <output>, <output>…`); diagnostics stay on stderr.
+pub fn print_plan(input: &Path, planned: &[PathBuf]) {
+    use std::io::Write;
+    let list: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
+    let line = format!("{} -> {}\n", input.display(), list.join(", "));
+    // one write per line: workers print side by side without mixing lines
+    if let Err(e) = std::io::stdout().lock().write_all(line.as_bytes()) {
+        tracing::warn!("cannot print the dry-run plan: {e}");
+    }
 }
 
 /// The cut-out as 8-bit RGBA (EXIF orientation applied) and its ICC
