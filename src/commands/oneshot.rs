@@ -305,10 +305,20 @@ fn to_dir(
 ) -> CommandResult {
     let out = absolute_target(out_given);
     refuse_overlap(sources, &out, out_given)?;
-    let state = match &o.state {
+    let mut state = match &o.state {
         Some(s) => absolute_target(s),
         None => out.join(STATE_NAME),
     };
+    // A dry run writes nothing under --out: without state there yet, it
+    // reads a temporary one (removed afterwards).
+    let temp = if dry_run && !state.exists() {
+        Some(TempState::new()?)
+    } else {
+        None
+    };
+    if let Some(t) = &temp {
+        state = t.0.clone();
+    }
     let plan = Plan::new(&cfg, o, state)?;
     let (inboxes, roots) = inboxes_for(&plan, sources, &out)?;
     let cfg = plan.config(cfg, inboxes);
