@@ -2,8 +2,9 @@
 //! is reused and nothing is sent to a provider again.
 //!
 //! Where this input's results come from, best first:
-//! 1. the earlier job's outputs, copied byte for byte, when both inboxes
-//!    have the same `[[inbox.output]]` tables (or both have none);
+//! 1. an earlier job's outputs, copied byte for byte, when its inbox has
+//!    the same `[[inbox.output]]` tables (or both have none; of the latest
+//!    successes of the picture, one with the same tables is preferred);
 //! 2. the stored cut-out (`<state_dir>/cutouts/<sha256>`, kept for every
 //!    hosted result of an inbox with `[[inbox.output]]` tables), or the
 //!    earlier plain cut-out of an inbox without tables, finished again
@@ -68,6 +69,7 @@ pub fn store_cutout(
 /// The same picture succeeded before as `earlier`: give this input its
 /// results without paying again.
 pub(super) async fn duplicate(pic: &Picture<'_>, job: Job, earlier: Job, v: &Validated) -> Dup {
+    let earlier = same_tables(pic, &job, earlier).await;
     let Some(earlier_out) = earlier.output.clone() else {
         return Dup::Done(FileResult::Trouble(
             "duplicate without an earlier output".into(),
@@ -97,6 +99,29 @@ pub(super) async fn duplicate(pic: &Picture<'_>, job: Job, earlier: Job, v: &Val
             Dup::Done(plain_from_cutout(pic, job, earlier, src, v).await)
         }
         source => Dup::Done(finished(pic, job, earlier, source, v).await),
+    }
+}
+
+/// Of the latest successes of this picture, one whose inbox has this
+/// inbox's tables (its outputs can be copied), else `earlier`.
+async fn same_tables(pic: &Picture<'_>, job: &Job, earlier: Job) -> Job {
+    let tables = |inbox: &str| {
+        let ib = pic.ctx.cfg.inboxes.iter().find(|i| i.name == inbox);
+        ib.map(|i| &i.outputs)
+    };
+    let mine = Some(&pic.inbox.outputs);
+    let Some(sha) = job.sha256.as_deref() else {
+        return earlier;
+    };
+    if tables(&earlier.inbox) == mine {
+        return earlier;
+    }
+    match pic.ctx.store.successes(sha, 16).await {
+        Ok(all) => all
+            .into_iter()
+            .find(|j| tables(&j.inbox) == mine)
+            .unwrap_or(earlier),
+        Err(_) => earlier,
     }
 }
 

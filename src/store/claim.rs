@@ -346,6 +346,27 @@ impl Store {
         Ok(held)
     }
 
+    /// The latest successes for this content whose first output is still on
+    /// disk (at most `limit`, newest first): a duplicate picks the one whose
+    /// inbox wrote the same outputs.
+    pub async fn successes(&self, sha: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let sha = sha.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT * FROM jobs WHERE sha256 = ?1 AND outcome = 'succeeded'
+                   AND output IS NOT NULL ORDER BY id DESC LIMIT ?2",
+            )?;
+            let jobs = stmt
+                .query_map(params![sha, limit], Self::row)?
+                .collect::<rusqlite::Result<Vec<Job>>>()?;
+            Ok(jobs
+                .into_iter()
+                .filter(|j| j.output.as_deref().is_some_and(Path::exists))
+                .collect())
+        })
+        .await
+    }
+
     /// Reserve an output name for job `id` (a duplicate that needs its own
     /// copy of the earlier cut-out). Returns the reserved path.
     pub async fn reserve_output(&self, id: i64, naming: Naming) -> Result<PathBuf, StoreError> {
