@@ -54,6 +54,16 @@ pub struct OneShotArgs {
     /// built-in engine, `local`).
     #[arg(long, value_name = "NAME")]
     pub provider: Option<String>,
+    /// Finish every picture for --out/-o with this preset (amazon, shopify,
+    /// ebay, square, thumbnail; see docs/finishing.md) instead of a plain
+    /// cut-out.
+    #[arg(long, value_name = "NAME")]
+    pub preset: Option<String>,
+    /// Output format for --out/-o: png, webp or jpeg (jpeg without --preset
+    /// is flattened onto white: it has no transparency). Overrides the
+    /// preset's format.
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<String>,
 }
 
 impl OneShotArgs {

@@ -34,6 +34,10 @@ pub enum Code {
     AnimatedImage,
     // output stage
     EncodeFailed,
+    /// A duplicate needs outputs the earlier job's files cannot give, its
+    /// stored cut-out is gone, and making it again would pay the same
+    /// provider twice.
+    DuplicateCutoutGone,
     // providers: the conversation
     ProviderBadResult,
     ProviderBadAnswer,
@@ -73,7 +77,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in declaration order.
-    pub const ALL: [Code; 43] = [
+    pub const ALL: [Code; 44] = [
         Code::EmptyFile,
         Code::FileTooLarge,
         Code::NotARegularFile,
@@ -86,6 +90,7 @@ impl Code {
         Code::CorruptImage,
         Code::AnimatedImage,
         Code::EncodeFailed,
+        Code::DuplicateCutoutGone,
         Code::ProviderBadResult,
         Code::ProviderBadAnswer,
         Code::ProviderInsecureUrl,
@@ -134,6 +139,7 @@ impl Code {
             Code::CorruptImage => "corrupt-image",
             Code::AnimatedImage => "animated-image",
             Code::EncodeFailed => "encode-failed",
+            Code::DuplicateCutoutGone => "duplicate-cutout-gone",
             Code::ProviderBadResult => "provider-bad-result",
             Code::ProviderBadAnswer => "provider-bad-answer",
             Code::ProviderInsecureUrl => "provider-insecure-url",

@@ -312,11 +312,17 @@ fn check_and_dry_run_show_the_outputs() {
     site.drop_file("x.jpg", &jpeg(200, 150, 3));
     let out = site.process(&["--dry-run"]);
     ok(&out);
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        log.contains("x-cutout.png") && log.contains("x-thumbnail.webp"),
-        "{log}"
+    // the plan is on stdout, one line per input, every output in order
+    let plan = String::from_utf8_lossy(&out.stdout);
+    let o = site.outbox();
+    let want = format!(
+        "{} -> {}, {}, {}",
+        site.inbox().join("x.jpg").display(),
+        o.join("x.jpg").display(),
+        o.join("x-cutout.png").display(),
+        o.join("thumbs/x-thumbnail.webp").display()
     );
+    assert!(plan.lines().any(|l| l == want), "{want:?} in {plan}");
     assert!(
         site.files(&site.outbox()).is_empty(),
         "dry run writes nothing"

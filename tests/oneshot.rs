@@ -185,3 +185,101 @@ fn unknown_provider_is_a_config_error_naming_it() {
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--provider nope"));
 }
+
+#[test]
+fn preset_and_format_finish_every_picture() {
+    let site = Site::new("");
+    let src = photos(&site);
+    let before = snapshot(&src);
+    let o = site.process(&["photos", "--out", "amazon", "--preset", "amazon"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    for rel in ["a.jpg", "sub/b.jpg"] {
+        let img = image::open(site.root().join("amazon").join(rel))
+            .unwrap_or_else(|e| panic!("{rel}: {e}"))
+            .into_rgb8();
+        assert_eq!(img.dimensions(), (2000, 2000), "{rel}");
+        assert_eq!(img.get_pixel(3, 3).0, [255, 255, 255], "{rel}: white");
+    }
+    // --format overrides the preset's; the thumbnail stays transparent
+    let o = site.process(&[
+        "photos",
+        "--out",
+        "thumbs",
+        "--preset",
+        "thumbnail",
+        "--format",
+        "png",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let t = image::open(site.root().join("thumbs/a.png"))
+        .expect("thumbnail")
+        .into_rgba8();
+    assert_eq!(t.dimensions(), (400, 400));
+    assert_eq!(t.get_pixel(1, 1)[3], 0);
+    // --format alone: webp cut-outs; jpeg ones on white (no transparency)
+    let o = site.process(&["photos", "--out", "webp", "--format", "webp"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_cutout(&site.root().join("webp/a.webp"));
+    let o = site.process(&["photos/a.jpg", "-o", "a-white.jpg"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let bytes = std::fs::read(site.root().join("a-white.jpg")).expect("jpeg");
+    assert!(bytes.starts_with(&[0xFF, 0xD8]), "-o *.jpg writes a JPEG");
+    let w = image::load_from_memory(&bytes).expect("jpeg").into_rgb8();
+    assert_eq!((w.width(), w.height()), (160, 120));
+    assert_eq!(w.get_pixel(1, 1).0, [255, 255, 255]);
+    assert_eq!(snapshot(&src), before, "sources changed");
+}
+
+#[test]
+fn bad_preset_format_or_file_name_are_refused_naming_the_flag() {
+    let site = Site::new("");
+    photos(&site);
+    let cases: [(&[&str], &str); 5] = [
+        (&["photos", "--out", "x", "--preset", "etsy"], "--preset"),
+        (&["photos", "--out", "x", "--format", "gif"], "--format"),
+        (
+            &["photos/a.jpg", "-o", "a.png", "--preset", "amazon"],
+            "-o a.png",
+        ),
+        (&["--preset", "amazon"], "--preset"),
+        (
+            &["photos/a.jpg", "-o", "a.webp", "--format", "jpeg"],
+            "*.jpg",
+        ),
+    ];
+    for (args, needle) in cases {
+        let o = site.process(args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert!(!site.root().join("x").exists(), "nothing written");
+}
+
+#[test]
+fn dry_run_prints_the_plan_on_stdout() {
+    let site = Site::new("");
+    let src = photos(&site);
+    let o = site.process(&[
+        "photos",
+        "--out",
+        "cut",
+        "--preset",
+        "thumbnail",
+        "--dry-run",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let cut = site.root().join("cut");
+    for (input, output) in [("a.jpg", "a.webp"), ("sub/b.png", "sub/b.webp")] {
+        let line = format!(
+            "{} -> {}",
+            src.canonicalize().expect("src").join(input).display(),
+            cut.join(output).display()
+        );
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{}", text(&o));
+    }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains(" -> "), "the plan is not a diagnostic: {err}");
+    assert!(!cut.exists(), "a dry run writes nothing");
+}

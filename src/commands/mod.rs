@@ -39,9 +39,13 @@ pub fn run(cli: Cli) -> CommandResult {
         } => with_config(&config, |cfg, _| {
             if oneshot.active() {
                 oneshot::run(cfg, &config, dry_run, &paths, &oneshot)
-            } else if oneshot.state.is_some() || oneshot.provider.is_some() {
+            } else if oneshot.state.is_some()
+                || oneshot.provider.is_some()
+                || oneshot.preset.is_some()
+                || oneshot.format.is_some()
+            {
                 Err(CommandError::usage(
-                    "--state and --provider go with --out DIR or -o FILE",
+                    "--state, --provider, --preset and --format go with --out DIR or -o FILE (configured inboxes take [[inbox.output]] tables instead)",
                 ))
             } else {
                 process::run_batch(cfg, &config, dry_run, &paths)

@@ -15,6 +15,7 @@ use super::error::{CommandError, CommandResult};
 use super::process::{exit_status, init_logging, run_roots, Folders, SummaryTo};
 use crate::cli::{ConfigArg, OneShotArgs};
 use crate::config::{self, AfterSuccess, Config, Inbox, InboxOptions, OutputFormat};
+use crate::finish::{OutputSpec, RawOutput};
 use crate::queue::Tally;
 
 /// Where one-shot state lives under `--out DIR` when `--state` is not given.
@@ -139,6 +140,47 @@ fn provider_name(cfg: &Config, o: &OneShotArgs) -> Result<String, CommandError> 
     Ok(name)
 }
 
+/// The one output `--preset` / `--format` ask for (None: neither given; the
+/// first inbox's outputs, or a plain cut-out). JPEG without a preset is
+/// flattened onto white (it has no transparency).
+fn finishing(o: &OneShotArgs) -> Result<Option<OutputSpec>, CommandError> {
+    if o.preset.is_none() && o.format.is_none() {
+        return Ok(None);
+    }
+    let jpeg = o
+        .format
+        .as_deref()
+        .is_some_and(|f| matches!(f.trim(), "jpeg" | "jpg"));
+    let raw = RawOutput {
+        preset: o.preset.clone(),
+        format: o.format.clone(),
+        background: (jpeg && o.preset.is_none()).then(|| "#FFFFFF".to_string()),
+        ..RawOutput::default()
+    };
+    raw.check(1).map(Some).map_err(|e| {
+        let flag = match e.key() {
+            "preset" => "--preset",
+            "format" => "--format",
+            _ => "--preset/--format",
+        };
+        CommandError::usage(format!("{flag}: {e}"))
+    })
+}
+
+/// `-o FILE`'s format when no `--format`/`--preset` is given: `.jpg` and
+/// `.jpeg` ask for a JPEG (on white), `.webp` for WebP, anything else PNG.
+fn with_format_of(target: &Path, o: &OneShotArgs) -> OneShotArgs {
+    let mut o = o.clone();
+    let ext = target
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    if o.preset.is_none() && o.format.is_none() && matches!(ext.as_deref(), Some("jpg" | "jpeg")) {
+        o.format = Some("jpeg".into());
+    }
+    o
+}
+
 /// What every synthetic inbox shares.
 struct Plan {
     template: Inbox,
@@ -159,6 +201,9 @@ impl Plan {
             // Options are checked for the inbox's own provider kind.
             template.options = InboxOptions::default();
             template.provider = provider;
+        }
+        if let Some(spec) = finishing(o)? {
+            template.outputs = vec![spec];
         }
         template.settle = std::time::Duration::ZERO;
         template.after_success = AfterSuccess::KeepSources;
@@ -260,10 +305,20 @@ fn to_dir(
 ) -> CommandResult {
     let out = absolute_target(out_given);
     refuse_overlap(sources, &out, out_given)?;
-    let state = match &o.state {
+    let mut state = match &o.state {
         Some(s) => absolute_target(s),
         None => out.join(STATE_NAME),
     };
+    // A dry run writes nothing under --out: without state there yet, it
+    // reads a temporary one (removed afterwards).
+    let temp = if dry_run && !state.exists() {
+        Some(TempState::new()?)
+    } else {
+        None
+    };
+    if let Some(t) = &temp {
+        state = t.0.clone();
+    }
     let plan = Plan::new(&cfg, o, state)?;
     let (inboxes, roots) = inboxes_for(&plan, sources, &out)?;
     let cfg = plan.config(cfg, inboxes);
@@ -336,8 +391,10 @@ fn to_file(
         (None, Some(t)) => t.0.clone(),
         (None, None) => return Err(CommandError::runtime("no state folder")),
     };
+    let o = &with_format_of(target, o);
     let mut plan = Plan::new(&cfg, o, state.clone())?;
     plan.template.output_format = format_for(target);
+    refuse_other_extension(&plan.template, target, to_stdout)?;
     let results = state.join("output");
     let (inboxes, roots) = inboxes_for(&plan, sources, &results)?;
     let result = crate::output::output_base(&inboxes[0], Path::new(file_name(&source.abs)));
@@ -356,6 +413,35 @@ fn to_file(
     }
     deliver(&result, target, to_stdout)?;
     Ok(exit_status(&tally))
+}
+
+/// `-o out.png --format jpeg` would put JPEG bytes in a `.png` file.
+fn refuse_other_extension(ib: &Inbox, target: &Path, to_stdout: bool) -> Result<(), CommandError> {
+    let Some(spec) = ib.outputs.first() else {
+        return Ok(());
+    };
+    let ext = target
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    let want = spec.format.extension();
+    let fits = match ext.as_deref() {
+        Some("jpeg") => want == "jpg",
+        Some(e) => e == want,
+        None => false,
+    };
+    if to_stdout || fits {
+        return Ok(());
+    }
+    Err(CommandError::usage(format!(
+        "-o {} but the picture is {} ({}); name the file *.{want}, or choose another --format",
+        target.display(),
+        spec.format.name(),
+        match spec.preset {
+            Some(p) => format!("--preset {}", p.name()),
+            None => "--format".to_string(),
+        }
+    )))
 }
 
 fn file_name(p: &Path) -> &std::ffi::OsStr {

@@ -118,9 +118,49 @@ pub fn layout(
         })?,
     };
     let (cw, ch) = (source.w as f64, source.h as f64);
+    let (mut cv_w, mut cv_h, mut scale) = canvas_and_scale(cw, ch, spec)?;
+    if cv_w > MAX_SIDE as f64 || cv_h > MAX_SIDE as f64 {
+        return Err(FrameError::TooLarge {
+            width: cv_w as u64,
+            height: cv_h as u64,
+        });
+    }
+    let mut k = 1.0;
+    if let Some((mw, mh)) = spec.max_size {
+        k = (mw as f64 / cv_w).min(mh as f64 / cv_h).min(1.0);
+        cv_w = (cv_w * k).round().max(1.0);
+        cv_h = (cv_h * k).round().max(1.0);
+        scale *= k;
+    }
+    let [mt, mr, mb, ml] = resolve(&spec.margin, cv_w, cv_h, k);
+    let w = (cw * scale).round().clamp(1.0, cv_w);
+    let h = (ch * scale).round().clamp(1.0, cv_h);
+    let x = (ml + (cv_w - ml - mr - w) / 2.0).round();
+    let y = match spec.position {
+        Position::Center => (mt + (cv_h - mt - mb - h) / 2.0).round(),
+        Position::Bottom => (cv_h - mb - h).round(),
+    };
+    let placed = Rect {
+        x: x.clamp(0.0, cv_w - w) as u32,
+        y: y.clamp(0.0, cv_h - h) as u32,
+        w: w as u32,
+        h: h as u32,
+    };
+    Ok(Layout {
+        canvas: (cv_w as u32, cv_h as u32),
+        source,
+        placed,
+    })
+}
+
+/// The canvas size and the subject's scale for content of `cw`×`ch`
+/// (before `max_size`): a fixed canvas scales the content to fit inside the
+/// margins (and `fill`, up to the upscale cap); otherwise the canvas grows
+/// around the content at scale 1.
+fn canvas_and_scale(cw: f64, ch: f64, spec: &OutputSpec) -> Result<(f64, f64, f64), FrameError> {
     let (px_lr, sh_lr) = split(spec.margin.left, spec.margin.right);
     let (px_tb, sh_tb) = split(spec.margin.top, spec.margin.bottom);
-    let (mut cv_w, mut cv_h, mut scale) = match spec.canvas {
+    Ok(match spec.canvas {
         Canvas::Fixed { width, height } => {
             let (w, h) = (width as f64, height as f64);
             let avail_w = w - px_lr as f64 - sh_lr * w;
@@ -155,38 +195,6 @@ pub fn layout(
             // Round up so that the content always fits (1e-9: float noise).
             ((need_w - 1e-9).ceil(), (need_h - 1e-9).ceil(), 1.0)
         }
-    };
-    if cv_w > MAX_SIDE as f64 || cv_h > MAX_SIDE as f64 {
-        return Err(FrameError::TooLarge {
-            width: cv_w as u64,
-            height: cv_h as u64,
-        });
-    }
-    let mut k = 1.0;
-    if let Some((mw, mh)) = spec.max_size {
-        k = (mw as f64 / cv_w).min(mh as f64 / cv_h).min(1.0);
-        cv_w = (cv_w * k).round().max(1.0);
-        cv_h = (cv_h * k).round().max(1.0);
-        scale *= k;
-    }
-    let [mt, mr, mb, ml] = resolve(&spec.margin, cv_w, cv_h, k);
-    let w = (cw * scale).round().clamp(1.0, cv_w);
-    let h = (ch * scale).round().clamp(1.0, cv_h);
-    let x = (ml + (cv_w - ml - mr - w) / 2.0).round();
-    let y = match spec.position {
-        Position::Center => (mt + (cv_h - mt - mb - h) / 2.0).round(),
-        Position::Bottom => (cv_h - mb - h).round(),
-    };
-    let placed = Rect {
-        x: x.clamp(0.0, cv_w - w) as u32,
-        y: y.clamp(0.0, cv_h - h) as u32,
-        w: w as u32,
-        h: h as u32,
-    };
-    Ok(Layout {
-        canvas: (cv_w as u32, cv_h as u32),
-        source,
-        placed,
     })
 }
 

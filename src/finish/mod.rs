@@ -14,9 +14,11 @@
 //! writes the bytes durably itself.
 
 pub mod compose;
+mod describe;
 pub mod encode;
 pub mod frame;
 pub mod spec;
+mod syntax;
 
 use std::path::{Path, PathBuf};
 

@@ -8,9 +8,11 @@
 //! Must not: read files, know the config file's path (the caller adds it),
 //! or touch pixels.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
+
+pub use super::syntax::{
+    parse_colour, parse_length, parse_margins, parse_percent, parse_size, Length, Margins, MAX_SIDE,
+};
 
 /// A margin as written: `margin = "40px 5% 40px 5%"` or `margin = 0`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -168,30 +170,6 @@ pub enum Canvas {
     Fixed { width: u32, height: u32 },
 }
 
-/// One margin side: pixels, or a share of the canvas side (0.05 = 5 %).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Length {
-    Px(u32),
-    Share(f64),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Margins {
-    pub top: Length,
-    pub right: Length,
-    pub bottom: Length,
-    pub left: Length,
-}
-
-impl Margins {
-    pub const ZERO: Margins = Margins {
-        top: Length::Px(0),
-        right: Length::Px(0),
-        bottom: Length::Px(0),
-        left: Length::Px(0),
-    };
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Position {
     Center,
@@ -235,8 +213,6 @@ pub struct OutputSpec {
 
 /// How far `upscale = true` may enlarge the subject.
 pub const MAX_UPSCALE: f64 = 2.0;
-/// The largest canvas side the finishing stage will make.
-pub const MAX_SIDE: u32 = 30_000;
 
 /// A check error for one output table; names the key. The caller adds the
 /// config file and the inbox.
@@ -307,67 +283,6 @@ fn bad(key: &'static str, value: &str, expected: &'static str) -> SpecError {
     }
 }
 
-/// `85%` → 0.85 (any share 0–100 %, not checked here beyond syntax).
-pub fn parse_percent(s: &str) -> Option<f64> {
-    let v: f64 = s.trim().strip_suffix('%')?.trim().parse().ok()?;
-    (v.is_finite() && v >= 0.0).then_some(v / 100.0)
-}
-
-/// `2000x2000` → (2000, 2000); both sides 1..=[`MAX_SIDE`].
-pub fn parse_size(s: &str) -> Option<(u32, u32)> {
-    let (w, h) = s.trim().split_once(['x', 'X'])?;
-    let w: u32 = w.trim().parse().ok()?;
-    let h: u32 = h.trim().parse().ok()?;
-    ((1..=MAX_SIDE).contains(&w) && (1..=MAX_SIDE).contains(&h)).then_some((w, h))
-}
-
-/// `#RRGGBB` / `#RRGGBBAA` → RGBA.
-pub fn parse_colour(s: &str) -> Option<[u8; 4]> {
-    let hex = s.trim().strip_prefix('#')?;
-    if !(hex.len() == 6 || hex.len() == 8) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).ok();
-    let a = if hex.len() == 8 { byte(6)? } else { 255 };
-    Some([byte(0)?, byte(2)?, byte(4)?, a])
-}
-
-/// `40px`, `5%` or `0`.
-pub fn parse_length(s: &str) -> Option<Length> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(Length::Px(0));
-    }
-    if let Some(px) = s.strip_suffix("px") {
-        return px.trim().parse().ok().map(Length::Px);
-    }
-    let share = parse_percent(s)?;
-    (share < 1.0).then_some(Length::Share(share))
-}
-
-/// One value (all sides) or four (`top right bottom left`).
-pub fn parse_margins(s: &str) -> Option<Margins> {
-    let parts: Vec<Length> = s
-        .split_whitespace()
-        .map(parse_length)
-        .collect::<Option<_>>()?;
-    match parts[..] {
-        [all] => Some(Margins {
-            top: all,
-            right: all,
-            bottom: all,
-            left: all,
-        }),
-        [top, right, bottom, left] => Some(Margins {
-            top,
-            right,
-            bottom,
-            left,
-        }),
-        _ => None,
-    }
-}
-
 fn parse_preset(name: &str) -> Result<Preset, SpecError> {
     Preset::ALL
         .into_iter()
@@ -411,78 +326,9 @@ impl RawOutput {
     pub fn check(&self, index: usize) -> Result<OutputSpec, SpecError> {
         let m = self.merged()?;
         let preset = m.preset.as_deref().map(parse_preset).transpose()?;
-        let format = match m.format.as_deref().map(str::trim) {
-            None | Some("png") => Format::Png,
-            Some("webp") => Format::Webp,
-            Some("jpeg") | Some("jpg") => Format::Jpeg,
-            Some(v) => return Err(bad("format", v, "png, webp or jpeg")),
-        };
-        let quality = match m.quality {
-            None => 90,
-            Some(q @ 1..=100) => q as u8,
-            Some(q) => return Err(bad("quality", &q.to_string(), "a whole number 1–100")),
-        };
-        let background =
-            match m.background.as_deref().map(str::trim) {
-                None | Some("transparent") => None,
-                Some(v) => Some(parse_colour(v).ok_or_else(|| {
-                    bad("background", v, "`transparent`, `#RRGGBB` or `#RRGGBBAA`")
-                })?),
-            };
-        let mask = m.mask.unwrap_or(false);
-        let opaque = background.is_some_and(|c| c[3] == 255);
-        if format == Format::Jpeg && !opaque && !mask {
-            return Err(SpecError::JpegTransparent);
-        }
-        let crop = match m.crop.as_deref().map(str::trim) {
-            None | Some("none") => Crop::None,
-            Some("subject") => Crop::Subject,
-            Some(v) => return Err(bad("crop", v, "`none` or `subject`")),
-        };
-        let alpha_threshold = match m.alpha_threshold {
-            None => 16,
-            Some(t @ 0..=255) => t as u8,
-            Some(t) => return Err(bad("alpha_threshold", &t.to_string(), "0–255")),
-        };
-        let canvas = match m.canvas.as_deref().map(str::trim) {
-            None | Some("none") => Canvas::None,
-            Some("square") => Canvas::Square,
-            Some(v) => {
-                let (width, height) = parse_size(v).ok_or_else(|| {
-                    bad("canvas", v, "`none`, `square` or `WxH` such as `2000x2000`")
-                })?;
-                Canvas::Fixed { width, height }
-            }
-        };
-        let fill = m.fill.as_deref().map(check_fill).transpose()?;
-        let margin = match &m.margin {
-            None => Margins::ZERO,
-            Some(RawMargin::Px(px)) => {
-                let px = u32::try_from(*px)
-                    .map_err(|_| bad("margin", &px.to_string(), MARGIN_SYNTAX))?;
-                parse_margins(&format!("{px}px")).unwrap_or(Margins::ZERO)
-            }
-            Some(RawMargin::Text(t)) => {
-                parse_margins(t).ok_or_else(|| bad("margin", t, MARGIN_SYNTAX))?
-            }
-        };
-        check_room(&margin, canvas)?;
-        let position = match m.position.as_deref().map(str::trim) {
-            None | Some("center") => Position::Center,
-            Some("bottom") => Position::Bottom,
-            Some(v) => return Err(bad("position", v, "`center` or `bottom`")),
-        };
-        let max_size = match m.max_size.as_deref() {
-            None => None,
-            Some(v) => {
-                Some(parse_size(v).ok_or_else(|| bad("max_size", v, "`WxH` such as `1000x1000`"))?)
-            }
-        };
-        let shadow = match m.shadow.as_deref().map(str::trim) {
-            None | Some("none") => Shadow::None,
-            Some("soft") => Shadow::Soft,
-            Some(v) => return Err(bad("shadow", v, "`none` or `soft`")),
-        };
+        let (format, quality, background, mask) = m.check_look()?;
+        let (crop, alpha_threshold, canvas, fill, margin) = m.check_frame()?;
+        let (position, max_size, shadow) = m.check_placement()?;
         let suffix = match &m.suffix {
             Some(s) => check_suffix(s)?,
             None if index <= 1 => String::new(),
@@ -511,6 +357,96 @@ impl RawOutput {
             folder,
             to_srgb: preset.is_some_and(Preset::is_marketplace),
         })
+    }
+
+    /// `format`, `quality`, `background`, `mask` (a JPEG needs an opaque
+    /// background unless it is a mask).
+    fn check_look(&self) -> Result<(Format, u8, Option<[u8; 4]>, bool), SpecError> {
+        let format = match self.format.as_deref().map(str::trim) {
+            None | Some("png") => Format::Png,
+            Some("webp") => Format::Webp,
+            Some("jpeg") | Some("jpg") => Format::Jpeg,
+            Some(v) => return Err(bad("format", v, "png, webp or jpeg")),
+        };
+        let quality = match self.quality {
+            None => 90,
+            Some(q @ 1..=100) => q as u8,
+            Some(q) => return Err(bad("quality", &q.to_string(), "a whole number 1–100")),
+        };
+        let background =
+            match self.background.as_deref().map(str::trim) {
+                None | Some("transparent") => None,
+                Some(v) => Some(parse_colour(v).ok_or_else(|| {
+                    bad("background", v, "`transparent`, `#RRGGBB` or `#RRGGBBAA`")
+                })?),
+            };
+        let mask = self.mask.unwrap_or(false);
+        let opaque = background.is_some_and(|c| c[3] == 255);
+        if format == Format::Jpeg && !opaque && !mask {
+            return Err(SpecError::JpegTransparent);
+        }
+        Ok((format, quality, background, mask))
+    }
+
+    /// `crop`, `alpha_threshold`, `canvas`, `fill`, `margin` (margins must
+    /// leave room on the canvas).
+    #[allow(clippy::type_complexity)]
+    fn check_frame(&self) -> Result<(Crop, u8, Canvas, Option<f64>, Margins), SpecError> {
+        let crop = match self.crop.as_deref().map(str::trim) {
+            None | Some("none") => Crop::None,
+            Some("subject") => Crop::Subject,
+            Some(v) => return Err(bad("crop", v, "`none` or `subject`")),
+        };
+        let alpha_threshold = match self.alpha_threshold {
+            None => 16,
+            Some(t @ 0..=255) => t as u8,
+            Some(t) => return Err(bad("alpha_threshold", &t.to_string(), "0–255")),
+        };
+        let canvas = match self.canvas.as_deref().map(str::trim) {
+            None | Some("none") => Canvas::None,
+            Some("square") => Canvas::Square,
+            Some(v) => {
+                let (width, height) = parse_size(v).ok_or_else(|| {
+                    bad("canvas", v, "`none`, `square` or `WxH` such as `2000x2000`")
+                })?;
+                Canvas::Fixed { width, height }
+            }
+        };
+        let fill = self.fill.as_deref().map(check_fill).transpose()?;
+        let margin = match &self.margin {
+            None => Margins::ZERO,
+            Some(RawMargin::Px(px)) => {
+                let px = u32::try_from(*px)
+                    .map_err(|_| bad("margin", &px.to_string(), MARGIN_SYNTAX))?;
+                parse_margins(&format!("{px}px")).unwrap_or(Margins::ZERO)
+            }
+            Some(RawMargin::Text(t)) => {
+                parse_margins(t).ok_or_else(|| bad("margin", t, MARGIN_SYNTAX))?
+            }
+        };
+        check_room(&margin, canvas)?;
+        Ok((crop, alpha_threshold, canvas, fill, margin))
+    }
+
+    /// `position`, `max_size`, `shadow`.
+    fn check_placement(&self) -> Result<(Position, Option<(u32, u32)>, Shadow), SpecError> {
+        let position = match self.position.as_deref().map(str::trim) {
+            None | Some("center") => Position::Center,
+            Some("bottom") => Position::Bottom,
+            Some(v) => return Err(bad("position", v, "`center` or `bottom`")),
+        };
+        let max_size = match self.max_size.as_deref() {
+            None => None,
+            Some(v) => {
+                Some(parse_size(v).ok_or_else(|| bad("max_size", v, "`WxH` such as `1000x1000`"))?)
+            }
+        };
+        let shadow = match self.shadow.as_deref().map(str::trim) {
+            None | Some("none") => Shadow::None,
+            Some("soft") => Shadow::Soft,
+            Some(v) => return Err(bad("shadow", v, "`none` or `soft`")),
+        };
+        Ok((position, max_size, shadow))
     }
 }
 
@@ -623,82 +559,6 @@ pub fn check_outputs(raw: &[RawOutput]) -> Result<Vec<OutputSpec>, OutputsError>
         specs.push(spec);
     }
     Ok(specs)
-}
-
-impl OutputSpec {
-    /// `[folder/]<stem><suffix>.<ext>` as text, for collision checks and
-    /// messages.
-    pub fn name_pattern(&self) -> String {
-        let folder = self
-            .folder
-            .as_deref()
-            .map(|f| format!("{f}/"))
-            .unwrap_or_default();
-        format!("{folder}<stem>{}.{}", self.suffix, self.format.extension())
-    }
-
-    /// The checked values in the raw form (`cutout check` prints this with
-    /// the preset's values filled in).
-    pub fn to_raw(&self) -> RawOutput {
-        let len = |l: Length| match l {
-            Length::Px(p) => format!("{p}px"),
-            Length::Share(s) => format!("{}%", round6(s * 100.0)),
-        };
-        let m = self.margin;
-        RawOutput {
-            preset: self.preset.map(|p| p.name().to_string()),
-            format: Some(self.format.name().into()),
-            quality: Some(self.quality.into()),
-            background: Some(match self.background {
-                None => "transparent".into(),
-                Some([r, g, b, 255]) => format!("#{r:02X}{g:02X}{b:02X}"),
-                Some([r, g, b, a]) => format!("#{r:02X}{g:02X}{b:02X}{a:02X}"),
-            }),
-            crop: Some(match self.crop {
-                Crop::None => "none".into(),
-                Crop::Subject => "subject".into(),
-            }),
-            alpha_threshold: Some(self.alpha_threshold.into()),
-            canvas: Some(match self.canvas {
-                Canvas::None => "none".into(),
-                Canvas::Square => "square".into(),
-                Canvas::Fixed { width, height } => format!("{width}x{height}"),
-            }),
-            fill: self.fill.map(|f| format!("{}%", round6(f * 100.0))),
-            margin: Some(RawMargin::Text(format!(
-                "{} {} {} {}",
-                len(m.top),
-                len(m.right),
-                len(m.bottom),
-                len(m.left)
-            ))),
-            position: Some(match self.position {
-                Position::Center => "center".into(),
-                Position::Bottom => "bottom".into(),
-            }),
-            upscale: Some(self.upscale),
-            max_size: self.max_size.map(|(w, h)| format!("{w}x{h}")),
-            shadow: Some(match self.shadow {
-                Shadow::None => "none".into(),
-                Shadow::Soft => "soft".into(),
-            }),
-            mask: Some(self.mask),
-            suffix: Some(self.suffix.clone()),
-            folder: self.folder.clone(),
-        }
-    }
-}
-
-fn round6(v: f64) -> f64 {
-    (v * 1e6).round() / 1e6
-}
-
-impl fmt::Display for OutputSpec {
-    /// One line of TOML (an inline table) with every value filled in.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let value = toml::Value::try_from(self.to_raw()).map_err(|_| fmt::Error)?;
-        write!(f, "{value}")
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! Claim: find or create the job for this file and content in the state
 //! database (`store::claim`): a new job reserves its output name and counts
 //! its first attempt in one commit; an interrupted one is resumed; the same
-//! content done before is a duplicate (its cut-out reused); the same content
+//! content done before is a duplicate (its cut-out reused, see `duplicate`;
+//! made again only where no provider pays twice); the same content
 //! in flight under another name waits.
 //!
 //! Must not: call a provider or write any file.
@@ -9,10 +10,10 @@
 use std::time::Duration;
 
 use super::ctx::Picture;
-use super::decide::{self, output_naming};
+use super::decide::output_naming;
+use super::duplicate::{self, Dup};
 use super::intake::Read;
 use crate::job::FileResult;
-use crate::output;
 use crate::store::{Claim, ClaimRequest, Job};
 use crate::validate::Validated;
 
@@ -40,7 +41,7 @@ pub(super) async fn claim(
         mtime_ns: read.stat.mtime_ns,
         provider: pic.inbox.provider.clone(),
         kept_in_place: pic.inbox.after_success.keeps_input(),
-        output: Some(output_naming(output::output_base(pic.inbox, &pic.rel))),
+        output: Some(output_naming(pic)),
     };
     let claim = match pic.ctx.store.claim(req).await {
         Ok(c) => c,
@@ -51,7 +52,12 @@ pub(super) async fn claim(
         Claim::Busy => Err(FileResult::Later(
             pic.inbox.settle.max(Duration::from_secs(1)),
         )),
-        Claim::Duplicate { job, earlier } => Err(decide::duplicate(pic, job, *earlier, v).await),
+        Claim::Duplicate { job, earlier } => {
+            match duplicate::duplicate(pic, job, *earlier, v).await {
+                Dup::Done(done) => Err(done),
+                Dup::Run(job) => Ok((job, FirstAttempt::CountWhenStarted)),
+            }
+        }
         Claim::New(job) => Ok((job, FirstAttempt::CountedByClaim)),
         Claim::Resume(job) => Ok((job, FirstAttempt::CountWhenStarted)),
     }

@@ -1,6 +1,7 @@
 //! Decide: make a job's outcome durable. A success first writes the cut-out
-//! at its reserved name (temp file → fsync → rename); a duplicate places a
-//! copy of the earlier cut-out; then the decision is committed in one
+//! (or every `[[inbox.output]]`) at its reserved name (temp file → fsync →
+//! rename; a duplicate's results are placed by `duplicate`); then the
+//! decision is committed in one
 //! transaction with the audit record to write and the name the input moves
 //! to, and the finish stage runs.
 //!
@@ -10,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::ctx::{blocking, lossy, Picture};
+use super::duplicate;
 use super::finish::{self, finish_job, Decided};
 use super::outputs;
 use crate::audit::{now_rfc3339, Record};
@@ -19,7 +21,7 @@ use crate::job::{Code, Event, FileResult, FileStat, Outcome, Reason};
 use crate::output;
 use crate::provider::{Cutout, ProviderError, Response};
 use crate::store::{Job, Naming};
-use crate::validate::{self, Rejection, Validated};
+use crate::validate::{Rejection, Validated};
 
 /// What the engine stage hands on to the decision.
 pub(super) enum Done {
@@ -30,12 +32,15 @@ pub(super) enum Done {
     Fresh { response: Response, attempts: u32 },
 }
 
-/// A free name for a cut-out: `base`, else `base-2`, `base-3`, …
-pub(super) fn output_naming(base: PathBuf) -> Naming {
+/// A free name for a cut-out: `base`, else `base-2`, `base-3`, … With
+/// `[[inbox.output]]` tables every output's name must be free for a number
+/// to be taken (never overwrite a file cutout did not write).
+pub(super) fn output_naming(pic: &Picture<'_>) -> Naming {
     Naming {
-        base,
+        base: output::output_base(pic.inbox, &pic.rel),
         candidate: fsutil::numbered,
         also_free: |_| true,
+        all_names: (!pic.inbox.outputs.is_empty()).then(|| outputs::all_names(pic.ctx.cfg.clone())),
     }
 }
 
@@ -58,7 +63,7 @@ pub(super) fn base_record(pic: &Picture<'_>, job: &Job, v: Option<&Validated>) -
 }
 
 /// Where a successful input goes: archive/, or nowhere (kept or deleted).
-fn archive_target(pic: &Picture<'_>) -> Option<PathBuf> {
+pub(super) fn archive_target(pic: &Picture<'_>) -> Option<PathBuf> {
     (pic.inbox.after_success == AfterSuccess::Archive).then(|| pic.inbox.archive.join(&pic.rel))
 }
 
@@ -169,7 +174,11 @@ async fn write_outputs(
     let paths = outputs::paths(pic.inbox, &pic.rel, first);
     let decoded_icc = v.decoded.as_ref().map(|d| d.icc.clone());
     let input = v.bytes.clone();
+    let (state_dir, sha) = (pic.ctx.cfg.state_dir.clone(), job.sha256.clone());
     let written = blocking("finish outputs", move || {
+        // a paid result is kept for duplicates in inboxes with other outputs
+        duplicate::store_cutout(&state_dir, sha.as_deref(), &cutout)
+            .map_err(|e| outputs::OutputsError::Write(e.into()))?;
         // hosted results may carry no profile: the input's is their colour space
         let input_icc = decoded_icc.unwrap_or_else(|| outputs::input_icc(&input));
         let (img, icc) = outputs::cutout_pixels(cutout, input_icc)
@@ -192,183 +201,6 @@ async fn write_outputs(
         }
         Err(e) => Err(FileResult::Trouble(e)),
     }
-}
-
-/// The same picture (sha256) succeeded before: reuse its cut-out.
-pub(super) async fn duplicate(
-    pic: &Picture<'_>,
-    job: Job,
-    earlier: Job,
-    v: &Validated,
-) -> FileResult {
-    let Some(earlier_out) = earlier.output.clone() else {
-        return FileResult::Trouble("duplicate without an earlier output".into());
-    };
-    if !pic.inbox.outputs.is_empty() {
-        return duplicate_outputs(pic, job, earlier, earlier_out, v).await;
-    }
-    let earlier_finished = pic
-        .ctx
-        .cfg
-        .inboxes
-        .iter()
-        .any(|i| i.name == earlier.inbox && !i.outputs.is_empty());
-    if earlier_finished {
-        return FileResult::Trouble(format!(
-            "same picture as job {} in inbox {:?}, which writes [[inbox.output]] files: its plain cut-out is not kept",
-            earlier.id, earlier.inbox
-        ));
-    }
-    let natural = output::output_base(pic.inbox, &pic.rel);
-    let same_kind = earlier_out.extension() == natural.extension();
-    // Reuse: when the earlier cut-out already sits at this input's natural
-    // name, nothing is written; otherwise a copy is placed at this input's
-    // own name (converted if the format differs).
-    let out_path = if same_kind && earlier_out == natural {
-        earlier_out.clone()
-    } else {
-        match copy_earlier(pic, &job, earlier_out, natural).await {
-            Ok(p) => p,
-            Err(e) => return FileResult::Trouble(e),
-        }
-    };
-    let mut rec = base_record(pic, &job, Some(v));
-    rec.event = Event::Duplicate;
-    rec.output = Some(lossy(&out_path));
-    rec.duplicate_of = Some(earlier.id);
-    rec.reason = Some(format!(
-        "same picture (sha256) as job {} ({}); its cut-out was reused, nothing was submitted",
-        earlier.id,
-        earlier.rel_path.display()
-    ));
-    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
-    let archive = archive_target(pic);
-    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Duplicate, rec, archive, None).await {
-        return e;
-    }
-    tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier cut-out");
-    FileResult::Duplicate
-}
-
-/// A duplicate in an inbox with `[[inbox.output]]`: every output, copied
-/// from the earlier job's outputs when they were made by the same tables,
-/// else finished from the earlier plain cut-out. Never paid again.
-async fn duplicate_outputs(
-    pic: &Picture<'_>,
-    job: Job,
-    earlier: Job,
-    earlier_out: PathBuf,
-    v: &Validated,
-) -> FileResult {
-    let reserved = match job.output.clone() {
-        Some(p) => p,
-        None => match pic
-            .ctx
-            .store
-            .reserve_output(
-                job.id,
-                output_naming(output::output_base(pic.inbox, &pic.rel)),
-            )
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => return FileResult::Trouble(e.to_string()),
-        },
-    };
-    let to = outputs::paths(pic.inbox, &pic.rel, &reserved);
-    let Some(earlier_inbox) = pic.ctx.cfg.inboxes.iter().find(|i| i.name == earlier.inbox) else {
-        return FileResult::Trouble(format!(
-            "the inbox of earlier job {} is gone from the config",
-            earlier.id
-        ));
-    };
-    let specs = pic.inbox.outputs.clone();
-    let copy = (earlier_inbox.outputs == specs)
-        .then(|| outputs::paths(earlier_inbox, &earlier.rel_path, &earlier_out));
-    if copy.is_none() && !earlier_inbox.outputs.is_empty() {
-        return FileResult::Trouble(format!(
-            "same picture as job {} in inbox {:?}, whose [[inbox.output]] tables differ: its plain cut-out is not kept",
-            earlier.id, earlier.inbox
-        ));
-    }
-    let (dst, src) = (to.clone(), earlier_out.clone());
-    let done = blocking("duplicate outputs", move || match copy {
-        Some(from) => outputs::copy_all(&from, &dst),
-        None => {
-            let bytes = std::fs::read(&src)
-                .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
-            let (img, icc) = outputs::decode(&bytes, None)?;
-            outputs::write_all(&specs, &dst, &img, icc.as_deref()).map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    match done {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) | Err(e) => return FileResult::Trouble(e),
-    }
-    let mut rec = base_record(pic, &job, Some(v));
-    rec.event = Event::Duplicate;
-    rec.output = Some(lossy(&reserved));
-    rec.outputs = to.iter().map(|p| lossy(p)).collect();
-    rec.duplicate_of = Some(earlier.id);
-    rec.reason = Some(format!(
-        "same picture (sha256) as job {} ({}); its outputs were reused, nothing was submitted",
-        earlier.id,
-        earlier.rel_path.display()
-    ));
-    rec.duration_ms = pic.started.elapsed().as_millis() as u64;
-    let archive = archive_target(pic);
-    if let Err(e) = decide_and_finish(pic, job.id, Outcome::Duplicate, rec, archive, None).await {
-        return e;
-    }
-    tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier outputs");
-    FileResult::Duplicate
-}
-
-/// Place a copy of the earlier cut-out at this input's own (reserved) name.
-async fn copy_earlier(
-    pic: &Picture<'_>,
-    job: &Job,
-    src: PathBuf,
-    natural: PathBuf,
-) -> Result<PathBuf, String> {
-    // A name reserved before a restart is kept (the copy may be there
-    // already: writing it again is a no-op).
-    let reserved = match job.output.clone() {
-        Some(p) => p,
-        None => pic
-            .ctx
-            .store
-            .reserve_output(job.id, output_naming(natural))
-            .await
-            .map_err(|e| e.to_string())?,
-    };
-    let (dst, fmt, q) = (
-        reserved.clone(),
-        pic.inbox.output_format,
-        pic.inbox.webp_quality,
-    );
-    blocking("copy output", move || -> Result<(), String> {
-        let bytes = std::fs::read(&src)
-            .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
-        let kind = validate::sniff(&bytes).map_err(|e| e.to_string())?;
-        let cut = Cutout::Encoded {
-            bytes: bytes.into(),
-            format: kind,
-        };
-        let enc = output::encode(cut, fmt, q).map_err(|e| e.to_string())?;
-        match output::write_output(&dst, &enc) {
-            Ok(()) => Ok(()),
-            Err(output::OutputError::Fs(e))
-                if e.source.kind() == std::io::ErrorKind::AlreadyExists =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .await??;
-    Ok(reserved)
 }
 
 /// Reject the file (dry run: only say so).
@@ -435,7 +267,7 @@ pub(super) async fn fail(
 /// its numbered variants, None for delete/keep), then run the finishing
 /// steps. Err: what the worker reports instead (trouble, or `Later` when
 /// the input changed after it was judged and the decision was withdrawn).
-async fn decide_and_finish(
+pub(super) async fn decide_and_finish(
     pic: &Picture<'_>,
     id: i64,
     outcome: Outcome,
@@ -452,6 +284,7 @@ async fn decide_and_finish(
         candidate: fsutil::numbered,
         // rejected/ and failed/ hold a reason file beside each input
         also_free: |p| std::fs::symlink_metadata(output::reason_path(p)).is_err(),
+        all_names: None,
     });
     ctx.store
         .decide(id, outcome, out, code, reason, naming, move |moved| {

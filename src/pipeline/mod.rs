@@ -4,7 +4,7 @@
 //! ```text
 //!  intake   state lookup, file kind and size, read + sha256 (unchanged while read)
 //!  check    sniff, caps, decode (crate::validate) → Validated, or a rejection
-//!  claim    store::claim: new / resume / duplicate / busy / already done
+//!  claim    store::claim: new / resume / duplicate (duplicate: reuse) / busy / already done
 //!  attempt  engine slot → Provider::remove_background, retries and backoff
 //!  decide   write the cut-out or every [[inbox.output]] (outputs); commit succeeded / duplicate / rejected / failed
 //!  finish   reason file → audit line → input moved or deleted → done
@@ -27,6 +27,7 @@ mod check;
 mod claim;
 mod ctx;
 mod decide;
+mod duplicate;
 mod finish;
 mod intake;
 pub mod outputs;
@@ -67,8 +68,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
     if ctx.dry_run {
         let base = crate::output::output_base(inbox, &pic.rel);
         let planned = outputs::paths(inbox, &pic.rel, &base);
-        let planned: Vec<String> = planned.iter().map(|p| ctx::lossy(p)).collect();
-        tracing::info!(input = %pic.rel.display(), "dry run: would write {}", planned.join(", "));
+        outputs::print_plan(path, &planned);
         return FileResult::Valid;
     }
     let (job, first) = match claim::claim(&pic, &read, &validated).await {

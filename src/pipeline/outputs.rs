@@ -2,8 +2,11 @@
 //!
 //! Naming: the state database reserves the FIRST output's name (the claim's
 //! `output` column, numbered `shoe.jpg`, `shoe-2.jpg`, … by the usual rule);
-//! every other output uses the same number on its own base name
-//! (`shoe-2-thumb.jpg`), so one input's outputs always belong together.
+//! every other output uses the same number on its own name
+//! (`shoe-thumb-2.jpg`), so one input's outputs always belong together. A
+//! number is taken only when EVERY output name it gives is free on disk and
+//! not among the names of another unfinished job ([`all_names`]): cutout
+//! never overwrites a file it did not write.
 //!
 //! Crash safety: the other outputs are written first (temp → fsync →
 //! rename, replacing a leftover of this same job), the first output last
@@ -13,7 +16,8 @@
 //! returns.
 //!
 //! Must not: call a provider, commit decisions, or run on the executor
-//! (everything here is blocking; callers go through `ctx::blocking`).
+//! (everything here is blocking; callers go through `ctx::blocking`;
+//! `print_plan` is one small write to stdout).
 
 use std::path::{Path, PathBuf};
 
@@ -53,9 +57,9 @@ pub fn paths(inbox: &Inbox, rel: &Path, first: &Path) -> Vec<PathBuf> {
         return vec![first.to_path_buf()];
     };
     let base0 = inbox.outbox.join(spec0.relative_path(rel));
-    let n = (1..=100_000u32)
-        .find(|&n| fsutil::numbered(&base0, n) == first)
-        .unwrap_or(1);
+    let Some(n) = number_of(&base0, first) else {
+        return vec![first.to_path_buf()];
+    };
     let mut out = vec![first.to_path_buf()];
     for spec in &inbox.outputs[1..] {
         out.push(fsutil::numbered(
@@ -64,6 +68,46 @@ pub fn paths(inbox: &Inbox, rel: &Path, first: &Path) -> Vec<PathBuf> {
         ));
     }
     out
+}
+
+/// The `n` with `fsutil::numbered(base, n) == name`, if there is one.
+fn number_of(base: &Path, name: &Path) -> Option<u32> {
+    if name == base {
+        return Some(1);
+    }
+    let stem = base.file_stem()?.to_str()?;
+    let file = name.file_name()?.to_str()?;
+    let rest = file.strip_prefix(stem)?.strip_prefix('-')?;
+    let digits = match base.extension() {
+        Some(ext) => rest.strip_suffix(ext.to_str()?)?.strip_suffix('.')?,
+        None => rest,
+    };
+    let n: u32 = digits.parse().ok()?;
+    (n >= 2 && fsutil::numbered(base, n) == name).then_some(n)
+}
+
+/// How the state database reserves the outputs of an input of `cfg`'s
+/// inboxes: every output name of a candidate must be free (see
+/// `store::AllNames`).
+pub fn all_names(cfg: std::sync::Arc<crate::config::Config>) -> crate::store::AllNames {
+    std::sync::Arc::new(move |inbox: &str, rel: &Path, first: &Path| {
+        match cfg.inboxes.iter().find(|i| i.name == inbox) {
+            Some(i) => paths(i, rel, first),
+            None => vec![first.to_path_buf()],
+        }
+    })
+}
+
+/// `--dry-run`: the plan the user asked for, one line per input on stdout
+/// (`<input> -> <output>, <output>…`); diagnostics stay on stderr.
+pub fn print_plan(input: &Path, planned: &[PathBuf]) {
+    use std::io::Write;
+    let list: Vec<String> = planned.iter().map(|p| p.display().to_string()).collect();
+    let line = format!("{} -> {}\n", input.display(), list.join(", "));
+    // one write per line: workers print side by side without mixing lines
+    if let Err(e) = std::io::stdout().lock().write_all(line.as_bytes()) {
+        tracing::warn!("cannot print the dry-run plan: {e}");
+    }
 }
 
 /// The cut-out as 8-bit RGBA (EXIF orientation applied) and its ICC

@@ -295,11 +295,22 @@ impl Store {
             ),
         };
         let mut held = c.prepare_cached(held_sql)?;
+        let group = match &naming.all_names {
+            Some(all) => Some((all, Self::names_held(c, id, all)?, Self::job(c, id)?)),
+            None => None,
+        };
         let mut n = 1;
         let chosen = loop {
             let p = (naming.candidate)(&naming.base, n);
             let taken: i64 = held.query_row(params![path_blob(&p), id], |r| r.get(0))?;
-            if taken == 0 && std::fs::symlink_metadata(&p).is_err() && (naming.also_free)(&p) {
+            let free = |q: &Path| std::fs::symlink_metadata(q).is_err();
+            let group_free = match &group {
+                Some((all, others, Some(job))) => all(&job.inbox, &job.rel_path, &p)
+                    .iter()
+                    .all(|q| free(q) && !others.contains(q)),
+                _ => true,
+            };
+            if taken == 0 && free(&p) && group_free && (naming.also_free)(&p) {
                 break p;
             }
             n += 1;
@@ -307,6 +318,53 @@ impl Store {
         c.prepare_cached(set_sql)?
             .execute(params![id, path_blob(&chosen), now_ms()])?;
         Ok(chosen)
+    }
+
+    /// Every name held by the other unfinished jobs with a reserved output,
+    /// as `all` expands each (a handful: only jobs in flight are active).
+    fn names_held(
+        c: &Connection,
+        id: i64,
+        all: &AllNames,
+    ) -> OpResult<std::collections::HashSet<PathBuf>> {
+        let mut stmt = c.prepare_cached(
+            "SELECT inbox, rel_path, output FROM jobs
+               WHERE active = 1 AND output IS NOT NULL AND id != ?1",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                blob_path(r.get(1)?),
+                blob_path(r.get(2)?),
+            ))
+        })?;
+        let mut held = std::collections::HashSet::new();
+        for row in rows {
+            let (inbox, rel, out) = row?;
+            held.extend(all(&inbox, &rel, &out));
+        }
+        Ok(held)
+    }
+
+    /// The latest successes for this content whose first output is still on
+    /// disk (at most `limit`, newest first): a duplicate picks the one whose
+    /// inbox wrote the same outputs.
+    pub async fn successes(&self, sha: &str, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let sha = sha.to_string();
+        self.call(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT * FROM jobs WHERE sha256 = ?1 AND outcome = 'succeeded'
+                   AND output IS NOT NULL ORDER BY id DESC LIMIT ?2",
+            )?;
+            let jobs = stmt
+                .query_map(params![sha, limit], Self::row)?
+                .collect::<rusqlite::Result<Vec<Job>>>()?;
+            Ok(jobs
+                .into_iter()
+                .filter(|j| j.output.as_deref().is_some_and(Path::exists))
+                .collect())
+        })
+        .await
     }
 
     /// Reserve an output name for job `id` (a duplicate that needs its own

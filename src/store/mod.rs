@@ -124,7 +124,16 @@ pub struct Naming {
     pub base: PathBuf,
     pub candidate: fn(&Path, u32) -> PathBuf,
     pub also_free: fn(&Path) -> bool,
+    /// Names that go with a reserved name (every `[[inbox.output]]` file of
+    /// one input): see [`AllNames`]. None: the reserved name stands alone.
+    pub all_names: Option<AllNames>,
 }
+
+/// Every name that belongs with job's reserved name: `(inbox, rel, name)`
+/// → all names, the reserved one included. A candidate is free only when
+/// each of its names is free on disk and none is among the names of
+/// another unfinished job.
+pub type AllNames = Arc<dyn Fn(&str, &Path, &Path) -> Vec<PathBuf> + Send + Sync>;
 
 /// Which name column a [`Naming`] reserves.
 #[derive(Clone, Copy)]

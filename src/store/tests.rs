@@ -213,6 +213,7 @@ fn concurrent_claims_share_batches_and_all_commit() {
                     base: out.join(format!("p{i}.png")),
                     candidate: crate::fsutil::numbered,
                     also_free: |_| true,
+                    all_names: None,
                 };
                 let sha = format!("h{i}");
                 match s
