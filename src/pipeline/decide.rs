@@ -9,7 +9,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ctx::{blocking, lossy, Picture};
+use super::ctx::{blocking, internal_trouble, lossy, state_trouble, Picture};
 use super::finish::{self, finish_job, Decided};
 use super::outputs;
 use crate::audit::{now_rfc3339, Record};
@@ -66,7 +66,7 @@ fn archive_target(pic: &Picture<'_>) -> Option<PathBuf> {
 pub(super) async fn succeed(pic: &Picture<'_>, job: &Job, done: Done, v: &Validated) -> FileResult {
     let mut rec = base_record(pic, job, Some(v));
     let Some(output_path) = job.output.clone() else {
-        return FileResult::Trouble(format!("job {} has no reserved output name", job.id));
+        return state_trouble(format_args!("job {} has no reserved output name", job.id));
     };
     match done {
         Done::AlreadyWritten => rec.remote_job = job.remote_job.clone(),
@@ -139,7 +139,7 @@ async fn write_cutout(
         }
         Ok(Err(e)) => {
             tracing::error!(input = %pic.rel.display(), code = %e.code(), "cannot write the cut-out: {e}; the input stays in the inbox and is tried again later");
-            Err(FileResult::Trouble(e.to_string()))
+            Err(FileResult::Trouble(Reason::new(e.code(), &e)))
         }
         Err(e) => Err(FileResult::Trouble(e)),
     }
@@ -188,7 +188,7 @@ async fn write_outputs(
         }
         Ok(Err(e)) => {
             tracing::error!(input = %pic.rel.display(), code = %e.code(), "cannot write the outputs: {e}; the input stays in the inbox and is tried again later");
-            Err(FileResult::Trouble(e.to_string()))
+            Err(FileResult::Trouble(Reason::new(e.code(), &e)))
         }
         Err(e) => Err(FileResult::Trouble(e)),
     }
@@ -202,7 +202,7 @@ pub(super) async fn duplicate(
     v: &Validated,
 ) -> FileResult {
     let Some(earlier_out) = earlier.output.clone() else {
-        return FileResult::Trouble("duplicate without an earlier output".into());
+        return state_trouble("duplicate without an earlier output");
     };
     if !pic.inbox.outputs.is_empty() {
         return duplicate_outputs(pic, job, earlier, earlier_out, v).await;
@@ -214,7 +214,7 @@ pub(super) async fn duplicate(
         .iter()
         .any(|i| i.name == earlier.inbox && !i.outputs.is_empty());
     if earlier_finished {
-        return FileResult::Trouble(format!(
+        return internal_trouble(format_args!(
             "same picture as job {} in inbox {:?}, which writes [[inbox.output]] files: its plain cut-out is not kept",
             earlier.id, earlier.inbox
         ));
@@ -272,12 +272,12 @@ async fn duplicate_outputs(
             .await
         {
             Ok(p) => p,
-            Err(e) => return FileResult::Trouble(e.to_string()),
+            Err(e) => return state_trouble(e),
         },
     };
     let to = outputs::paths(pic.inbox, &pic.rel, &reserved);
     let Some(earlier_inbox) = pic.ctx.cfg.inboxes.iter().find(|i| i.name == earlier.inbox) else {
-        return FileResult::Trouble(format!(
+        return internal_trouble(format_args!(
             "the inbox of earlier job {} is gone from the config",
             earlier.id
         ));
@@ -286,7 +286,7 @@ async fn duplicate_outputs(
     let copy = (earlier_inbox.outputs == specs)
         .then(|| outputs::paths(earlier_inbox, &earlier.rel_path, &earlier_out));
     if copy.is_none() && !earlier_inbox.outputs.is_empty() {
-        return FileResult::Trouble(format!(
+        return internal_trouble(format_args!(
             "same picture as job {} in inbox {:?}, whose [[inbox.output]] tables differ: its plain cut-out is not kept",
             earlier.id, earlier.inbox
         ));
@@ -295,10 +295,11 @@ async fn duplicate_outputs(
     let done = blocking("duplicate outputs", move || match copy {
         Some(from) => outputs::copy_all(&from, &dst),
         None => {
-            let bytes = std::fs::read(&src)
-                .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
-            let (img, icc) = outputs::decode(&bytes, None)?;
-            outputs::write_all(&specs, &dst, &img, icc.as_deref()).map_err(|e| e.to_string())
+            let bytes = std::fs::read(&src).map_err(|e| read_earlier(&src, e))?;
+            let (img, icc) =
+                outputs::decode(&bytes, None).map_err(|e| Reason::new(Code::InternalError, e))?;
+            outputs::write_all(&specs, &dst, &img, icc.as_deref())
+                .map_err(|e| Reason::new(e.code(), e))
         }
     })
     .await;
@@ -331,7 +332,7 @@ async fn copy_earlier(
     job: &Job,
     src: PathBuf,
     natural: PathBuf,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, Reason> {
     // A name reserved before a restart is kept (the copy may be there
     // already: writing it again is a no-op).
     let reserved = match job.output.clone() {
@@ -341,22 +342,21 @@ async fn copy_earlier(
             .store
             .reserve_output(job.id, output_naming(natural))
             .await
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| Reason::new(Code::StateError, e))?,
     };
     let (dst, fmt, q) = (
         reserved.clone(),
         pic.inbox.output_format,
         pic.inbox.webp_quality,
     );
-    blocking("copy output", move || -> Result<(), String> {
-        let bytes = std::fs::read(&src)
-            .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
-        let kind = validate::sniff(&bytes).map_err(|e| e.to_string())?;
+    blocking("copy output", move || -> Result<(), Reason> {
+        let bytes = std::fs::read(&src).map_err(|e| read_earlier(&src, e))?;
+        let kind = validate::sniff(&bytes).map_err(|e| Reason::new(Code::InternalError, e))?;
         let cut = Cutout::Encoded {
             bytes: bytes.into(),
             format: kind,
         };
-        let enc = output::encode(cut, fmt, q).map_err(|e| e.to_string())?;
+        let enc = output::encode(cut, fmt, q).map_err(|e| Reason::new(e.code(), e))?;
         match output::write_output(&dst, &enc) {
             Ok(()) => Ok(()),
             Err(output::OutputError::Fs(e))
@@ -364,11 +364,20 @@ async fn copy_earlier(
             {
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Reason::new(e.code(), e)),
         }
     })
     .await??;
     Ok(reserved)
+}
+
+/// The earlier cut-out (or output) could not be read.
+fn read_earlier(src: &Path, e: std::io::Error) -> Reason {
+    let code = fsutil::io_code(&e);
+    Reason::new(
+        code,
+        format_args!("cannot read earlier cut-out {}: {e}", src.display()),
+    )
 }
 
 /// Reject the file (dry run: only say so).
@@ -388,7 +397,7 @@ pub(super) async fn reject(
         .await
     {
         Ok(j) => j,
-        Err(e) => return FileResult::Trouble(e.to_string()),
+        Err(e) => return state_trouble(e),
     };
     let mut rec = base_record(pic, &job, None);
     rec.event = Event::Rejected;
@@ -462,7 +471,7 @@ async fn decide_and_finish(
             serde_json::to_string(&rec).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| FileResult::Trouble(e.to_string()))?;
+        .map_err(state_trouble)?;
     let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
     let hint = hint.map(str::to_string);
     blocking("finish job", move || {
