@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
 use fake_provider::{
@@ -71,47 +70,10 @@ fn with_defaults(extra: &str, more: &[(&str, &str)]) -> String {
     out
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_ok(site: &Site) -> Output {
-    let o = site.process(&[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    o
-}
-
-fn reason(site: &Site, rel: &str) -> serde_json::Value {
-    let p = site.failed().join(format!("{rel}.reason.json"));
-    let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&t).expect("reason.json is JSON")
-}
-
-/// Requests to `ep`, in arrival order (for `/rmbg` only the uploads, not
-/// a paused provider's key-less `GET` probe).
-fn requests(fake: &FakeProvider, ep: Endpoint) -> Vec<LogEntry> {
-    let mut v: Vec<LogEntry> = fake
-        .log()
-        .into_iter()
-        .filter(|e| e.endpoint == ep && (ep != Endpoint::RembgRemove || e.method == "POST"))
-        .collect();
-    v.sort_by_key(|e| e.at);
-    v
-}
-
 /// Pictures sent to rembg (`POST /rmbg`; a paused provider's key-less
 /// reachability probe is a `GET`).
 fn uploads(fake: &FakeProvider) -> usize {
     fake.count(|e| e.endpoint == Endpoint::RembgRemove && e.method == "POST")
-}
-
-fn for_file(fake: &FakeProvider, ep: Endpoint, name: &str) -> usize {
-    fake.count(|e| e.endpoint == ep && e.file_name.as_deref().is_some_and(|f| f.contains(name)))
 }
 
 /// Ask the fake for the cut-out of `input` directly (what cutout must have
