@@ -40,17 +40,21 @@ impl FsError {
 
     /// A stable kebab-case code for reason files and the audit log.
     pub fn code(&self) -> Code {
-        if self.is_disk_full() {
-            Code::DiskFull
-        } else if self.source.kind() == io::ErrorKind::PermissionDenied
-            || self.source.raw_os_error() == Some(libc::EROFS)
-        {
-            Code::FolderNotWritable
-        } else if self.source.kind() == io::ErrorKind::NotFound {
-            Code::FileVanished
-        } else {
-            Code::IoError
-        }
+        io_code(&self.source)
+    }
+}
+
+/// The reason code of an I/O error: `disk-full`, `folder-not-writable`,
+/// `file-vanished`, else `io-error`.
+pub fn io_code(e: &io::Error) -> Code {
+    if matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT)) {
+        Code::DiskFull
+    } else if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(libc::EROFS) {
+        Code::FolderNotWritable
+    } else if e.kind() == io::ErrorKind::NotFound {
+        Code::FileVanished
+    } else {
+        Code::IoError
     }
 }
 

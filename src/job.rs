@@ -58,6 +58,8 @@ pub enum Code {
     ProviderJobFailed,
     ProviderJobTimeout,
     ProviderDownloadFailed,
+    /// The inbox's provider is paused (quota, key refused): its files wait.
+    ProviderPaused,
     // the local engine
     EngineInferenceFailed,
     EngineFailed,
@@ -68,7 +70,8 @@ pub enum Code {
     // this program
     InternalError,
     InternalNoPixels,
-    // file-system trouble
+    // trouble outside the file
+    StateError,
     DiskFull,
     FolderNotWritable,
     FileVanished,
@@ -77,7 +80,7 @@ pub enum Code {
 
 impl Code {
     /// Every code, in declaration order.
-    pub const ALL: [Code; 44] = [
+    pub const ALL: [Code; 46] = [
         Code::EmptyFile,
         Code::FileTooLarge,
         Code::NotARegularFile,
@@ -110,6 +113,7 @@ impl Code {
         Code::ProviderJobFailed,
         Code::ProviderJobTimeout,
         Code::ProviderDownloadFailed,
+        Code::ProviderPaused,
         Code::EngineInferenceFailed,
         Code::EngineFailed,
         Code::EngineStopped,
@@ -118,6 +122,7 @@ impl Code {
         Code::NoObjectFound,
         Code::InternalError,
         Code::InternalNoPixels,
+        Code::StateError,
         Code::DiskFull,
         Code::FolderNotWritable,
         Code::FileVanished,
@@ -159,6 +164,7 @@ impl Code {
             Code::ProviderJobFailed => "provider-job-failed",
             Code::ProviderJobTimeout => "provider-job-timeout",
             Code::ProviderDownloadFailed => "provider-download-failed",
+            Code::ProviderPaused => "provider-paused",
             Code::EngineInferenceFailed => "engine-inference-failed",
             Code::EngineFailed => "engine-failed",
             Code::EngineStopped => "engine-stopped",
@@ -167,6 +173,7 @@ impl Code {
             Code::NoObjectFound => "no-object-found",
             Code::InternalError => "internal-error",
             Code::InternalNoPixels => "internal-no-pixels",
+            Code::StateError => "state-error",
             Code::DiskFull => "disk-full",
             Code::FolderNotWritable => "folder-not-writable",
             Code::FileVanished => "file-vanished",
@@ -228,8 +235,10 @@ pub enum FileResult {
     /// Stopped by shutdown; stays queued for the next start.
     Interrupted,
     /// Could not be processed now for a reason outside the file (state
-    /// database, full disk, unwritable folder): look again later.
-    Trouble(String),
+    /// database, full disk, unwritable folder, paused provider): look
+    /// again later. Its code says which (`state-error`, `disk-full`,
+    /// `folder-not-writable`, `provider-paused`, `internal-error`, …).
+    Trouble(Reason),
 }
 
 /// How a job ended (the state database's `outcome` column).

@@ -16,12 +16,15 @@
 //! `job` holds the plain types every stage shares (the file's verdict, the
 //! typed reason `Code`, the audit `Event`, the backoff schedule) and imports
 //! nothing else from the crate. `config` turns TOML into checked types
-//! before anything runs; `net` holds
-//! the pure address rules config and providers share; `commands` holds the CLI verbs (`cli` parses
-//! them); `fsutil` the durable file operations everything shares;
-//! `blocking` the one way blocking work leaves the async executor; `store`
-//! the state database; `audit` the audit log; `engine` the pixel-level
-//! background removers behind the `local` provider.
+//! before anything runs; `net` holds the pure address rules config and
+//! providers share; `commands` holds the CLI verbs (`cli` parses them);
+//! `fsutil` the durable file operations everything shares; `blocking` the
+//! one way blocking work leaves the async executor; `store` the state
+//! database; `audit` the audit log; `output` encoding, output names and
+//! reason files; `finish` the `[[inbox.output]]` finishing (pixels in,
+//! bytes out); `engine` the pixel-level background removers behind the
+//! `local` provider; `models` the `cutout models` catalogue, fetch and
+//! verify.
 //!
 //! Running as a service: `service` speaks `sd_notify` (ready, status,
 //! watchdog on the dispatcher's heartbeat, reloading, stopping), `metrics`

@@ -9,7 +9,6 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
 use fake_provider::{
@@ -71,47 +70,10 @@ fn with_defaults(extra: &str, more: &[(&str, &str)]) -> String {
     out
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_ok(site: &Site) -> Output {
-    let o = site.process(&[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    o
-}
-
-fn reason(site: &Site, rel: &str) -> serde_json::Value {
-    let p = site.failed().join(format!("{rel}.reason.json"));
-    let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&t).expect("reason.json is JSON")
-}
-
-/// Requests to `ep`, in arrival order (for `/rmbg` only the uploads, not
-/// a paused provider's key-less `GET` probe).
-fn requests(fake: &FakeProvider, ep: Endpoint) -> Vec<LogEntry> {
-    let mut v: Vec<LogEntry> = fake
-        .log()
-        .into_iter()
-        .filter(|e| e.endpoint == ep && (ep != Endpoint::RembgRemove || e.method == "POST"))
-        .collect();
-    v.sort_by_key(|e| e.at);
-    v
-}
-
 /// Pictures sent to rembg (`POST /rmbg`; a paused provider's key-less
 /// reachability probe is a `GET`).
 fn uploads(fake: &FakeProvider) -> usize {
     fake.count(|e| e.endpoint == Endpoint::RembgRemove && e.method == "POST")
-}
-
-fn for_file(fake: &FakeProvider, ep: Endpoint, name: &str) -> usize {
-    fake.count(|e| e.endpoint == ep && e.file_name.as_deref().is_some_and(|f| f.contains(name)))
 }
 
 /// Ask the fake for the cut-out of `input` directly (what cutout must have
@@ -138,27 +100,6 @@ fn rembg_direct(fake: &FakeProvider, input: &[u8], name: &str, format: &str) -> 
         assert!(resp.status().is_success(), "{}", resp.status());
         resp.bytes().await.expect("body").to_vec()
     })
-}
-
-fn no_secret_anywhere(site: &Site, secret: &str, extra: &[&str]) {
-    for f in walkdir::WalkDir::new(site.root()).into_iter().flatten() {
-        let holds_it = f
-            .path()
-            .extension()
-            .is_some_and(|e| e == "key" || e == "toml");
-        if f.file_type().is_file() && !holds_it {
-            if let Ok(t) = std::fs::read_to_string(f.path()) {
-                assert!(
-                    !t.contains(secret),
-                    "{} contains the key",
-                    f.path().display()
-                );
-            }
-        }
-    }
-    for t in extra {
-        assert!(!t.contains(secret), "output contains the key");
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -663,7 +604,7 @@ fn a_bad_key_pauses_and_a_fixed_key_file_resumes() {
     });
     d.term();
     d.wait(LONG);
-    no_secret_anywhere(&site, wrong, &[&d.log_text()]);
+    no_secret_in(&site, wrong, &[&d.log_text()]);
 }
 
 #[test]
@@ -729,7 +670,7 @@ fn a_missing_key_is_a_start_error_naming_provider_and_variable() {
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    no_secret_anywhere(&site, RKEY, &[&text(&o)]);
+    no_secret_in(&site, RKEY, &[&text(&o)]);
 }
 
 #[test]
@@ -773,7 +714,7 @@ fn check_shows_reachability_key_and_credits() {
     assert!(out.contains("42 credits left"), "{out}");
     assert!(out.contains("17 credits left"), "{out}");
     assert!(out.contains("readable by other users"), "{out}");
-    no_secret_anywhere(&site, VKEY, &[&text(&o)]);
+    no_secret_in(&site, VKEY, &[&text(&o)]);
     assert!(!text(&o).contains(RKEY));
 
     // A refused key and an unreachable provider are both NOT OK.

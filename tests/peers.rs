@@ -10,12 +10,9 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
-use fake_provider::{
-    Api, Config, Endpoint, FakeProvider, Fault, FaultRule, LogEntry, MegapixelWindow,
-};
+use fake_provider::{Api, Config, Endpoint, FakeProvider, Fault, FaultRule, MegapixelWindow};
 use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -30,62 +27,6 @@ fn remove_bg_site(fake: &FakeProvider, provider: &str, inbox: &str) -> Site {
     ));
     std::fs::write(site.root().join("bg.key"), format!("{KEY}\n")).expect("key file");
     site
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_ok(site: &Site) -> Output {
-    let o = site.process(&[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    o
-}
-
-fn reason(site: &Site, rel: &str) -> serde_json::Value {
-    let p = site.failed().join(format!("{rel}.reason.json"));
-    let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&t).expect("reason.json is JSON")
-}
-
-fn requests(fake: &FakeProvider, ep: Endpoint) -> Vec<LogEntry> {
-    let mut v: Vec<LogEntry> = fake
-        .log()
-        .into_iter()
-        .filter(|e| e.endpoint == ep)
-        .collect();
-    v.sort_by_key(|e| e.at);
-    v
-}
-
-fn for_file(fake: &FakeProvider, ep: Endpoint, name: &str) -> usize {
-    fake.count(|e| e.endpoint == ep && e.file_name.as_deref().is_some_and(|f| f.contains(name)))
-}
-
-fn no_secret_in(site: &Site, secret: &str, extra: &[&str]) {
-    for f in walkdir::WalkDir::new(site.root()).into_iter().flatten() {
-        let holds_it = f
-            .path()
-            .extension()
-            .is_some_and(|e| e == "key" || e == "toml");
-        if f.file_type().is_file() && !holds_it {
-            if let Ok(t) = std::fs::read_to_string(f.path()) {
-                assert!(
-                    !t.contains(secret),
-                    "{} holds the secret",
-                    f.path().display()
-                );
-            }
-        }
-    }
-    for t in extra {
-        assert!(!t.contains(secret), "output holds the secret");
-    }
 }
 
 // ---------------------------------------------------------------------------

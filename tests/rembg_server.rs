@@ -9,10 +9,9 @@
 
 mod support;
 
-use std::process::Output;
 use std::time::Duration;
 
-use fake_provider::{Api, Config, Endpoint, FakeProvider, Fault, FaultRule, LogEntry};
+use fake_provider::{Api, Config, Endpoint, FakeProvider, Fault, FaultRule};
 use support::*;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -23,58 +22,6 @@ fn server_site(base: &str, provider: &str, inbox: &str) -> Site {
          [providers.rs]\nkind = \"rembg-server\"\nbase_url = \"{base}\"\n\
          recheck_interval = \"200ms\"\ntimeout = \"10s\"\n{provider}\n",
     ))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn run_ok(site: &Site) -> Output {
-    let o = site.process(&[]);
-    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    o
-}
-
-fn reason(site: &Site, rel: &str) -> serde_json::Value {
-    let p = site.failed().join(format!("{rel}.reason.json"));
-    let t = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
-    serde_json::from_str(&t).expect("reason.json is JSON")
-}
-
-fn requests(fake: &FakeProvider, ep: Endpoint) -> Vec<LogEntry> {
-    let mut v: Vec<LogEntry> = fake
-        .log()
-        .into_iter()
-        .filter(|e| e.endpoint == ep)
-        .collect();
-    v.sort_by_key(|e| e.at);
-    v
-}
-
-fn no_secret_in(site: &Site, secret: &str, extra: &[&str]) {
-    for f in walkdir::WalkDir::new(site.root()).into_iter().flatten() {
-        let holds_it = f
-            .path()
-            .extension()
-            .is_some_and(|e| e == "key" || e == "toml");
-        if f.file_type().is_file() && !holds_it {
-            if let Ok(t) = std::fs::read_to_string(f.path()) {
-                assert!(
-                    !t.contains(secret),
-                    "{} holds the secret",
-                    f.path().display()
-                );
-            }
-        }
-    }
-    for t in extra {
-        assert!(!t.contains(secret), "output holds the secret");
-    }
 }
 
 #[test]

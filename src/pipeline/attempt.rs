@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claim::FirstAttempt;
-use super::ctx::{blocking, Picture};
+use super::ctx::{blocking, internal_trouble, state_trouble, Picture};
 use super::decide;
 use super::decide::Done;
 use crate::job::{Backoff, Event, FileResult};
@@ -46,7 +46,7 @@ pub(super) async fn run(
     // The claim reserved the output name: after a crash, a file at the
     // reserved name is this job's finished result.
     let Some(output_path) = job.output.clone() else {
-        return Err(FileResult::Trouble(format!(
+        return Err(state_trouble(format_args!(
             "job {} has no reserved output name (state database changed underneath?)",
             job.id
         )));
@@ -109,14 +109,14 @@ async fn attempt(
         return Err(FileResult::Interrupted);
     };
     let Ok(slot) = slot else {
-        return Err(FileResult::Trouble("the engine slots were closed".into()));
+        return Err(internal_trouble("the engine slots were closed"));
     };
     if n.first == FirstAttempt::CountedByClaim {
         n.first = FirstAttempt::CountWhenStarted;
     } else {
         n.count += 1;
         if let Err(e) = ctx.store.set_attempts(job.id, n.count).await {
-            return Err(FileResult::Trouble(e.to_string()));
+            return Err(state_trouble(e));
         }
     }
     let file_name = pic

@@ -45,7 +45,7 @@ pub(super) async fn claim(
     };
     let claim = match pic.ctx.store.claim(req).await {
         Ok(c) => c,
-        Err(e) => return Err(FileResult::Trouble(e.to_string())),
+        Err(e) => return Err(super::ctx::state_trouble(e)),
     };
     match claim {
         Claim::AlreadyDone => Err(FileResult::AlreadyDone),

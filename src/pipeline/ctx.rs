@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::audit::Audit;
 use crate::config::{Config, Inbox};
+use crate::job::{Code, FileResult, Reason};
 use crate::provider::Provider;
 use crate::store::Store;
 
@@ -64,12 +65,23 @@ pub(super) fn lossy(p: &Path) -> String {
 }
 
 /// Blocking work of the pipeline, through the crate's one helper
-/// ([`crate::blocking::run`]); a lost task becomes a message.
+/// ([`crate::blocking::run`]); a lost task becomes an `internal-error`
+/// reason.
 pub(super) async fn blocking<T: Send + 'static>(
     what: &'static str,
     f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, Reason> {
     crate::blocking::run(what, f)
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| Reason::new(Code::InternalError, e))
+}
+
+/// Trouble with the state database (`state-error`): look again later.
+pub(super) fn state_trouble(e: impl std::fmt::Display) -> FileResult {
+    FileResult::Trouble(Reason::new(Code::StateError, e))
+}
+
+/// Trouble this program caused itself (`internal-error`): look again later.
+pub(super) fn internal_trouble(e: impl std::fmt::Display) -> FileResult {
+    FileResult::Trouble(Reason::new(Code::InternalError, e))
 }

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ctx::{blocking, lossy, Picture};
+use super::ctx::{blocking, lossy, state_trouble, Picture};
 use super::duplicate;
 use super::finish::{self, finish_job, Decided};
 use super::outputs;
@@ -71,7 +71,7 @@ pub(super) fn archive_target(pic: &Picture<'_>) -> Option<PathBuf> {
 pub(super) async fn succeed(pic: &Picture<'_>, job: &Job, done: Done, v: &Validated) -> FileResult {
     let mut rec = base_record(pic, job, Some(v));
     let Some(output_path) = job.output.clone() else {
-        return FileResult::Trouble(format!("job {} has no reserved output name", job.id));
+        return state_trouble(format_args!("job {} has no reserved output name", job.id));
     };
     match done {
         Done::AlreadyWritten => rec.remote_job = job.remote_job.clone(),
@@ -144,7 +144,7 @@ async fn write_cutout(
         }
         Ok(Err(e)) => {
             tracing::error!(input = %pic.rel.display(), code = %e.code(), "cannot write the cut-out: {e}; the input stays in the inbox and is tried again later");
-            Err(FileResult::Trouble(e.to_string()))
+            Err(FileResult::Trouble(Reason::new(e.code(), &e)))
         }
         Err(e) => Err(FileResult::Trouble(e)),
     }
@@ -197,7 +197,7 @@ async fn write_outputs(
         }
         Ok(Err(e)) => {
             tracing::error!(input = %pic.rel.display(), code = %e.code(), "cannot write the outputs: {e}; the input stays in the inbox and is tried again later");
-            Err(FileResult::Trouble(e.to_string()))
+            Err(FileResult::Trouble(Reason::new(e.code(), &e)))
         }
         Err(e) => Err(FileResult::Trouble(e)),
     }
@@ -220,7 +220,7 @@ pub(super) async fn reject(
         .await
     {
         Ok(j) => j,
-        Err(e) => return FileResult::Trouble(e.to_string()),
+        Err(e) => return state_trouble(e),
     };
     let mut rec = base_record(pic, &job, None);
     rec.event = Event::Rejected;
@@ -295,7 +295,7 @@ pub(super) async fn decide_and_finish(
             serde_json::to_string(&rec).map_err(|e| e.to_string())
         })
         .await
-        .map_err(|e| FileResult::Trouble(e.to_string()))?;
+        .map_err(state_trouble)?;
     let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
     let hint = hint.map(str::to_string);
     blocking("finish job", move || {

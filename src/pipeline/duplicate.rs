@@ -18,10 +18,11 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ctx::{blocking, lossy, Picture};
+use super::ctx::{blocking, lossy, state_trouble, Picture};
 use super::decide::{archive_target, base_record, decide_and_finish, fail, output_naming};
 use super::outputs;
-use crate::job::{Code, Event, FileResult};
+use crate::fsutil;
+use crate::job::{Code, Event, FileResult, Reason};
 use crate::output;
 use crate::provider::{Cutout, ProviderError};
 use crate::store::Job;
@@ -71,9 +72,7 @@ pub fn store_cutout(
 pub(super) async fn duplicate(pic: &Picture<'_>, job: Job, earlier: Job, v: &Validated) -> Dup {
     let earlier = same_tables(pic, &job, earlier).await;
     let Some(earlier_out) = earlier.output.clone() else {
-        return Dup::Done(FileResult::Trouble(
-            "duplicate without an earlier output".into(),
-        ));
+        return Dup::Done(state_trouble("duplicate without an earlier output"));
     };
     let earlier_inbox = pic.ctx.cfg.inboxes.iter().find(|i| i.name == earlier.inbox);
     let earlier_tables = earlier_inbox.map(|i| i.outputs.as_slice());
@@ -126,7 +125,7 @@ async fn same_tables(pic: &Picture<'_>, job: &Job, earlier: Job) -> Job {
 }
 
 /// This job's reserved output name (reserved now when it has none).
-async fn reserved(pic: &Picture<'_>, job: &Job) -> Result<PathBuf, String> {
+async fn reserved(pic: &Picture<'_>, job: &Job) -> Result<PathBuf, Reason> {
     match job.output.clone() {
         Some(p) => Ok(p),
         None => pic
@@ -134,7 +133,7 @@ async fn reserved(pic: &Picture<'_>, job: &Job) -> Result<PathBuf, String> {
             .store
             .reserve_output(job.id, output_naming(pic))
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(|e| Reason::new(Code::StateError, e)),
     }
 }
 
@@ -186,12 +185,13 @@ async fn finished(
     let done = blocking("duplicate outputs", move || match source {
         Source::Outputs(from) => outputs::copy_all(&from, &dst),
         Source::Cutout(src) => {
-            let bytes = std::fs::read(&src)
-                .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
-            let (img, icc) = outputs::decode(&bytes, None)?;
-            outputs::write_all(&specs, &dst, &img, icc.as_deref()).map_err(|e| e.to_string())
+            let bytes = std::fs::read(&src).map_err(|e| read_earlier(&src, e))?;
+            let (img, icc) =
+                outputs::decode(&bytes, None).map_err(|e| Reason::new(Code::InternalError, e))?;
+            outputs::write_all(&specs, &dst, &img, icc.as_deref())
+                .map_err(|e| Reason::new(e.code(), e))
         }
-        Source::Gone => Err("no earlier result".into()),
+        Source::Gone => Err(Reason::new(Code::InternalError, "no earlier result")),
     })
     .await;
     match done {
@@ -231,15 +231,14 @@ async fn plain_from_cutout(
         Err(e) => return FileResult::Trouble(e),
     };
     let (to, fmt, q) = (dst.clone(), pic.inbox.output_format, pic.inbox.webp_quality);
-    let copied = blocking("copy output", move || -> Result<(), String> {
-        let bytes = std::fs::read(&src)
-            .map_err(|e| format!("cannot read earlier cut-out {}: {e}", src.display()))?;
-        let kind = validate::sniff(&bytes).map_err(|e| e.to_string())?;
+    let copied = blocking("copy output", move || -> Result<(), Reason> {
+        let bytes = std::fs::read(&src).map_err(|e| read_earlier(&src, e))?;
+        let kind = validate::sniff(&bytes).map_err(|e| Reason::new(Code::InternalError, e))?;
         let cut = Cutout::Encoded {
             bytes: bytes.into(),
             format: kind,
         };
-        let enc = output::encode(cut, fmt, q).map_err(|e| e.to_string())?;
+        let enc = output::encode(cut, fmt, q).map_err(|e| Reason::new(e.code(), e))?;
         // A copy written before a restart is already this job's.
         match output::write_output(&to, &enc) {
             Ok(()) => Ok(()),
@@ -248,7 +247,7 @@ async fn plain_from_cutout(
             {
                 Ok(())
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Reason::new(e.code(), e)),
         }
     })
     .await;
@@ -285,4 +284,12 @@ async fn decide_duplicate(
     }
     tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "duplicate: reused the earlier cut-out");
     FileResult::Duplicate
+}
+
+fn read_earlier(src: &Path, e: std::io::Error) -> Reason {
+    let code = fsutil::io_code(&e);
+    Reason::new(
+        code,
+        format_args!("cannot read earlier cut-out {}: {e}", src.display()),
+    )
 }

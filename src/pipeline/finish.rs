@@ -67,6 +67,19 @@ pub enum FinishError {
     Changed(PathBuf),
 }
 
+impl FinishError {
+    /// The reason code of this trouble (`state-error`, `disk-full`, …).
+    pub fn code(&self) -> Code {
+        match self {
+            FinishError::Store(_) | FinishError::NoRecord(_) => Code::StateError,
+            FinishError::Audit(e) => crate::fsutil::io_code(&e.source),
+            FinishError::Output(e) => e.code(),
+            FinishError::Fs(e) => e.code(),
+            FinishError::Changed(_) => Code::FileVanished,
+        }
+    }
+}
+
 /// What a worker reports when the finishing steps stopped with `e`:
 /// `Later` for a withdrawn decision (the new version settles and is looked
 /// at again), trouble otherwise.
@@ -76,7 +89,7 @@ pub(super) fn after_error(inbox: Option<&Inbox>, e: FinishError) -> FileResult {
             let settle = inbox.map(|i| i.settle).unwrap_or_default();
             FileResult::Later(settle.max(Duration::from_millis(200)))
         }
-        e => FileResult::Trouble(e.to_string()),
+        e => FileResult::Trouble(Reason::new(e.code(), &e)),
     }
 }
 

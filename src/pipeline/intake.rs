@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::ctx::{blocking, Picture};
+use super::ctx::{blocking, state_trouble, Picture};
 use super::{decide, finish};
-use crate::job::{FileResult, FileStat};
+use crate::job::{FileResult, FileStat, Reason};
 use crate::store::Known;
 use crate::validate::Rejection;
 
@@ -80,9 +80,9 @@ pub(super) async fn read(pic: &Picture<'_>, path: &Path) -> Result<Read, FileRes
             pic.inbox.settle.max(Duration::from_millis(200)),
         )),
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(FileResult::Vanished),
-        Ok(Err(e)) => Err(FileResult::Trouble(format!(
-            "cannot read {}: {e}",
-            path.display()
+        Ok(Err(e)) => Err(FileResult::Trouble(Reason::new(
+            crate::fsutil::io_code(&e),
+            format_args!("cannot read {}: {e}", path.display()),
         ))),
         Err(e) => Err(FileResult::Trouble(e)),
     }
@@ -99,7 +99,7 @@ async fn known_earlier(pic: &Picture<'_>, stat: Option<FileStat>) -> Result<(), 
         Ok(Known::Decided(job)) => Err(finish::finish_decided(pic.ctx, *job).await),
         Ok(Known::DoneUnchanged) => Err(FileResult::AlreadyDone),
         Ok(Known::Unknown) => Ok(()),
-        Err(e) => Err(FileResult::Trouble(e.to_string())),
+        Err(e) => Err(state_trouble(e)),
     }
 }
 

@@ -59,7 +59,7 @@ pub async fn process_file(ctx: &Ctx, inbox: &Inbox, path: &Path) -> FileResult {
     };
     let Some(provider) = ctx.providers.get(&inbox.provider).cloned() else {
         let msg = format!("provider {:?} is not available", inbox.provider);
-        return FileResult::Trouble(msg);
+        return ctx::internal_trouble(msg);
     };
     let validated = match check::validate(&pic, &mut read, provider.wants_pixels()).await {
         Ok(v) => v,

@@ -26,7 +26,7 @@ use image::RgbaImage;
 use crate::config::Inbox;
 use crate::finish::{self, OutputSpec};
 use crate::fsutil;
-use crate::job::Code;
+use crate::job::{Code, Reason};
 use crate::output::OutputError;
 use crate::provider::Cutout;
 
@@ -178,19 +178,21 @@ pub fn write_all(
 
 /// Copy the earlier job's outputs byte for byte (same specs, so the same
 /// pictures), first output last.
-pub fn copy_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), String> {
+pub fn copy_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), Reason> {
     let order = (1..to.len()).chain(std::iter::once(0));
     for i in order {
         let (src, dst) = (&from[i], &to[i]);
         if src == dst {
             continue;
         }
-        let bytes = std::fs::read(src)
-            .map_err(|e| format!("cannot read earlier output {}: {e}", src.display()))?;
+        let bytes = std::fs::read(src).map_err(|e| {
+            let why = format!("cannot read earlier output {}: {e}", src.display());
+            Reason::new(fsutil::io_code(&e), why)
+        })?;
         match fsutil::write_atomic(dst, &bytes, i != 0) {
             Ok(()) => {}
             Err(e) if i == 0 && e.source.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(Reason::new(e.code(), e)),
         }
     }
     Ok(())

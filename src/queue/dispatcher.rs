@@ -23,7 +23,7 @@ use super::inboxes::{check_folders, current_inbox, spawn_scan, start_watcher};
 use super::inboxes::{Watched, WatchedInboxes};
 use super::report::{count, report, Hooks, Mode, Progress, ProgressFn, Tally};
 use super::switch::{switch_config, Reload};
-use crate::job::FileResult;
+use crate::job::{Code, FileResult, Reason};
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{self, Ctx};
 use crate::service::Heartbeat;
@@ -229,8 +229,8 @@ impl Dispatcher {
         };
         self.metrics.record_result(&res);
         if self.batch && troubles >= BATCH_TROUBLE_TRIES {
-            if let FileResult::Trouble(msg) = &res {
-                tracing::error!(input = %w.path.display(), "giving up for this batch: {msg}; the file stays in the inbox");
+            if let FileResult::Trouble(why) = &res {
+                tracing::error!(input = %w.path.display(), code = %why.code, "giving up for this batch: {}; the file stays in the inbox", why.message);
             }
             self.trouble_counts.remove(&w.path);
             self.tally.troubled += 1;
@@ -245,9 +245,9 @@ impl Dispatcher {
             (FileResult::Later(d), Some(id)) => {
                 self.settler.later(id, w.path.clone(), Instant::now(), *d)
             }
-            (FileResult::Trouble(msg), Some(id)) => {
+            (FileResult::Trouble(why), Some(id)) => {
                 let delay = trouble_delay(troubles);
-                tracing::warn!(input = %w.path.display(), "{msg}; will look again in {}", humantime::format_duration(delay));
+                tracing::warn!(input = %w.path.display(), code = %why.code, "{}; will look again in {}", why.message, humantime::format_duration(delay));
                 self.settler
                     .later(id, w.path.clone(), Instant::now(), delay);
             }
@@ -489,7 +489,7 @@ impl Dispatcher {
                 None => "its provider is paused".to_string(),
             };
             tracing::warn!(input = %r.path.display(), "left in the inbox: {msg}");
-            let res = FileResult::Trouble(msg);
+            let res = FileResult::Trouble(Reason::new(Code::ProviderPaused, msg));
             self.tally.troubled += 1;
             report(&self.progress, &r.path, &res);
             left += 1;

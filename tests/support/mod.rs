@@ -1,6 +1,8 @@
 //! Shared test helpers: a temp "site" (inbox/outbox/… + config file), the
-//! real `cutout` binary started as a process, picture generators, and audit
-//! readers. Every integration test binary includes this with `mod support;`.
+//! real `cutout` binary started as a process, picture generators, audit
+//! readers, and (in `provider.rs`) what the provider tests share: a run that
+//! must succeed, reason files, the fake provider's request log. Every
+//! integration test binary includes this with `mod support;`.
 #![allow(dead_code)]
 
 pub mod metrics;
@@ -9,6 +11,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod provider;
+#[allow(unused_imports)]
+pub use provider::*;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cutout"))

@@ -58,7 +58,17 @@ struct Gmm {
     comps: Vec<Comp>,
 }
 
+/// Squared Euclidean distance in Lab.
+fn d2(a: [f32; 3], b: [f32; 3]) -> f32 {
+    let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+}
+
 impl Gmm {
+    /// Fit `k` components to `samples` (at most [`GMM_MAX_SAMPLES`] of them,
+    /// evenly picked): k-means++ seeds, eight k-means rounds, then one full
+    /// covariance per cluster. None with fewer than 8 samples or no usable
+    /// component.
     fn fit(samples: &[[f32; 3]], k: usize, rng: &mut XorShift) -> Option<Gmm> {
         let step = samples.len().div_ceil(GMM_MAX_SAMPLES).max(1);
         let pts: Vec<[f32; 3]> = samples.iter().step_by(step).copied().collect();
@@ -66,117 +76,12 @@ impl Gmm {
         if n < 8 {
             return None;
         }
-        let k = k.min(n / 8).max(1);
-        let d2 = |a: [f32; 3], b: [f32; 3]| {
-            let d = [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
-            d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-        };
-        // k-means++ seeding.
-        let mut centres = vec![pts[(rng.next() % n as u64) as usize]];
-        let mut near = vec![f32::MAX; n];
-        while centres.len() < k {
-            let last = centres[centres.len() - 1];
-            for (d, p) in near.iter_mut().zip(&pts) {
-                *d = d.min(d2(*p, last));
-            }
-            let total: f64 = near.iter().map(|&d| f64::from(d)).sum();
-            if total <= 1e-6 {
-                break;
-            }
-            let mut target = rng.unit() * total;
-            let mut pick = n - 1;
-            for (i, &d) in near.iter().enumerate() {
-                target -= f64::from(d);
-                if target <= 0.0 {
-                    pick = i;
-                    break;
-                }
-            }
-            centres.push(pts[pick]);
-        }
-        let k = centres.len();
-        let mut assign = vec![0usize; n];
-        for _ in 0..8 {
-            for (a, p) in assign.iter_mut().zip(&pts) {
-                let mut best = (f32::MAX, 0);
-                for (j, c) in centres.iter().enumerate() {
-                    let d = d2(*p, *c);
-                    if d < best.0 {
-                        best = (d, j);
-                    }
-                }
-                *a = best.1;
-            }
-            let mut sum = vec![[0f64; 4]; k];
-            for (&a, p) in assign.iter().zip(&pts) {
-                for ch in 0..3 {
-                    sum[a][ch] += f64::from(p[ch]);
-                }
-                sum[a][3] += 1.0;
-            }
-            for (c, s) in centres.iter_mut().zip(&sum) {
-                if s[3] > 0.0 {
-                    *c = [
-                        (s[0] / s[3]) as f32,
-                        (s[1] / s[3]) as f32,
-                        (s[2] / s[3]) as f32,
-                    ];
-                }
-            }
-        }
-        // Full covariances.
-        let mut acc = vec![[0f64; 6]; k];
-        let mut cnt = vec![0usize; k];
-        for (&a, p) in assign.iter().zip(&pts) {
-            let m = centres[a];
-            let d = [
-                f64::from(p[0] - m[0]),
-                f64::from(p[1] - m[1]),
-                f64::from(p[2] - m[2]),
-            ];
-            let s = &mut acc[a];
-            s[0] += d[0] * d[0];
-            s[1] += d[0] * d[1];
-            s[2] += d[0] * d[2];
-            s[3] += d[1] * d[1];
-            s[4] += d[1] * d[2];
-            s[5] += d[2] * d[2];
-            cnt[a] += 1;
-        }
-        let mut comps = Vec::new();
-        for j in 0..k {
-            if cnt[j] < 2 {
-                continue;
-            }
-            let c = cnt[j] as f64;
-            let reg = 2.0;
-            let s = acc[j];
-            let (a, b, cc, d, e, f) = (
-                s[0] / c + reg,
-                s[1] / c,
-                s[2] / c,
-                s[3] / c + reg,
-                s[4] / c,
-                s[5] / c + reg,
-            );
-            let ca = d * f - e * e;
-            let cb = cc * e - b * f;
-            let ccf = b * e - cc * d;
-            let det = a * ca + b * cb + cc * ccf;
-            if det.is_nan() || det <= 1e-9 || !det.is_finite() {
-                continue;
-            }
-            let cd = a * f - cc * cc;
-            let ce = b * cc - a * e;
-            let cf = a * d - b * b;
-            let icov = [ca, cb, ccf, cd, ce, cf].map(|v| (v / det) as f32);
-            let lw = (c / n as f64).ln() - 0.5 * det.ln() - 1.5 * (2.0 * std::f64::consts::PI).ln();
-            comps.push(Comp {
-                c: lw as f32,
-                mean: centres[j],
-                icov,
-            });
-        }
+        let mut centres = seed_centres(&pts, k.min(n / 8).max(1), rng);
+        let assign = kmeans(&pts, &mut centres);
+        let (acc, cnt) = scatter(&pts, &centres, &assign);
+        let comps: Vec<Comp> = (0..centres.len())
+            .filter_map(|j| component(acc[j], cnt[j], n, centres[j]))
+            .collect();
         (!comps.is_empty()).then_some(Gmm { comps })
     }
 
@@ -200,6 +105,135 @@ impl Gmm {
             .sum();
         best + s.max(1e-30).ln()
     }
+}
+
+/// k-means++ seeding: up to `k` centres, each drawn with probability
+/// proportional to its squared distance from the nearest centre so far.
+fn seed_centres(pts: &[[f32; 3]], k: usize, rng: &mut XorShift) -> Vec<[f32; 3]> {
+    let n = pts.len();
+    let mut centres = vec![pts[(rng.next() % n as u64) as usize]];
+    let mut near = vec![f32::MAX; n];
+    while centres.len() < k {
+        let last = centres[centres.len() - 1];
+        for (d, p) in near.iter_mut().zip(pts) {
+            *d = d.min(d2(*p, last));
+        }
+        let total: f64 = near.iter().map(|&d| f64::from(d)).sum();
+        if total <= 1e-6 {
+            break;
+        }
+        let mut target = rng.unit() * total;
+        let mut pick = n - 1;
+        for (i, &d) in near.iter().enumerate() {
+            target -= f64::from(d);
+            if target <= 0.0 {
+                pick = i;
+                break;
+            }
+        }
+        centres.push(pts[pick]);
+    }
+    centres
+}
+
+/// Eight rounds of k-means from `centres` (moved in place); the last
+/// assignment of every point to its nearest centre.
+fn kmeans(pts: &[[f32; 3]], centres: &mut [[f32; 3]]) -> Vec<usize> {
+    let mut assign = vec![0usize; pts.len()];
+    for _ in 0..8 {
+        for (a, p) in assign.iter_mut().zip(pts) {
+            let mut best = (f32::MAX, 0);
+            for (j, c) in centres.iter().enumerate() {
+                let d = d2(*p, *c);
+                if d < best.0 {
+                    best = (d, j);
+                }
+            }
+            *a = best.1;
+        }
+        let mut sum = vec![[0f64; 4]; centres.len()];
+        for (&a, p) in assign.iter().zip(pts) {
+            for ch in 0..3 {
+                sum[a][ch] += f64::from(p[ch]);
+            }
+            sum[a][3] += 1.0;
+        }
+        for (c, s) in centres.iter_mut().zip(&sum) {
+            if s[3] > 0.0 {
+                *c = [
+                    (s[0] / s[3]) as f32,
+                    (s[1] / s[3]) as f32,
+                    (s[2] / s[3]) as f32,
+                ];
+            }
+        }
+    }
+    assign
+}
+
+/// Per cluster: the scatter sums (xx, xy, xz, yy, yz, zz) around its centre
+/// and its number of points.
+fn scatter(
+    pts: &[[f32; 3]],
+    centres: &[[f32; 3]],
+    assign: &[usize],
+) -> (Vec<[f64; 6]>, Vec<usize>) {
+    let k = centres.len();
+    let mut acc = vec![[0f64; 6]; k];
+    let mut cnt = vec![0usize; k];
+    for (&a, p) in assign.iter().zip(pts) {
+        let m = centres[a];
+        let d = [
+            f64::from(p[0] - m[0]),
+            f64::from(p[1] - m[1]),
+            f64::from(p[2] - m[2]),
+        ];
+        let s = &mut acc[a];
+        s[0] += d[0] * d[0];
+        s[1] += d[0] * d[1];
+        s[2] += d[0] * d[2];
+        s[3] += d[1] * d[1];
+        s[4] += d[1] * d[2];
+        s[5] += d[2] * d[2];
+        cnt[a] += 1;
+    }
+    (acc, cnt)
+}
+
+/// One mixture component from a cluster's scatter sums `s` over `count` of
+/// `n` points (covariance regularised by 2 on the diagonal, inverted by
+/// cofactors); None for fewer than 2 points or a singular covariance.
+fn component(s: [f64; 6], count: usize, n: usize, mean: [f32; 3]) -> Option<Comp> {
+    if count < 2 {
+        return None;
+    }
+    let c = count as f64;
+    let reg = 2.0;
+    let (a, b, cc, d, e, f) = (
+        s[0] / c + reg,
+        s[1] / c,
+        s[2] / c,
+        s[3] / c + reg,
+        s[4] / c,
+        s[5] / c + reg,
+    );
+    let ca = d * f - e * e;
+    let cb = cc * e - b * f;
+    let ccf = b * e - cc * d;
+    let det = a * ca + b * cb + cc * ccf;
+    if det.is_nan() || det <= 1e-9 || !det.is_finite() {
+        return None;
+    }
+    let cd = a * f - cc * cc;
+    let ce = b * cc - a * e;
+    let cf = a * d - b * b;
+    let icov = [ca, cb, ccf, cd, ce, cf].map(|v| (v / det) as f32);
+    let lw = (c / n as f64).ln() - 0.5 * det.ln() - 1.5 * (2.0 * std::f64::consts::PI).ln();
+    Some(Comp {
+        c: lw as f32,
+        mean,
+        icov,
+    })
 }
 
 /// Contrast-sensitive neighbour weights (GrabCut's β), towards the right, down,
@@ -310,38 +344,87 @@ pub(super) fn busy_plan(
         Work::downsample(img, max_side)
     };
     let (w, h) = (work.w, work.h);
-    let n = w * h;
     let lut = srgb_to_linear_lut();
     let lab: Vec<[f32; 3]> = work.rgb.iter().map(|&p| to_lab(&lut, p)).collect();
-    let strip = strip_width(w, h, BUSY_HARD_BORDER);
-    let mut hard = vec![false; n];
-    let mut prior = vec![0f32; n];
-    let mut centre_fg = vec![false; n];
-    let mut outer_bg = vec![false; n];
-    let mut centre_patch = vec![false; n];
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            let (u, v) = uv(x, y, w, h);
-            hard[i] =
-                work.alpha[i] < 128 || x < strip || y < strip || x + strip >= w || y + strip >= h;
-            let r2 = u * u + v * v;
-            prior[i] = (BUSY_PRIOR * (1.0 - r2 / 0.5)).clamp(-2.0 * BUSY_PRIOR, BUSY_PRIOR);
-            centre_fg[i] = !hard[i] && r2 < 0.25;
-            outer_bg[i] = hard[i] || u.abs().max(v.abs()) > 0.9;
-            centre_patch[i] = u.abs() < 0.1 && v.abs() < 0.1;
-        }
+    let seeds = Seeds::of(&work);
+    let q = segment(w, h, &lab, &seeds);
+    let mut binary: Vec<bool> = (0..w * h).map(|i| !seeds.hard[i] && q[i] > 0.5).collect();
+    // Opening (radius 2) cuts thin bridges and strands to the background.
+    for _ in 0..BUSY_OPENING {
+        binary = erode(w, h, &binary);
     }
-    let ed = edges(w, h, &lab);
+    for _ in 0..BUSY_OPENING {
+        binary = dilate(w, h, &binary);
+    }
+    let min_px = ((o.min_object_fraction * (w * h) as f32) as usize).max(4);
+    let mut object = centre_object(w, h, &binary, &seeds.centre_patch, min_px)?;
+    fill_holes(w, h, &mut object, &seeds.hard);
+    Ok(plan_of(&work, &object))
+}
+
+/// Where the busy fallback starts from, per working pixel.
+struct Seeds {
+    /// Surely background: transparent, or in the outer strip.
+    hard: Vec<bool>,
+    /// Log-odds bonus of the centre over the borders.
+    prior: Vec<f32>,
+    /// First foreground sample: the central disc.
+    centre_fg: Vec<bool>,
+    /// First background sample: the outer frame.
+    outer_bg: Vec<bool>,
+    /// The small central patch a kept object must touch.
+    centre_patch: Vec<bool>,
+}
+
+impl Seeds {
+    fn of(work: &Work) -> Seeds {
+        let (w, h) = (work.w, work.h);
+        let n = w * h;
+        let strip = strip_width(w, h, BUSY_HARD_BORDER);
+        let mut s = Seeds {
+            hard: vec![false; n],
+            prior: vec![0f32; n],
+            centre_fg: vec![false; n],
+            outer_bg: vec![false; n],
+            centre_patch: vec![false; n],
+        };
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                let (u, v) = uv(x, y, w, h);
+                let hard = work.alpha[i] < 128
+                    || x < strip
+                    || y < strip
+                    || x + strip >= w
+                    || y + strip >= h;
+                let r2 = u * u + v * v;
+                s.hard[i] = hard;
+                s.prior[i] = (BUSY_PRIOR * (1.0 - r2 / 0.5)).clamp(-2.0 * BUSY_PRIOR, BUSY_PRIOR);
+                s.centre_fg[i] = !hard && r2 < 0.25;
+                s.outer_bg[i] = hard || u.abs().max(v.abs()) > 0.9;
+                s.centre_patch[i] = u.abs() < 0.1 && v.abs() < 0.1;
+            }
+        }
+        s
+    }
+}
+
+/// Four rounds of: fit the foreground and background colour models to the
+/// current samples, mean-field smoothing of their log-likelihood ratio plus
+/// the centre prior, re-sample. The foreground probability per pixel.
+fn segment(w: usize, h: usize, lab: &[[f32; 3]], seeds: &Seeds) -> Vec<f32> {
+    let n = w * h;
+    let ed = edges(w, h, lab);
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     let mut q = vec![0.5f32; n];
     let mut unary = vec![0f32; n];
-    let mut fg_sel = centre_fg;
-    let mut bg_sel = outer_bg;
+    let mut fg_sel = seeds.centre_fg.clone();
+    let mut bg_sel = seeds.outer_bg.clone();
+    let hard = &seeds.hard;
     for round in 0..4 {
         let pick = |sel: &[bool]| -> Vec<[f32; 3]> {
             sel.iter()
-                .zip(&lab)
+                .zip(lab)
                 .filter(|(s, _)| **s)
                 .map(|(_, p)| *p)
                 .collect()
@@ -357,7 +440,7 @@ pub(super) fn busy_plan(
                 -20.0
             } else {
                 let llr = (fgm.log_lik(lab[i]) - bgm.log_lik(lab[i])).clamp(-8.0, 8.0);
-                BUSY_COLOUR_WEIGHT * llr + prior[i]
+                BUSY_COLOUR_WEIGHT * llr + seeds.prior[i]
             };
             if round == 0 {
                 q[i] = sigmoid(unary[i]);
@@ -369,36 +452,44 @@ pub(super) fn busy_plan(
             bg_sel[i] = hard[i] || q[i] <= 0.5;
         }
     }
-    let mut binary: Vec<bool> = (0..n).map(|i| !hard[i] && q[i] > 0.5).collect();
-    // Opening (radius 2) cuts thin bridges and strands to the background.
-    for _ in 0..BUSY_OPENING {
-        binary = erode(w, h, &binary);
-    }
-    for _ in 0..BUSY_OPENING {
-        binary = dilate(w, h, &binary);
-    }
-    let (labels, sizes) = label_sizes(w, h, &binary, true);
+    q
+}
+
+/// The parts of `binary` that touch the centre patch (else the largest
+/// part), each at least `min_px`; [`SegmentError::NoObject`] when none is.
+fn centre_object(
+    w: usize,
+    h: usize,
+    binary: &[bool],
+    centre_patch: &[bool],
+    min_px: usize,
+) -> Result<Vec<bool>, SegmentError> {
+    let (labels, sizes) = label_sizes(w, h, binary, true);
     let mut keep = vec![false; sizes.len()];
     for (i, &l) in labels.iter().enumerate() {
         if l > 0 && centre_patch[i] {
             keep[l as usize] = true;
         }
     }
-    let min_px = ((o.min_object_fraction * n as f32) as usize).max(4);
     if !keep.iter().any(|&k| k) {
         let largest = sizes.iter().enumerate().max_by_key(|(_, s)| **s);
         if let Some((id, _)) = largest.filter(|(_, s)| **s >= min_px) {
             keep[id] = true;
         }
     }
-    let mut object: Vec<bool> = labels
+    let object: Vec<bool> = labels
         .iter()
         .map(|&l| l > 0 && keep[l as usize] && sizes[l as usize] >= min_px)
         .collect();
     if !object.iter().any(|&b| b) {
         return Err(SegmentError::NoObject);
     }
-    // Fill every hole: without a plain backdrop nothing proves that a hole is see-through.
+    Ok(object)
+}
+
+/// Fill every hole: without a plain backdrop nothing proves that a hole is
+/// see-through (what is surely background stays out).
+fn fill_holes(w: usize, h: usize, object: &mut [bool], hard: &[bool]) {
     let not_obj: Vec<bool> = object.iter().map(|b| !b).collect();
     let outside = flood(
         w,
@@ -407,23 +498,28 @@ pub(super) fn busy_plan(
         border_pixels(w, h).filter(|&i| !object[i]),
         false,
     );
-    for i in 0..n {
+    for i in 0..w * h {
         object[i] = !outside[i] && (object[i] || !hard[i]);
     }
+}
+
+/// The plan for `object`: its edge softened by a small blur, the colours
+/// pushed in from the object's and the background's interiors.
+fn plan_of(work: &Work, object: &[bool]) -> Plan {
+    let (w, h) = (work.w, work.h);
     let rgb = work.rgb_f32();
-    let mut interior = erode(w, h, &object);
+    let mut interior = erode(w, h, object);
     if !interior.iter().any(|&b| b) {
-        interior.clone_from(&object);
+        interior = object.to_vec();
     }
     let not_obj: Vec<bool> = object.iter().map(|b| !b).collect();
     let mut bg_interior = erode(w, h, &not_obj);
     if !bg_interior.iter().any(|&b| b) {
         bg_interior = not_obj;
     }
-    let hardf: Vec<f32> = object.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-    let mut alpha = hardf;
+    let mut alpha: Vec<f32> = object.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
     box_blur(w, h, &mut alpha, 1, 2);
-    Ok(Plan {
+    Plan {
         w,
         h,
         alpha,
@@ -431,5 +527,5 @@ pub(super) fn busy_plan(
         bg: push_pull(w, h, &rgb, &bg_interior),
         unmix: false,
         noise_rgb: 0.0,
-    })
+    }
 }

@@ -23,8 +23,6 @@ pub(super) fn sharp_dark_regions(
     (t_lo, t_hi): (f32, f32),
     (sharp, min_px): (f32, usize),
 ) -> Vec<bool> {
-    const MIN_RUN: usize = 6;
-    const MAX_HULLS: usize = 32;
     let n = w * h;
     let extent: Vec<bool> = (0..n)
         .map(|i| opaque[i] && !fg[i] && plain[i] >= t_lo)
@@ -32,47 +30,153 @@ pub(super) fn sharp_dark_regions(
     let seeds = (0..n).filter(|&i| extent[i] && plain[i] >= t_hi);
     let cand = flood(w, h, &extent, seeds, true);
     let (labels, sizes) = label_sizes(w, h, &cand, true);
+    let regions = Regions {
+        w,
+        h,
+        labels,
+        sizes,
+    };
+    let (outline, mut sharp_px) = regions.sharp_outline(lab, fg, sharp, min_px);
+    let sharp_count = regions.sharp_runs(&mut sharp_px);
+    let verdict = verdicts(&regions.sizes, &outline, &sharp_count, min_px);
+    let mut keep: Vec<bool> = regions
+        .labels
+        .iter()
+        .map(|&l| verdict[l as usize] == Verdict::Whole)
+        .collect();
+    regions.cut_to_hulls(&verdict, &sharp_px, &mut keep);
+    keep
+}
+
+/// Only runs of at least this many sharp outline pixels count (noise makes
+/// isolated ones).
+const MIN_RUN: usize = 6;
+/// At most this many regions are cut to a hull (each costs a pass).
+const MAX_HULLS: usize = 32;
+
+/// What becomes of one candidate region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// Shadow (or too small): dropped.
+    Drop,
+    /// Mostly sharp outline: kept whole.
+    Whole,
+    /// Partly sharp (an object in its own shadow): kept inside the convex
+    /// hull of its sharp outline.
+    Hull,
+}
+
+/// The candidate regions: a label per pixel (0 = none) and each label's size.
+struct Regions {
+    w: usize,
+    h: usize,
+    labels: Vec<u32>,
+    sizes: Vec<usize>,
+}
+
+impl Regions {
+    /// Per region, its number of outline pixels (next to unlabelled
+    /// backdrop); per pixel, whether it is an outline pixel where L*
+    /// changes by at least `sharp` per pixel (Sobel).
+    fn sharp_outline(
+        &self,
+        lab: &[[f32; 3]],
+        fg: &[bool],
+        sharp: f32,
+        min_px: usize,
+    ) -> (Vec<usize>, Vec<bool>) {
+        let (w, h, labels) = (self.w, self.h, &self.labels);
+        let mut outline = vec![0usize; self.sizes.len()];
+        let mut sharp_px = vec![false; w * h];
+        for i in 0..w * h {
+            let l = labels[i] as usize;
+            if l == 0 || self.sizes[l] < min_px {
+                continue;
+            }
+            let mut on_outline = false;
+            for_each_neighbour(i, w, h, false, |j| on_outline |= labels[j] == 0 && !fg[j]);
+            if !on_outline {
+                continue;
+            }
+            outline[l] += 1;
+            sharp_px[i] = sobel_l(lab, (w, h), i) >= sharp;
+        }
+        (outline, sharp_px)
+    }
+
+    /// Keep only sharp pixels in runs of at least [`MIN_RUN`]; per region,
+    /// how many are left.
+    fn sharp_runs(&self, sharp_px: &mut [bool]) -> Vec<usize> {
+        let (runs, run_sizes) = label_sizes(self.w, self.h, sharp_px, true);
+        let mut sharp_count = vec![0usize; self.sizes.len()];
+        for i in 0..self.w * self.h {
+            if sharp_px[i] && run_sizes[runs[i] as usize] >= MIN_RUN {
+                sharp_count[self.labels[i] as usize] += 1;
+            } else {
+                sharp_px[i] = false;
+            }
+        }
+        sharp_count
+    }
+
+    /// Regions judged [`Verdict::Hull`]: keep only what lies inside the
+    /// convex hull of their sharp outline (row by row).
+    fn cut_to_hulls(&self, verdict: &[Verdict], sharp_px: &[bool], keep: &mut [bool]) {
+        let (w, labels) = (self.w, &self.labels);
+        for (l, _) in verdict
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| **v == Verdict::Hull)
+        {
+            let pts: Vec<(i64, i64)> = (0..w * self.h)
+                .filter(|&i| sharp_px[i] && labels[i] as usize == l)
+                .map(|i| ((i % w) as i64, (i / w) as i64))
+                .collect();
+            let hull = convex_hull(pts);
+            if hull.len() < 3 {
+                continue;
+            }
+            for (i, k) in keep.iter_mut().enumerate() {
+                if labels[i] as usize == l {
+                    let (x, y) = ((i % w) as f64, (i / w) as i64);
+                    if let Some((lo, hi)) = hull_span(&hull, y) {
+                        *k = x >= lo - 0.5 && x <= hi + 0.5;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Sobel gradient magnitude of L* at pixel `i` (edges clamped).
+fn sobel_l(lab: &[[f32; 3]], (w, h): (usize, usize), i: usize) -> f32 {
     let l_at = |x: usize, y: usize| lab[y * w + x][0];
-    let mut outline = vec![0usize; sizes.len()];
-    let mut sharp_px = vec![false; n];
-    for i in 0..n {
-        let l = labels[i] as usize;
-        if l == 0 || sizes[l] < min_px {
-            continue;
-        }
-        let mut on_outline = false;
-        for_each_neighbour(i, w, h, false, |j| on_outline |= labels[j] == 0 && !fg[j]);
-        if !on_outline {
-            continue;
-        }
-        outline[l] += 1;
-        let (x, y) = (i % w, i / w);
-        let (xl, xr) = (x.saturating_sub(1), (x + 1).min(w - 1));
-        let (yu, yd) = (y.saturating_sub(1), (y + 1).min(h - 1));
-        let gx = (l_at(xr, yu) + 2.0 * l_at(xr, y) + l_at(xr, yd)
-            - l_at(xl, yu)
-            - 2.0 * l_at(xl, y)
-            - l_at(xl, yd))
-            / 8.0;
-        let gy = (l_at(xl, yd) + 2.0 * l_at(x, yd) + l_at(xr, yd)
-            - l_at(xl, yu)
-            - 2.0 * l_at(x, yu)
-            - l_at(xr, yu))
-            / 8.0;
-        sharp_px[i] = (gx * gx + gy * gy).sqrt() >= sharp;
-    }
-    // Only runs of sharp outline pixels count (noise makes isolated ones).
-    let (runs, run_sizes) = label_sizes(w, h, &sharp_px, true);
-    let mut sharp_count = vec![0usize; sizes.len()];
-    for i in 0..n {
-        if sharp_px[i] && run_sizes[runs[i] as usize] >= MIN_RUN {
-            sharp_count[labels[i] as usize] += 1;
-        } else {
-            sharp_px[i] = false;
-        }
-    }
-    // 0 = drop, 1 = keep whole, 2 = keep inside the hull of the sharp outline.
-    let mut verdict = vec![0u8; sizes.len()];
+    let (x, y) = (i % w, i / w);
+    let (xl, xr) = (x.saturating_sub(1), (x + 1).min(w - 1));
+    let (yu, yd) = (y.saturating_sub(1), (y + 1).min(h - 1));
+    let gx = (l_at(xr, yu) + 2.0 * l_at(xr, y) + l_at(xr, yd)
+        - l_at(xl, yu)
+        - 2.0 * l_at(xl, y)
+        - l_at(xl, yd))
+        / 8.0;
+    let gy = (l_at(xl, yd) + 2.0 * l_at(x, yd) + l_at(xr, yd)
+        - l_at(xl, yu)
+        - 2.0 * l_at(x, yu)
+        - l_at(xr, yu))
+        / 8.0;
+    (gx * gx + gy * gy).sqrt()
+}
+
+/// A region with at least 60 % of its outline sharp is kept whole; one with
+/// 20 % (and at least 3 sharp pixels) is cut to its hull, at most
+/// [`MAX_HULLS`] of them; the rest is shadow.
+fn verdicts(
+    sizes: &[usize],
+    outline: &[usize],
+    sharp_count: &[usize],
+    min_px: usize,
+) -> Vec<Verdict> {
+    let mut verdict = vec![Verdict::Drop; sizes.len()];
     let mut hulls = 0;
     for l in 1..sizes.len() {
         if sizes[l] < min_px || outline[l] == 0 {
@@ -80,32 +184,13 @@ pub(super) fn sharp_dark_regions(
         }
         let frac = sharp_count[l] as f32 / outline[l] as f32;
         if frac >= 0.6 {
-            verdict[l] = 1;
+            verdict[l] = Verdict::Whole;
         } else if frac >= 0.2 && sharp_count[l] >= 3 && hulls < MAX_HULLS {
-            verdict[l] = 2;
+            verdict[l] = Verdict::Hull;
             hulls += 1;
         }
     }
-    let mut keep: Vec<bool> = labels.iter().map(|&l| verdict[l as usize] == 1).collect();
-    for (l, _) in verdict.iter().enumerate().filter(|(_, v)| **v == 2) {
-        let pts: Vec<(i64, i64)> = (0..n)
-            .filter(|&i| sharp_px[i] && labels[i] as usize == l)
-            .map(|i| ((i % w) as i64, (i / w) as i64))
-            .collect();
-        let hull = convex_hull(pts);
-        if hull.len() < 3 {
-            continue;
-        }
-        for (i, k) in keep.iter_mut().enumerate() {
-            if labels[i] as usize == l {
-                let (x, y) = ((i % w) as f64, (i / w) as i64);
-                if let Some((lo, hi)) = hull_span(&hull, y) {
-                    *k = x >= lo - 0.5 && x <= hi + 0.5;
-                }
-            }
-        }
-    }
-    keep
+    verdict
 }
 
 /// Convex hull (Andrew's monotone chain), counter-clockwise, no repeated point.
