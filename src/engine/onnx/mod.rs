@@ -38,6 +38,7 @@ mod types;
 
 pub use engine::OnnxEngine;
 pub use kind::{ModelKind, UnknownModelKind};
+pub use tensor::f16_bits_to_f32;
 pub use types::{OnnxError, OnnxOptions, PostOptions};
 
 #[cfg(test)]
