@@ -26,6 +26,8 @@
 #   THREADS   inference threads     [2]
 #   PARALLEL  cutout settings       ["1"]  e.g. "1 2" (threads stays THREADS)
 #   ARENA     memory_arena settings ["false"]  e.g. "false true"
+#   ALSO_MODEL  a second model file cutout also runs (labels end in -also),
+#             e.g. the float16 original of an `--fp32` MODEL [none]
 #   ROUNDS    rounds                [3]
 #   ORT_DYLIB_PATH  cutout's runtime [libonnxruntime.so.* beside MODEL]
 #   SAMPLES   the sample photos    [../shared/samples beside the repo]
@@ -76,9 +78,10 @@ timed() { # LABEL CMD...: CMD under /usr/bin/time -v, stdout+stderr to OUT/time/
         { say "$label failed: see $OUT/time/$label.log"; return 1; }
 }
 
-run_cutout() { # ROUND P ARENA
+run_cutout() { # ROUND P ARENA [MODEL SUFFIX]
     local label=cutout-p$2${3/#true/-arena}
-    label=${label%false}
+    label=${label%false}${5:-}
+    local model=${4:-$MODEL}
     local dir=$OUT/$label-r$1
     mkdir -p "$dir/inbox" "$dir/outbox"
     cp "$OUT"/photos/* "$dir/inbox/"
@@ -97,7 +100,7 @@ settle = "0s"
 [providers.onnx]
 kind = "local"
 engine = "onnx"
-model = "$MODEL"
+model = "$model"
 model_kind = "$KIND"
 threads = $THREADS
 parallel = $2
@@ -114,14 +117,21 @@ run_bare() { # ROUND
     timed "bare-r$1" "$PY" "$repo/scripts/bench-bare.py" "$MODEL" "$THREADS" "$OUT"/photos/*
 }
 
-say "model $MODEL ($KIND), $THREADS threads, runtime $ORT_DYLIB_PATH, rounds $ROUNDS, cutout parallel: $PARALLEL"
+say "model $MODEL ${ALSO_MODEL:+(and $ALSO_MODEL for cutout) }($KIND), $THREADS threads, runtime $ORT_DYLIB_PATH, rounds $ROUNDS, cutout parallel: $PARALLEL"
 say "outputs and logs: $OUT"
 for r in $(seq 1 "$ROUNDS"); do
     say "round $r/$ROUNDS (load $(cut -d' ' -f1-3 /proc/loadavg))"
-    for p in $PARALLEL; do for a in $ARENA; do run_cutout "$r" "$p" "$a"; done; done
+    for p in $PARALLEL; do for a in $ARENA; do
+        run_cutout "$r" "$p" "$a"
+        [ -z "${ALSO_MODEL:-}" ] || run_cutout "$r" "$p" "$a" "$ALSO_MODEL" -also
+    done; done
     run_rembg "$r"
     run_bare "$r"
 done
 labels=()
-for p in $PARALLEL; do for a in $ARENA; do l=cutout-p$p${a/#true/-arena}; labels+=("${l%false}"); done; done
+for p in $PARALLEL; do for a in $ARENA; do
+    l=cutout-p$p${a/#true/-arena}
+    labels+=("${l%false}")
+    [ -z "${ALSO_MODEL:-}" ] || labels+=("${l%false}-also")
+done; done
 "$PY" "$repo/scripts/bench-report.py" "$OUT" "$ROUNDS" "${labels[*]}"

@@ -163,6 +163,10 @@ pub enum ModelsAction {
         /// Do not fetch the ONNX Runtime library along with a model.
         #[arg(long)]
         no_runtime: bool,
+        /// Replace a float16 model (IMG.LY's IS-Net) with its float32 copy:
+        /// faster and smaller in memory on CPUs (docs/local-models.md).
+        #[arg(long)]
+        fp32: bool,
     },
     /// Re-hash every installed model and the runtime library.
     Verify,

@@ -389,3 +389,56 @@ fn u2netp_mask_matches_rembgs() {
     assert!(mad <= 1.0, "mean abs diff {mad}");
     assert!(worst <= 2, "largest difference {worst}/255");
 }
+
+/// `--fp32` on a float32 model changes nothing; on IMG.LY's float16 IS-Net
+/// (`CUTOUT_TEST_MODEL`) it installs the float32 copy, which verifies.
+#[test]
+fn fp32_converts_a_float16_model_and_leaves_a_float32_one() {
+    let Some(real) = real_models() else { return };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("models");
+    let good = real.join("u2netp.onnx");
+    let args = ["fetch", "u2netp", "--no-runtime", "--fp32", "--from"];
+    let out = models(&dir, &[&args[..], &[good.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("u2netp: already float32"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read(dir.join("u2netp.onnx")).unwrap(),
+        std::fs::read(&good).unwrap()
+    );
+    let out = models(&dir, &["fetch", "onnxruntime", "--fp32"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+
+    let Some(isnet) = std::env::var_os("CUTOUT_TEST_MODEL").map(PathBuf::from) else {
+        eprintln!("SKIPPED the float16 part: CUTOUT_TEST_MODEL names no IS-Net model");
+        return;
+    };
+    let args = [
+        "fetch",
+        "isnet-general-use",
+        "--no-runtime",
+        "--fp32",
+        "--from",
+    ];
+    let out = models(&dir, &[&args[..], &[isnet.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("isnet-general-use: float32 copy installed"),
+        "{}",
+        text(&out)
+    );
+    let installed = std::fs::metadata(dir.join("isnet-general-use.onnx")).unwrap();
+    assert!(installed.len() > 170_000_000, "{}", installed.len());
+    assert_eq!(leftovers(&dir), Vec::<String>::new());
+    let out = models(&dir, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("isnet-general-use: SHA-256 ok (6e3df0a5"),
+        "{}",
+        text(&out)
+    );
+}

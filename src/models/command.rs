@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use super::catalogue::{self, ModelEntry, MODELS, RUNTIME_NAME};
-use super::fetch::{self, FetchError, Target};
+use super::fetch::{self, FetchError, Fp32, Target};
 use super::verify::{self, Verdict};
 use crate::cli::{ModelsAction, ModelsArgs};
 use crate::config;
@@ -35,7 +35,8 @@ pub fn main(args: ModelsArgs) -> i32 {
             names,
             from,
             no_runtime,
-        } => fetch_all(&dir, &names, from.as_deref(), no_runtime),
+            fp32,
+        } => fetch_all(&dir, &names, from.as_deref(), no_runtime, fp32),
     }
 }
 
@@ -200,7 +201,13 @@ fn parse_names(names: &[String]) -> Result<Vec<Wanted>, String> {
         .collect()
 }
 
-fn fetch_all(dir: &Path, names: &[String], from: Option<&Path>, no_runtime: bool) -> i32 {
+fn fetch_all(
+    dir: &Path,
+    names: &[String],
+    from: Option<&Path>,
+    no_runtime: bool,
+    fp32: bool,
+) -> i32 {
     let wanted = match parse_names(names) {
         Ok(w) => w,
         Err(m) => {
@@ -224,39 +231,82 @@ fn fetch_all(dir: &Path, names: &[String], from: Option<&Path>, no_runtime: bool
     if !no_runtime && !has_runtime && from.is_none() {
         targets.push(Target::runtime(&runtime));
     }
+    if fp32 && !wanted.iter().any(|w| matches!(w, Wanted::Model(_))) {
+        eprintln!("error: --fp32 converts a model: name one (e.g. isnet-general-use)");
+        return USAGE;
+    }
     let mut code = OK;
     for t in &targets {
-        let dest = dir.join(&t.file_name);
-        let result = match from {
-            Some(file) => fetch::install_from(dir, t, file),
-            None => match state(&dest, |d| (t.judge)(d)) {
-                (_, Some(v)) if v.ok() => {
-                    println!(
-                        "{}: already installed, {} ({})",
-                        t.name,
-                        v.describe(),
-                        dest.display()
-                    );
-                    continue;
-                }
-                _ => fetch::fetch(dir, t),
-            },
-        };
-        match result {
-            Ok(v) => println!(
+        let got = fetch_one(dir, t, from);
+        code = code.max(got);
+        if fp32 && got == OK && t.name != RUNTIME_NAME {
+            code = code.max(convert(dir, t));
+        }
+    }
+    code
+}
+
+/// Fetch (or install `from`) one target unless a good copy is installed.
+fn fetch_one(dir: &Path, t: &Target<'_>, from: Option<&Path>) -> i32 {
+    let dest = dir.join(&t.file_name);
+    let result = match from {
+        Some(file) => fetch::install_from(dir, t, file),
+        None => match state(&dest, |d| (t.judge)(d)) {
+            (_, Some(v)) if v.ok() => {
+                println!(
+                    "{}: already installed, {} ({})",
+                    t.name,
+                    v.describe(),
+                    dest.display()
+                );
+                return OK;
+            }
+            _ => fetch::fetch(dir, t),
+        },
+    };
+    match result {
+        Ok(v) => {
+            println!(
                 "{}: installed {} — {}",
                 t.name,
                 dest.display(),
                 v.describe()
-            ),
-            Err(e) => {
-                eprintln!("error: {e}");
-                code = code.max(match e {
-                    FetchError::Io(_) => IO,
-                    _ => FAILED,
-                });
-            }
+            );
+            OK
         }
+        Err(e) => failed(&e),
     }
-    code
+}
+
+fn failed(e: &FetchError) -> i32 {
+    eprintln!("error: {e}");
+    match e {
+        FetchError::Io(_) => IO,
+        _ => FAILED,
+    }
+}
+
+/// `--fp32`: the installed model's float16 graph becomes float32.
+fn convert(dir: &Path, t: &Target<'_>) -> i32 {
+    let dest = dir.join(&t.file_name);
+    match fetch::install_fp32(dir, t) {
+        Ok(Fp32::Converted(v, c)) => {
+            println!(
+                "{}: float32 copy installed {} ({} tensors, {} values, {} casts, {} types converted) — {}",
+                t.name,
+                dest.display(),
+                c.tensors,
+                c.values,
+                c.casts,
+                c.types,
+                v.describe()
+            );
+            OK
+        }
+        Ok(Fp32::AlreadyFloat32) => {
+            println!("{}: already float32 ({})", t.name, dest.display());
+            OK
+        }
+        Err(e) => failed(&e),
+    }
 }

@@ -46,6 +46,12 @@ pub enum FetchError {
         file: String,
         verdict: String,
     },
+    #[error("could not make a float32 copy of {name} ({path}): {reason}; the installed file is unchanged")]
+    Convert {
+        name: String,
+        path: String,
+        reason: super::fp32::ConvertError,
+    },
     #[error("{0}")]
     Io(#[from] fsutil::FsError),
 }
@@ -56,6 +62,7 @@ impl FetchError {
         match self {
             FetchError::NoSource { .. } => "no-source",
             FetchError::BadDigest { .. } => "bad-digest",
+            FetchError::Convert { .. } => "convert-failed",
             FetchError::Io(_) => "io-error",
         }
     }
@@ -182,6 +189,49 @@ pub fn install_from(dir: &Path, t: &Target<'_>, from: &Path) -> Result<Verdict, 
         },
         other => other,
     })
+}
+
+/// What `--fp32` did to an installed model.
+pub enum Fp32 {
+    /// The float16 graph was replaced by its float32 copy (digest checked).
+    Converted(Verdict, super::fp32::Converted),
+    /// The installed graph has no float16 in it.
+    AlreadyFloat32,
+}
+
+/// `--fp32`: replaces the installed model `t` with the float32 copy of its
+/// float16 graph, installed like a download (temp file in the folder, fsync,
+/// the copy's digest checked against the catalogue, rename). Holds the model
+/// and its copy in memory at once (IS-Net: 88 + 176 MB).
+pub fn install_fp32(dir: &Path, t: &Target<'_>) -> Result<Fp32, FetchError> {
+    use super::fp32::{to_fp32, ConvertError};
+    let dest = dir.join(&t.file_name);
+    let bytes = std::fs::read(&dest).map_err(fs_err("read", &dest))?;
+    let converted = match to_fp32(&bytes) {
+        Ok(c) => c,
+        Err(ConvertError::NothingToConvert) => return Ok(Fp32::AlreadyFloat32),
+        Err(reason) => {
+            return Err(FetchError::Convert {
+                name: t.name.to_string(),
+                path: dest.display().to_string(),
+                reason,
+            })
+        }
+    };
+    drop(bytes);
+    let (graph, stats) = converted;
+    let tmp = TempFile::new(dir, &t.file_name);
+    std::fs::write(tmp.path(), &graph).map_err(fs_err("write", tmp.path()))?;
+    drop(graph);
+    let verdict = install(dir, t, tmp).map_err(|e| match e {
+        FetchError::BadDigest { name, verdict, .. } => FetchError::BadDigest {
+            name,
+            file: "its float32 copy".into(),
+            verdict,
+        },
+        other => other,
+    })?;
+    Ok(Fp32::Converted(verdict, stats))
 }
 
 /// Try each source in order until one gives a good copy.

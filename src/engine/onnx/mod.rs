@@ -22,11 +22,12 @@
 //! anything, or decode/encode pictures (EXIF orientation and ICC profiles are
 //! the caller's: pass the already-oriented pixels in).
 //!
-//! Memory (IS-Net 1024², 2 threads, measured): ONNX Runtime's defaults
-//! (CPU arena + memory pattern) peak at 2.2 GB RSS. The memory pattern is
-//! always off here (it cost 0.8 GB for no measurable speed); the arena is
-//! `memory_arena`: on (the default) 1.35 GB and ~0.4 s less CPU per picture
-//! (in a batch, 1.7× the pictures per second); off 1.1–1.2 GB for one picture.
+//! Memory (IS-Net 1024², 2 threads, `cutout process`, measured): ONNX
+//! Runtime's defaults (CPU arena + memory pattern) peak at 2.2 GB RSS. The
+//! memory pattern is always off here (it cost 0.8 GB for no measurable
+//! speed); the arena is `memory_arena`, on by default (~0.5 s less CPU per
+//! picture). With it: 1.36 GB for IMG.LY's float16 IS-Net, 1.02 GB for its
+//! float32 copy (`cutout models fetch isnet-general-use --fp32`).
 
 mod engine;
 mod kind;
@@ -38,6 +39,7 @@ mod types;
 
 pub use engine::OnnxEngine;
 pub use kind::{ModelKind, UnknownModelKind};
+pub use tensor::f16_bits_to_f32;
 pub use types::{OnnxError, OnnxOptions, PostOptions};
 
 #[cfg(test)]

@@ -187,7 +187,7 @@ pub(super) fn f32_to_f16_bits(x: f32) -> u16 {
 }
 
 /// IEEE 754 binary16 bits → f32 (exact).
-pub(super) fn f16_bits_to_f32(h: u16) -> f32 {
+pub fn f16_bits_to_f32(h: u16) -> f32 {
     let negative = h & 0x8000 != 0;
     let exp = u32::from((h >> 10) & 0x1f);
     let man = u32::from(h & 0x3ff);
