@@ -10,16 +10,20 @@
 //!   one at its head waits for the moment, computed from the rate *now*
 //!   (so a rate learned while it waits applies at once, not only to the
 //!   requests after it), and it wakes early when the rate goes up.
-//! - Adaptive (AIMD): the first 429 of an "epoch" halves the rate and the
-//!   allowed concurrency (never below 1/64 of the configured values and one
-//!   slot) and starts a provider-wide cool-down: `Retry-After` when the
-//!   provider sent one, otherwise full-jitter exponential backoff between
-//!   `[retry] initial_delay` and `max_delay` over the 429s in a row. Every
-//!   reservation made before the 429 is void: nothing goes out before the
-//!   cool-down ends, and then only at the reduced rate. 429s of requests that
-//!   were already on their way count but do not halve again. After
-//!   [`RECOVERY_HOLD`] without a 429, each success adds back
-//!   [`RECOVERY_STEP`] of the configured values.
+//! - Adaptive (AIMD): the first 429 of an "epoch" halves the rate (a fixed
+//!   rate: and the allowed concurrency, never below 1/64 of the configured
+//!   values and one slot; `"auto"`: the learned rate, see `rate.rs`) and
+//!   starts a provider-wide cool-down: `Retry-After` when the provider sent
+//!   one, otherwise full-jitter exponential backoff between `[retry]
+//!   initial_delay` and `max_delay` over the 429s in a row. Nothing goes
+//!   out before the cool-down ends (the lane's head looks again), and then
+//!   only at the reduced rate. 429s of requests that were already on their
+//!   way count but do not halve again. After [`RECOVERY_HOLD`] without a
+//!   429, each success adds back [`RECOVERY_STEP`] of the configured values
+//!   (fixed rate only).
+//! - Rate hints: an answer's `X-RateLimit-Remaining/Reset` (see
+//!   `Hosted::send_wire`) hold the rate until the reset; a waiting request
+//!   looks again when the hold ends.
 //! - Pause: set by the provider on quota/auth answers and outages (no
 //!   connection at all), with ONE log line for the operator; a background
 //!   task re-checks every `recheck_interval` (outages: backing off from
