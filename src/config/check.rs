@@ -254,16 +254,7 @@ impl Checker {
         let k = |name: &str| format!("inbox[{i}].{name}");
         let [path, outbox, archive, rejected, failed] = self.inbox_folders(i, &ri)?;
         let provider = ri.provider.unwrap_or_else(|| DEFAULT_PROVIDER.to_string());
-        let Some(provider_config) = providers.get(&provider) else {
-            let known: Vec<&str> = providers.keys().map(String::as_str).collect();
-            return Err(self.err(
-                k("provider"),
-                format!(
-                    "no provider named {provider:?}; add a [providers.{provider}] table or use one of: {}",
-                    known.join(", ")
-                ),
-            ));
-        };
+        let provider_config = self.inbox_provider(&k("provider"), &provider, providers)?;
         let options = self.options(&k("options"), &provider_config.kind, &ri.options)?;
         let output_format = self.choice(
             &k("output_format"),
@@ -332,6 +323,25 @@ impl Checker {
             ignore_set,
             options,
             outputs,
+        })
+    }
+
+    /// The provider an inbox names (at `key`), which must be configured.
+    fn inbox_provider<'p>(
+        &self,
+        key: &str,
+        provider: &str,
+        providers: &'p BTreeMap<String, ProviderConfig>,
+    ) -> Result<&'p ProviderConfig, ConfigError> {
+        providers.get(provider).ok_or_else(|| {
+            let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+            self.err(
+                key.to_string(),
+                format!(
+                    "no provider named {provider:?}; add a [providers.{provider}] table or use one of: {}",
+                    known.join(", ")
+                ),
+            )
         })
     }
 
