@@ -13,6 +13,7 @@
 //! be async — the pipeline calls [`finish`] through its blocking helper and
 //! writes the bytes durably itself.
 
+mod check;
 pub mod compose;
 mod describe;
 pub mod encode;

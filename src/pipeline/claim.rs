@@ -55,7 +55,7 @@ pub(super) async fn claim(
         Claim::Duplicate { job, earlier } => {
             match duplicate::duplicate(pic, job, *earlier, v).await {
                 Dup::Done(done) => Err(done),
-                Dup::Run(job) => Ok((job, FirstAttempt::CountWhenStarted)),
+                Dup::Run(job) => Ok((*job, FirstAttempt::CountWhenStarted)),
             }
         }
         Claim::New(job) => Ok((job, FirstAttempt::CountedByClaim)),

@@ -34,7 +34,7 @@ pub(super) enum Dup {
     Done(FileResult),
     /// No earlier result fits and running it again pays no provider twice:
     /// the job (its output name reserved) goes to the attempt stage.
-    Run(Job),
+    Run(Box<Job>),
 }
 
 /// Where the earlier job's result can be taken from.
@@ -151,7 +151,7 @@ async fn run_again(pic: &Picture<'_>, mut job: Job, earlier: Job, v: &Validated)
             Err(e) => return Dup::Done(FileResult::Trouble(e)),
         }
         tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "same picture as an earlier job whose results do not fit this inbox's outputs: made again (no provider pays twice)");
-        return Dup::Run(job);
+        return Dup::Run(Box::new(job));
     }
     let err = ProviderError::Permanent {
         code: Code::DuplicateCutoutGone,
