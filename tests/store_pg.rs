@@ -497,3 +497,60 @@ fn connection_errors_are_clear_and_keep_the_password_secret() {
         .expect("no TLS to a far host");
     assert!(e.to_string().contains("sslmode=disable"), "{e}");
 }
+
+/// The real binary on the shared state: `cutout process` with `[state]`
+/// (password from a file) finishes every picture, appends its own
+/// `audit-<instance>.jsonl`, copies each outcome to the `audit` table, and
+/// `cutout status` lists the instance.
+#[test]
+fn the_binary_runs_on_the_shared_state_and_status_lists_the_instance() {
+    let Some(pg) = start_or_skip("the_binary_runs_on_the_shared_state") else {
+        return;
+    };
+    let url = pg.create_db("binary");
+    let site = support::Site::new(&format!(
+        "[state]\nurl = \"{url}\"\npassword_file = \"pg-password\"\ninstance = \"one\"\nlease = \"5s\"\n"
+    ));
+    std::fs::write(site.root().join("pg-password"), format!("{PASSWORD}\n")).expect("pw");
+    site.drop_file("a.jpg", &support::jpeg(200, 160, 1));
+    site.drop_file("b.png", &support::png(180, 180, 2));
+    site.drop_file("bad.jpg", b"this is not a picture at all");
+    let out = site.process(&[]);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 succeeded"), "{text}");
+    assert!(
+        !text.contains(PASSWORD),
+        "the password stays secret: {text}"
+    );
+    let lines = support::read_jsonl(&site.root().join("state/audit-one.jsonl"));
+    let events: Vec<String> = lines
+        .iter()
+        .map(|r| r["event"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        events.iter().filter(|e| *e == "succeeded").count(),
+        2,
+        "{events:?}"
+    );
+    assert!(!site.root().join("state/audit.jsonl").exists());
+    let store = Store::open_postgres_read_only(&opts(&url, "reader", 1000)).expect("open");
+    let table = store.audit_tail(10).expect("audit table");
+    assert_eq!(table.len(), 3, "{table:?}");
+    assert!(table.iter().all(|(i, _)| i == "one"));
+    let counts = store.counts().expect("counts");
+    let n = |k: &str| counts.iter().find(|(o, _)| o == k).map(|(_, n)| *n);
+    assert_eq!((n("succeeded"), n("rejected")), (Some(2), Some(1)));
+    let status = site.cmd(&["status"]).output().expect("status");
+    let s = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success(),
+        "{s}{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    assert!(s.contains("instances (1):") && s.contains("one"), "{s}");
+    assert!(s.contains("jobs held 0"), "{s}");
+}

@@ -216,3 +216,110 @@ fn host_instance() -> String {
         name
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
+    use crate::config::{from_str, Config, ConfigError};
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        from_str(
+            text,
+            Some(Path::new("/etc/cutout/cutout.toml")),
+            Path::new("/etc/cutout"),
+        )
+    }
+
+    #[test]
+    fn state_as_a_url_or_a_table() {
+        let c = parse("state = \"postgres://cutout@db.local:5432/line?sslmode=disable\"\n")
+            .expect("url");
+        let s = c.shared_state.expect("shared");
+        assert_eq!(
+            s.url,
+            "postgres://cutout@db.local:5432/line?sslmode=disable"
+        );
+        assert_eq!(
+            (s.lease, s.connections, s.password_file),
+            (Duration::from_secs(30), 4, None)
+        );
+        assert!(!s.instance.is_empty());
+        let c = parse(
+            "[state]\nurl = \"postgres://cutout@127.0.0.1/line\"\npassword_file = \"pg-pass\"\n\
+             instance = \"box-2\"\nlease = \"10s\"\nconnections = 8\n",
+        )
+        .expect("table");
+        let s = c.shared_state.expect("shared");
+        assert_eq!(s.instance, "box-2");
+        assert_eq!((s.lease, s.connections), (Duration::from_secs(10), 8));
+        assert_eq!(
+            s.password_file.as_deref(),
+            Some(Path::new("/etc/cutout/pg-pass"))
+        );
+        assert_eq!(s.credential.as_deref(), Some("pg-pass"));
+        assert!(parse("").expect("default").shared_state.is_none());
+    }
+
+    #[test]
+    fn state_mistakes_name_the_key_and_keep_the_password_out() {
+        for (text, key, want) in [
+            (
+                "state = \"postgres://u:hunter2-secret@h/db\"\n",
+                "`state.url`",
+                "holds a password",
+            ),
+            (
+                "state = \"mysql://h/db\"\n",
+                "`state.url`",
+                "must start with postgres://",
+            ),
+            ("state = 5\n", "`state`", "expected text or a table"),
+            (
+                "[state]\nurl = \"postgres://h/db\"\nlease = \"100ms\"\n",
+                "`state.lease`",
+                "at least 1s",
+            ),
+            (
+                "[state]\nurl = \"postgres://h/db\"\ninstance = \"a b\"\n",
+                "`state.instance`",
+                "letters, digits",
+            ),
+            (
+                "[state]\nurl = \"postgres://h/db\"\nconnections = 0\n",
+                "`state.connections`",
+                "1 to 64",
+            ),
+            (
+                "[state]\nurl = \"postgres://h/db\"\npasword_file = \"x\"\n",
+                "`state`",
+                "unknown field",
+            ),
+        ] {
+            let e = parse(text).expect_err(text).to_string();
+            assert!(e.contains(key) && e.contains(want), "{text}: {e}");
+            assert!(e.contains("/etc/cutout/cutout.toml"), "{e}");
+            assert!(!e.contains("hunter2-secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_password_file_is_read_when_asked_and_named_when_missing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let pw = d.path().join("pw");
+        std::fs::write(&pw, "s3cret-value\n").expect("write");
+        let text = format!(
+            "[state]\nurl = \"postgres://h/db\"\npassword_file = \"{}\"\n",
+            pw.display()
+        );
+        let s = parse(&text).expect("loads").shared_state.expect("shared");
+        assert_eq!(s.password().expect("read").as_deref(), Some("s3cret-value"));
+        std::fs::remove_file(&pw).expect("rm");
+        let e = s.password().expect_err("missing");
+        assert!(
+            e.contains(&pw.display().to_string()) && e.contains("password_file"),
+            "{e}"
+        );
+    }
+}
