@@ -68,8 +68,9 @@ pub enum StoreError {
     /// (a paused or cut-off instance woke up): the write was refused.
     #[error("job {id} was taken over by cutout instance {holder} after this instance's lease lapsed; that instance finishes it")]
     Fenced { id: i64, holder: String },
-    /// A request only the SQLite backend answers so far.
-    #[error("{what} is not available with the PostgreSQL state yet")]
+    /// A request only the other backend answers (a SQLite-only query on
+    /// PostgreSQL, a shared-state transaction on SQLite).
+    #[error("{what} is not available with this state backend")]
     Unsupported { what: &'static str },
 }
 
@@ -294,6 +295,35 @@ impl Store {
         match &self.pg {
             Some(pg) => pg.instances(),
             None => Ok(Vec::new()),
+        }
+    }
+
+    /// Run `f` in one transaction on the shared PostgreSQL state and wait
+    /// (blocking callers); for state other modules keep there (e.g. a
+    /// provider's shared rate row; add its table to `pg::schema::MIGRATIONS`).
+    /// [`StoreError::Unsupported`] on SQLite.
+    pub fn shared_run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.run(move |tx| f(tx).map_err(pg::PgOpError::Pg)),
+            None => Err(StoreError::Unsupported {
+                what: "a shared-state transaction on SQLite",
+            }),
+        }
+    }
+
+    /// [`Store::shared_run`] for async callers (no thread tied up).
+    pub async fn shared_call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.call(move |tx| f(tx).map_err(pg::PgOpError::Pg)).await,
+            None => Err(StoreError::Unsupported {
+                what: "a shared-state transaction on SQLite",
+            }),
         }
     }
 
