@@ -437,7 +437,16 @@ fn a_killed_instances_job_is_taken_over_after_its_lease_with_its_remote_job() {
     assert_eq!((row("a").jobs_held, row("b").jobs_held), (0, 1));
     // The killed instance's pid is gone: it may register again at once.
     let again = Store::open_postgres(&opts(&url, "a", 1500)).expect("a comes back");
+    let alive = |id: &str| {
+        b.instances()
+            .expect("instances")
+            .iter()
+            .any(|i| i.id == id && i.alive)
+    };
+    assert!(alive("a"), "a registered again");
+    // A handle dropped marks its instance stopped before drop returns.
     drop(again);
+    assert!(!alive("a"), "a stopped");
     b.finish(id, Audit::NotWritten).expect("b finishes its job");
 }
 

@@ -154,11 +154,17 @@ pub struct Pg {
     /// Fencing tokens: job id → the epoch this instance took it at.
     held: Mutex<HashMap<i64, i64>>,
     stop: Arc<AtomicBool>,
+    /// The heartbeat thread, joined on drop so the instance is marked
+    /// stopped before the process goes on (its jobs are free at once).
+    heartbeat: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Pg {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.heartbeat.lock().ok().and_then(|mut h| h.take()) {
+            let _ = h.join();
+        }
     }
 }
 
@@ -247,13 +253,16 @@ impl Pg {
         )?;
         let hb_client = connect(&cfg, &at)?;
         let (stop, me, every) = (pg.stop.clone(), opts.instance.clone(), opts.lease / 4);
-        std::thread::Builder::new()
+        let handle = std::thread::Builder::new()
             .name("cutout-heartbeat".into())
             .spawn(move || schema::heartbeat(cfg, hb_client, &me, every, &stop))
             .map_err(|source| StoreError::Io {
                 dir: at.clone().into(),
                 source,
             })?;
+        if let Ok(mut h) = pg.heartbeat.lock() {
+            *h = Some(handle);
+        }
         Ok(pg)
     }
 
@@ -293,6 +302,7 @@ impl Pg {
             me,
             held: Mutex::new(HashMap::new()),
             stop: Arc::new(AtomicBool::new(false)),
+            heartbeat: Mutex::new(None),
         }))
     }
 
