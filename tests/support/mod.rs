@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 mod provider;
 #[allow(unused_imports)]
 pub use provider::*;
+pub mod postgres;
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cutout"))
