@@ -96,7 +96,7 @@ fn prepare(
     }
     if cfg.http != old.http {
         deferred.push("`http.listen`".to_string());
-        cfg.http = old.http;
+        cfg.http = old.http.clone();
     }
     let created = config::prepare_folders(&cfg)?;
     let mut rebuilt = Vec::new();

@@ -64,6 +64,13 @@ fn print_settings(cfg: &Config) {
         Some(a) => println!("http: /healthz and /metrics on http://{a}"),
         None => println!("http: off (set [http] listen to serve /healthz and /metrics)"),
     }
+    if cfg.http.listen.is_some() {
+        match (cfg.http.actions, &cfg.http.token_file) {
+            (false, _) => println!("http actions: off (review page read-only)"),
+            (true, Some(f)) => println!("http actions: on, token from {}", f.display()),
+            (true, None) => println!("http actions: on, loopback only, no token"),
+        }
+    }
 }
 
 fn print_inboxes(cfg: &Config) {

@@ -65,10 +65,17 @@ pub struct Config {
 }
 
 /// `[http]`: the optional health and metrics endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Where to serve `/healthz` and `/metrics` (None: no HTTP endpoint).
     pub listen: Option<std::net::SocketAddr>,
+    /// `actions`: the review page may change things (retry, redo,
+    /// approve, flag). Off by default: read-only.
+    pub actions: bool,
+    /// `token_file`: the file holding the token actions require (read at
+    /// start by `review::auth`, never here). Required with actions on a
+    /// listen address that is not loopback.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

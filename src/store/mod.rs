@@ -33,7 +33,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::job::{Code, Outcome};
 
-const SCHEMA_VERSION: i64 = 3;
+pub use marks::{Action, ActionKind, ActionState, Mark, MarkRow};
+
+const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -232,6 +234,7 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
 
 mod claim;
 mod decide;
+mod marks;
 mod schema;
 mod thread;
 
