@@ -2,9 +2,11 @@
 //! `GET /healthz` (200 while the pipeline is alive, 503 with the reason
 //! otherwise) and `GET /metrics` (Prometheus text format).
 //!
-//! Owns: binding the listener, the two routes and their answers.
+//! Owns: binding the listener, the two routes and their answers, and
+//! mounting the review page's routes (`crate::review`) beside them.
 //!
-//! Must not: change anything (both routes are read-only), expose file
+//! Must not: change anything itself (both routes are read-only; the
+//! review's actions are gated by `review::auth`), expose file
 //! names, config values or secrets, or keep the daemon from stopping.
 
 use std::future::Future;
@@ -36,6 +38,8 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct HttpState {
     pub heartbeat: Arc<Heartbeat>,
+    /// The review page's actions and exports (None: not served).
+    pub review: Option<Arc<crate::review::actions_ops::Actions>>,
 }
 
 /// Bind the listener (call before `READY=1`, so a bad address fails the
@@ -47,10 +51,15 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let review = state.review.clone();
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state);
+    match review {
+        Some(actions) => base.merge(crate::review::actions::router(actions)),
+        None => base,
+    }
 }
 
 /// Serve until `stop` completes.
@@ -125,6 +134,7 @@ mod tests {
             listener,
             HttpState {
                 heartbeat: hb.clone(),
+                review: None,
             },
             async move {
                 let _ = rx.await;

@@ -49,6 +49,7 @@ pub mod pipeline;
 pub mod provider;
 pub mod queue;
 pub mod reload;
+pub mod review;
 pub mod service;
 pub mod settle;
 pub mod store;

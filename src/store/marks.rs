@@ -164,15 +164,14 @@ impl Store {
     }
 
     /// The mark of one job.
-    pub async fn mark_of(&self, id: i64) -> Result<Option<Mark>, StoreError> {
-        self.call(move |c| {
+    pub fn mark_of(&self, id: i64) -> Result<Option<Mark>, StoreError> {
+        self.run(move |c| {
             let m: Option<String> = c
                 .prepare_cached("SELECT mark FROM marks WHERE job = ?1")?
                 .query_row([id], |r| r.get(0))
                 .optional()?;
             Ok(m.as_deref().and_then(Mark::parse))
         })
-        .await
     }
 
     /// Record an action's intent (state `pending`) in one commit, unless
