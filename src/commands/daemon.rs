@@ -136,10 +136,10 @@ async fn review_actions(
         };
         tracing::info!("http: review actions are on ({how})");
     }
-    Ok(Arc::new(crate::review::actions_ops::Actions {
+    Ok(Arc::new(crate::review::actions_ops::Actions::new(
         auth,
-        ctx: ctx.clone(),
-    }))
+        ctx.clone(),
+    )))
 }
 
 async fn stop_http(task: Option<HttpTask>, stop: tokio::sync::oneshot::Sender<()>) {

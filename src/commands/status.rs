@@ -1,5 +1,5 @@
 //! `cutout status`: counts by outcome, what is waiting and in progress, the
-//! last errors, read from the state store without taking its lock.
+//! last errors, the review page's approvals and flags, read from the state store without taking its lock.
 //!
 //! Must not: write to the state folder or an inbox.
 
@@ -55,7 +55,32 @@ pub(super) fn status(cfg: Config, errors: usize) -> CommandResult {
     }
     print_in_progress(&store);
     print_last_errors(&store, errors);
+    print_marks(&store);
     Ok(exit::OK)
+}
+
+/// Approvals and flags from the review page (newest first, at most 50;
+/// `/export.csv` lists them all).
+fn print_marks(store: &Store) {
+    let Ok(marks) = store.marks(50) else {
+        return;
+    };
+    if marks.is_empty() {
+        return;
+    }
+    println!("review marks (newest first):");
+    for m in marks {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.at_ms.max(0) as u64);
+        println!(
+            "  {:<8} {}/{} (job {}) by {} at {}",
+            m.mark.as_str(),
+            m.inbox,
+            m.input,
+            m.job,
+            m.by,
+            humantime::format_rfc3339_seconds(at)
+        );
+    }
 }
 
 fn print_in_progress(store: &Store) {

@@ -210,7 +210,7 @@ async fn history(State(a): State<Arc<Actions>>, Path(id): Path<i64>) -> Response
 }
 
 async fn providers(State(a): State<Arc<Actions>>) -> Response {
-    let names: Vec<&String> = a.ctx.providers.keys().collect();
+    let names: Vec<&String> = a.ctx.cfg.providers.keys().collect();
     Json(json!({ "providers": names })).into_response()
 }
 

@@ -15,6 +15,7 @@
 //! through `crate::blocking::run`), or move a file other than the one the
 //! job recorded.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,12 +27,15 @@ use crate::config::Inbox;
 use crate::fsutil;
 use crate::job::Outcome;
 use crate::pipeline::Ctx;
+use crate::provider::Provider;
 use crate::store::{ActionKind, ActionState, Job, Mark};
 
 /// The actions' shared state: the gate and the daemon's pipeline context.
 pub struct Actions {
     pub auth: Auth,
     pub ctx: Arc<Ctx>,
+    /// Providers no inbox uses, built on a redo's first use of them.
+    extra: tokio::sync::Mutex<BTreeMap<String, Arc<dyn Provider>>>,
 }
 
 /// Stable kebab-case codes of refused or failed actions.
@@ -127,6 +131,50 @@ pub(super) fn lossy(p: &Path) -> String {
 }
 
 impl Actions {
+    pub fn new(auth: Auth, ctx: Arc<Ctx>) -> Actions {
+        Actions {
+            auth,
+            ctx,
+            extra: tokio::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The running provider `name`: an inbox's, or one from the config
+    /// built now (once) for a redo.
+    pub(super) async fn provider(&self, name: &str) -> Result<Arc<dyn Provider>, ActionError> {
+        if let Some(p) = self.ctx.providers.get(name) {
+            return Ok(p.clone());
+        }
+        let mut extra = self.extra.lock().await;
+        if let Some(p) = extra.get(name) {
+            return Ok(p.clone());
+        }
+        let Some(pc) = self.ctx.cfg.providers.get(name).cloned() else {
+            return Err(ActionError::UnknownProvider {
+                name: name.to_string(),
+                known: self
+                    .ctx
+                    .cfg
+                    .providers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        let n = name.to_string();
+        let built = crate::blocking::run("review: build provider", move || {
+            crate::provider::build::build(&n, &pc)
+        })
+        .await?
+        .map_err(|e| ActionError::Provider {
+            code: crate::job::Code::InternalError,
+            message: e.to_string(),
+        })?;
+        extra.insert(name.to_string(), built.clone());
+        Ok(built)
+    }
+
     pub(super) async fn job(&self, id: i64) -> Result<Job, ActionError> {
         let store = self.ctx.store.clone();
         crate::blocking::run("review: read job", move || store.get(id))
@@ -181,12 +229,19 @@ impl Actions {
             .move_to
             .clone()
             .ok_or(ActionError::InputGone(first.clone()))?;
-        let (s, f) = (src.clone(), first.clone());
+        let (s, f, store) = (src.clone(), first.clone(), self.ctx.store.clone());
         let dst = crate::blocking::run("review: retry names", move || {
+            let done = store
+                .actions_of(id)?
+                .iter()
+                .any(|a| a.kind == ActionKind::Retry && a.state != ActionState::Abandoned);
+            if done {
+                return Err(ActionError::AlreadyRetried(id));
+            }
             let is_file = std::fs::symlink_metadata(&s).is_ok_and(|m| m.is_file());
-            is_file.then(|| free_name(&f))
+            Ok(is_file.then(|| free_name(&f)))
         })
-        .await?
+        .await??
         .ok_or_else(|| ActionError::InputGone(src.clone()))?;
         let aid = self
             .ctx

@@ -123,21 +123,7 @@ impl Actions {
                 what: "only a finished cut-out (succeeded or duplicate) is redone",
             });
         }
-        let provider =
-            self.ctx
-                .providers
-                .get(name)
-                .cloned()
-                .ok_or_else(|| ActionError::UnknownProvider {
-                    name: name.to_string(),
-                    known: self
-                        .ctx
-                        .providers
-                        .keys()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+        let provider = self.provider(name).await?;
         let inbox = self.inbox(&job.inbox)?.clone();
         let outs = job_outputs(&job);
         let (j, ib, limits) = (job.clone(), inbox.clone(), self.ctx.cfg.limits);
