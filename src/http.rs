@@ -1,11 +1,14 @@
 //! The optional HTTP endpoint (`[http] listen = "127.0.0.1:9808"`):
 //! `GET /healthz` (200 while the pipeline is alive, 503 with the reason
-//! otherwise) and `GET /metrics` (Prometheus text format).
+//! otherwise) and `GET /metrics` (Prometheus text format), plus the review
+//! page's routes (`crate::review`) when `[http] review` is on.
 //!
-//! Owns: binding the listener, the two routes and their answers.
+//! Owns: binding the listener, the two routes and their answers, mounting
+//! the review router.
 //!
-//! Must not: change anything (both routes are read-only), expose file
-//! names, config values or secrets, or keep the daemon from stopping.
+//! Must not: change anything (every route is read-only), expose config
+//! values or secrets (file names only on the review page), or keep the
+//! daemon from stopping.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +39,8 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct HttpState {
     pub heartbeat: Arc<Heartbeat>,
+    /// The review page (None: `[http] review = false`, or tests).
+    pub review: Option<Arc<crate::review::Review>>,
 }
 
 /// Bind the listener (call before `READY=1`, so a bad address fails the
@@ -47,10 +52,15 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let review = state.review.clone();
+    let base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state);
+    match review {
+        Some(r) => base.merge(crate::review::router(r)),
+        None => base,
+    }
 }
 
 /// Serve until `stop` completes.
@@ -125,6 +135,7 @@ mod tests {
             listener,
             HttpState {
                 heartbeat: hb.clone(),
+                review: None,
             },
             async move {
                 let _ = rx.await;

@@ -42,7 +42,13 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
     let (stop_heartbeat, stop_grace) = (heartbeat.clone(), grace_ms.clone());
     // The HTTP endpoint binds before READY=1: a bad address fails the start.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = start_http(&cfg, &heartbeat, http_stopped).await?;
+    let review = match (cfg.http.listen, cfg.http.review) {
+        (Some(_), true) => {
+            Some(crate::review::start(cfg.clone(), s.store.clone(), &s.audit, rx.clone()).await)
+        }
+        _ => None,
+    };
+    let http_task = start_http(&cfg, &heartbeat, review, http_stopped).await?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         store: s.store.clone(),
@@ -84,6 +90,7 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
 async fn start_http(
     cfg: &Config,
     heartbeat: &Arc<Heartbeat>,
+    review: Option<Arc<crate::review::Review>>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<Option<HttpTask>, CommandError> {
     let Some(addr) = cfg.http.listen else {
@@ -95,9 +102,15 @@ async fn start_http(
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| addr.to_string());
-            tracing::info!("http: /healthz and /metrics listening on http://{at}");
+            let page = if review.is_some() {
+                ", the review page at /"
+            } else {
+                ""
+            };
+            tracing::info!("http: /healthz and /metrics{page} listening on http://{at}");
             let state = crate::http::HttpState {
                 heartbeat: heartbeat.clone(),
+                review,
             };
             Ok(Some(tokio::spawn(crate::http::serve(
                 listener,

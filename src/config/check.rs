@@ -219,7 +219,15 @@ impl Checker {
                 )
             })?),
         };
-        Ok(HttpConfig { listen })
+        Ok(HttpConfig {
+            listen,
+            review: raw.review.unwrap_or(true),
+            thumbnail_cache: self.size(
+                "http.thumbnail_cache",
+                raw.thumbnail_cache.as_ref(),
+                DEFAULT_THUMBNAIL_CACHE,
+            )?,
+        })
     }
 
     /// Every `[[inbox]]` (one `inbox` folder beside the config when the

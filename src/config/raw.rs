@@ -53,6 +53,8 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     pub(super) listen: Option<String>,
+    pub(super) review: Option<bool>,
+    pub(super) thumbnail_cache: Option<HumanValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]

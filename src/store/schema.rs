@@ -78,6 +78,10 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if v < 4 {
+            // The outcome index of the review page (store/review.rs).
+            review::migrate_v4(c)?;
+        }
         Ok(None)
     }
 
