@@ -51,7 +51,13 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
     });
     // The HTTP endpoint binds before READY=1: a bad address fails the start.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = start_http(&ctx, &heartbeat, http_stopped).await?;
+    let review = match (cfg.http.listen, cfg.http.review) {
+        (Some(_), true) => {
+            Some(crate::review::start(cfg.clone(), s.store.clone(), &s.audit, rx.clone()).await)
+        }
+        _ => None,
+    };
+    let http_task = start_http(&ctx, &heartbeat, review, http_stopped).await?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let reloader = crate::reload::Reloader {
         path: loaded.path,
@@ -84,23 +90,30 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
 async fn start_http(
     ctx: &Arc<Ctx>,
     heartbeat: &Arc<Heartbeat>,
+    review: Option<Arc<crate::review::Review>>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<Option<HttpTask>, CommandError> {
     let cfg = &ctx.cfg;
     let Some(addr) = cfg.http.listen else {
         return Ok(None);
     };
-    let review = review_actions(ctx).await?;
+    let actions = review_actions(ctx).await?;
     match crate::http::bind(addr).await {
         Ok(listener) => {
             let at = listener
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| addr.to_string());
-            tracing::info!("http: /healthz and /metrics listening on http://{at}");
+            let page = if review.is_some() {
+                ", the review page at /"
+            } else {
+                ""
+            };
+            tracing::info!("http: /healthz and /metrics{page} listening on http://{at}");
             let state = crate::http::HttpState {
                 heartbeat: heartbeat.clone(),
-                review: Some(review),
+                review,
+                actions: Some(actions),
             };
             Ok(Some(tokio::spawn(crate::http::serve(
                 listener,

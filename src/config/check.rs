@@ -235,6 +235,12 @@ impl Checker {
             listen,
             actions,
             token_file,
+            review: raw.review.unwrap_or(true),
+            thumbnail_cache: self.size(
+                "http.thumbnail_cache",
+                raw.thumbnail_cache.as_ref(),
+                DEFAULT_THUMBNAIL_CACHE,
+            )?,
         })
     }
 

@@ -47,7 +47,8 @@
       say(tile, action + "…");
       return post(path).then(function (res) {
         if (!res.ok) { say(tile, res.body.error ? res.body.error.message : "refused", true); return; }
-        var badge = tile.querySelector(".badge");
+        var badge = tile.querySelector(".mark-badge");
+        if (!badge && (action === "approve" || action === "flag")) { badge = document.createElement("span"); badge.className = "badge mark-badge"; (tile.querySelector(".meta") || tile).appendChild(badge); }
         if (badge && (action === "approve" || action === "flag")) badge.textContent = action === "approve" ? "approved" : "flagged";
         if (badge && action === "unmark") badge.textContent = "";
         tile.dataset.mark = action === "approve" ? "approved" : action === "flag" ? "flagged" : (tile.dataset.mark || "");
@@ -89,6 +90,41 @@
     select(tile);
     act(tile, b.dataset.action);
   });
+  // Buttons and mark badges on every tile, also on tiles added later
+  // (live updates).
+  function decorate(root) {
+    if (!session || !session.actions) return;
+    var fresh = [];
+    (root.querySelectorAll ? root.querySelectorAll("[data-job]") : []).forEach(function (t) {
+      if (t.dataset.decorated) return;
+      t.dataset.decorated = "1";
+      fresh.push(t.dataset.job);
+      var bar = document.createElement("div");
+      bar.className = "actions";
+      var failed = /failed|rejected/.test(t.dataset.outcome || "");
+      var names = failed ? ["retry"] : /succeeded|duplicate/.test(t.dataset.outcome || "") ? ["approve", "flag", "redo", "confirm"] : [];
+      names.forEach(function (n) {
+        var b = document.createElement("button");
+        b.type = "button"; b.dataset.action = n; b.textContent = n; b.title = n + " (" + ({ approve: "a", flag: "f", redo: "r", retry: "r", confirm: "" })[n] + ")";
+        bar.appendChild(b);
+      });
+      if (names.length) (t.querySelector(".meta") || t).appendChild(bar);
+    });
+    if (!fresh.length) return;
+    fetch("/api/marks?jobs=" + fresh.join(",")).then(function (r) { return r.json(); }).then(function (m) {
+      Object.keys(m.marks || {}).forEach(function (job) {
+        document.querySelectorAll('[data-job="' + job + '"]').forEach(function (t) {
+          t.dataset.mark = m.marks[job];
+          var b = t.querySelector(".mark-badge");
+          if (!b) { b = document.createElement("span"); b.className = "badge mark-badge"; (t.querySelector(".meta") || t).appendChild(b); }
+          b.textContent = m.marks[job];
+        });
+      });
+    });
+  }
   window.cutoutActions = { act: act, reload: load };
-  load();
+  load().then(function () {
+    decorate(document);
+    new MutationObserver(function () { decorate(document); }).observe(document.body, { childList: true, subtree: true });
+  });
 })();

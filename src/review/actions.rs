@@ -8,6 +8,7 @@
 //! POST /api/jobs/{id}/redo?provider=NAME
 //! GET  /api/jobs/{id}/history       the job's actions
 //! GET  /api/providers               names a redo may use
+//! GET  /api/marks?jobs=1,2,3         the marks of those jobs (badges)
 //! GET  /export.csv, /export.jsonl   approvals and flags
 //! GET  /review-actions.js           keyboard: arrows, a, f, r
 //! ```
@@ -51,6 +52,7 @@ pub fn router(a: Arc<Actions>) -> Router {
         .route("/api/jobs/{id}/confirm", post(confirm))
         .route("/api/jobs/{id}/history", get(history))
         .route("/api/providers", get(providers))
+        .route("/api/marks", get(marks_of))
         .route("/export.csv", get(export_csv))
         .route("/export.jsonl", get(export_jsonl))
         .route("/review-actions.js", get(script))
@@ -203,6 +205,34 @@ async fn history(State(a): State<Arc<Actions>>, Path(id): Path<i64>) -> Response
                 })
                 .collect();
             Json(json!({"job": id, "mark": mark, "actions": acts})).into_response()
+        }
+        Ok(Err(e)) => failed(e.into()),
+        Err(e) => failed(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct MarksQuery {
+    /// Job ids, comma-separated (at most 500 are looked at).
+    jobs: String,
+}
+
+/// The marks of the jobs on screen (for the badges).
+async fn marks_of(State(a): State<Arc<Actions>>, Query(q): Query<MarksQuery>) -> Response {
+    let ids: Vec<i64> = q
+        .jobs
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .take(500)
+        .collect();
+    let store = a.ctx.store.clone();
+    match crate::blocking::run("review: marks", move || store.marks_for(ids)).await {
+        Ok(Ok(v)) => {
+            let m: serde_json::Map<String, serde_json::Value> = v
+                .into_iter()
+                .map(|(j, m)| (j.to_string(), json!(m.as_str())))
+                .collect();
+            Json(json!({ "marks": m })).into_response()
         }
         Ok(Err(e)) => failed(e.into()),
         Err(e) => failed(e.into()),

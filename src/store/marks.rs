@@ -163,6 +163,21 @@ impl Store {
         })
     }
 
+    /// The marks of the listed jobs (those that have one).
+    pub fn marks_for(&self, jobs: Vec<i64>) -> Result<Vec<(i64, Mark)>, StoreError> {
+        self.run(move |c| {
+            let mut st = c.prepare_cached("SELECT mark FROM marks WHERE job = ?1")?;
+            let mut out = Vec::new();
+            for j in jobs {
+                let m: Option<String> = st.query_row([j], |r| r.get(0)).optional()?;
+                if let Some(m) = m.as_deref().and_then(Mark::parse) {
+                    out.push((j, m));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The mark of one job.
     pub fn mark_of(&self, id: i64) -> Result<Option<Mark>, StoreError> {
         self.run(move |c| {

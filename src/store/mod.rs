@@ -17,7 +17,8 @@
 //!
 //! Files: `thread` (open, lock, the state thread, submit/run), `schema`
 //! (migrations, rows), `claim` (lookup, claim, names), `decide` (finish,
-//! recovery and status queries).
+//! recovery and status queries), `review` (the outcome index behind the
+//! review page, read through its own read-only connections).
 //!
 //! Must not: do file I/O other than the database, its lock and the name
 //! checks of a reservation, or hold image bytes.
@@ -235,8 +236,11 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
 mod claim;
 mod decide;
 mod marks;
+mod review;
 mod schema;
 mod thread;
+
+pub use review::{Entry, IndexLine, ReviewFilter, ReviewReader};
 
 #[cfg(test)]
 mod tests;

@@ -78,6 +78,10 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if v < 4 {
+            // The outcome index of the review page (store/review.rs).
+            review::migrate_v4(c)?;
+        }
         if v < 5 {
             // The review page's actions (SCHEMA 5; 4 is the review index):
             // one mark per job (approved/flagged) and the action log, whose
