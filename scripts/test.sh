@@ -4,7 +4,9 @@
 #  - the models block below (U²-Net-p and the ONNX Runtime library);
 #  - systemd-analyze (Debian's `systemd` package) to verify the unit file;
 #  - sshd and rsync (Debian's `openssh-server`, `rsync`) for the real-client
-#    upload tests (tests/intake.rs).
+#    upload tests (tests/intake.rs);
+#  - chromium and chromedriver (Debian's `chromium`, `chromium-driver`) for
+#    the review page's browser test (tests/browser.rs).
 # Each step is skipped with a message when it cannot be done; the tests that
 # need it then say why they are skipped.
 set -euo pipefail
@@ -38,6 +40,15 @@ if ! command -v /usr/sbin/sshd >/dev/null 2>&1 || ! command -v rsync >/dev/null 
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client rsync >/dev/null) \
       || echo "test.sh: could not install openssh-server/rsync; the sftp and rsync upload tests will be skipped"
+  fi
+fi
+
+# Chromium and its WebDriver (Debian's `chromium`, `chromium-driver`) for the
+# review page's browser test (tests/browser.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "test.sh: could not install chromium/chromium-driver; the browser test will be skipped"
   fi
 fi
 
