@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use super::files::{self, FileError, Which};
 use super::{pages, PageError, Review, LIVE_MAX, LIVE_WAIT_MAX, MAX_SERVE, PAGE};
+use crate::provider::PauseReason;
 use crate::store::{Entry, ReviewFilter, ReviewReader, StoreError};
 
 type Answer = Result<Response, PageError>;
@@ -139,7 +140,22 @@ fn top() -> pages::Top {
         paused: s
             .providers
             .iter()
-            .filter_map(|(n, p)| p.paused.clone().map(|why| (n.clone(), why)))
+            .filter_map(|(n, p)| {
+                let why = p.paused.clone()?;
+                let todo = match p.pause_reason {
+                    Some(PauseReason::Quota) => "RECHARGE the account",
+                    Some(PauseReason::Auth) => "FIX THE KEY",
+                    Some(PauseReason::Unreachable) => {
+                        "unreachable: check the network and the provider's status"
+                    }
+                    None => "paused",
+                };
+                Some(pages::Paused {
+                    name: n.clone(),
+                    todo,
+                    why,
+                })
+            })
             .collect(),
     }
 }
