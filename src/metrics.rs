@@ -62,6 +62,8 @@ fn latency_histogram() -> Histogram {
 pub struct ProviderFigures {
     /// `Some(why)` while the provider is paused (quota, key refused…).
     pub paused: Option<String>,
+    /// Why, typed (the review page's RECHARGE / FIX THE KEY / unreachable).
+    pub pause_reason: Option<crate::provider::PauseReason>,
 }
 
 /// A consistent copy of the figures the status line and `/healthz` show.
@@ -95,6 +97,7 @@ impl Snapshot {
 #[derive(Debug, Default)]
 struct ProviderState {
     paused: Option<String>,
+    pause_reason: Option<crate::provider::PauseReason>,
     rate_limited_seen: u64,
 }
 
@@ -391,6 +394,7 @@ impl Metrics {
             let l = label(name);
             let p = map.entry(name.to_string()).or_default();
             p.paused = st.paused.as_ref().map(pause_text);
+            p.pause_reason = st.paused.as_ref().map(|i| i.reason);
             self.paused
                 .get_or_create(&l)
                 .set(i64::from(p.paused.is_some()));
@@ -412,6 +416,7 @@ impl Metrics {
         for (name, p) in map.iter_mut() {
             if !seen.contains(name) {
                 p.paused = None;
+                p.pause_reason = None;
                 p.rate_limited_seen = 0;
                 self.paused.get_or_create(&label(name)).set(0);
             }
@@ -448,8 +453,14 @@ impl Metrics {
             providers: providers
                 .iter()
                 .map(|(name, p)| {
-                    let paused = p.paused.clone();
-                    (name.clone(), ProviderFigures { paused })
+                    let (paused, pause_reason) = (p.paused.clone(), p.pause_reason);
+                    (
+                        name.clone(),
+                        ProviderFigures {
+                            paused,
+                            pause_reason,
+                        },
+                    )
                 })
                 .collect(),
         }

@@ -9,6 +9,7 @@ mod support;
 use std::io::{Read, Write};
 use std::time::Duration;
 
+use fake_provider::{Config, FakeProvider};
 use support::*;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -342,6 +343,33 @@ fn review_false_leaves_only_health_and_metrics() {
     assert_eq!(get(&addr, "/").0, 404);
     assert_eq!(get(&addr, "/assets/review.js").0, 404);
     assert_eq!(get(&addr, "/metrics").0, 200);
+    d.term();
+    assert!(d.wait(LONG).success());
+}
+
+#[test]
+fn a_paused_provider_shows_why_at_the_top_without_its_key() {
+    let fake = FakeProvider::start(Config::default());
+    let wrong = "sk-wrong-key-0123456789";
+    let site = Site::new(&format!(
+        "[http]\nlisten = \"127.0.0.1:0\"\n\
+         [[inbox]]\npath = \"inbox\"\nsettle = \"100ms\"\nprovider = \"r\"\n\
+         [providers.r]\nkind = \"rembg-com\"\nbase_url = \"{}\"\nusage_url = \"{}\"\n\
+         api_key_file = \"rembg.key\"\n",
+        fake.base_url_rembg(),
+        fake.usage_url_rembg(),
+    ));
+    std::fs::write(site.root().join("rembg.key"), wrong).expect("key");
+    site.drop_file("p0.jpg", &jpeg(64, 48, 5));
+    let mut d = site.spawn_daemon();
+    let addr = listening(&d);
+    let mut html = String::new();
+    wait_until(LONG, "the page to show the pause", || {
+        html = page(&addr, "/");
+        html.contains("is paused")
+    });
+    assert!(html.contains("provider r is paused: FIX THE KEY"), "{html}");
+    assert!(!html.contains(wrong), "the key never shows");
     d.term();
     assert!(d.wait(LONG).success());
 }

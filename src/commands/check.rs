@@ -61,6 +61,9 @@ fn print_settings(cfg: &Config) {
         humantime::format_duration(cfg.shutdown_grace)
     );
     match cfg.http.listen {
+        Some(a) if cfg.http.review => {
+            println!("http: /healthz, /metrics and the review page on http://{a}")
+        }
         Some(a) => println!("http: /healthz and /metrics on http://{a}"),
         None => println!("http: off (set [http] listen to serve /healthz and /metrics)"),
     }

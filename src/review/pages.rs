@@ -20,8 +20,16 @@ pub const OUTCOMES: [&str; 4] = ["succeeded", "duplicate", "rejected", "failed"]
 pub struct Top {
     /// Since this start, as `/metrics` counts them: (outcome, count).
     pub since_start: Vec<(&'static str, u64)>,
-    /// Paused providers: (name, why).
-    pub paused: Vec<(String, String)>,
+    /// Paused providers.
+    pub paused: Vec<Paused>,
+}
+
+/// A paused provider: what to do (RECHARGE, FIX THE KEY, unreachable)
+/// and what it said. Its files stay queued.
+pub struct Paused {
+    pub name: String,
+    pub todo: &'static str,
+    pub why: String,
 }
 
 /// What the grid page shows.
@@ -81,8 +89,11 @@ fn top(t: &Top) -> Markup {
                 button type="button" data-bg="black" { "black" }
             }
         }
-        @for (name, why) in &t.paused {
-            div.paused role="alert" { strong { "provider " (name) " is paused: " } (why) }
+        @for p in &t.paused {
+            div.paused role="alert" {
+                strong { "provider " (p.name) " is paused: " (p.todo) } " — " (p.why)
+                " (its files stay queued; it resumes by itself)"
+            }
         }
     }
 }

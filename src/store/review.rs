@@ -45,7 +45,8 @@ pub struct IndexLine {
     pub line: String,
 }
 
-/// One indexed line, as the page reads it.
+/// One indexed line, as the page reads it (`line` is empty in lists:
+/// only [`ReviewReader::entry`] and [`ReviewReader::history`] read it).
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub id: i64,
@@ -100,8 +101,13 @@ pub(super) fn migrate_v4(c: &Connection) -> rusqlite::Result<()> {
             sha256    TEXT,
             output    TEXT,
             moved_to  TEXT,
-            line      TEXT NOT NULL,
             UNIQUE (job, event, ts)
+         );
+         -- The whole lines apart: scans of `outcomes` (name search,
+         -- counts) stay small.
+         CREATE TABLE IF NOT EXISTS outcome_lines (
+            id    INTEGER PRIMARY KEY,
+            line  TEXT NOT NULL
          );
          CREATE INDEX IF NOT EXISTS outcomes_event ON outcomes(event, id);
          CREATE INDEX IF NOT EXISTS outcomes_inbox ON outcomes(inbox, id);
@@ -137,11 +143,13 @@ impl Store {
         self.call(move |c| {
             let mut ins = c.prepare_cached(
                 "INSERT OR IGNORE INTO outcomes (ts, ts_ms, event, job, inbox, input, provider,
-                    code, reason, hint, bytes, sha256, output, moved_to, line)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                    code, reason, hint, bytes, sha256, output, moved_to)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
+            let mut line =
+                c.prepare_cached("INSERT INTO outcome_lines (id, line) VALUES (?1, ?2)")?;
             for r in &rows {
-                ins.execute(params![
+                let added = ins.execute(params![
                     r.ts,
                     r.ts_ms,
                     r.event,
@@ -156,8 +164,10 @@ impl Store {
                     r.sha256,
                     r.output,
                     r.moved_to,
-                    r.line,
                 ])?;
+                if added == 1 {
+                    line.execute(params![c.last_insert_rowid(), r.line])?;
+                }
             }
             c.prepare_cached(
                 "INSERT INTO review_meta (key, value) VALUES ('audit_offset', ?1)
@@ -183,9 +193,14 @@ pub struct ReviewReader {
 
 /// Connections kept open between requests.
 const IDLE_READERS: usize = 4;
-/// Columns every entry query selects, in [`entry_row`]'s order.
+/// Columns every list query selects, in [`entry_row`]'s order (`line`
+/// left empty: lists do not need it).
 const COLS: &str = "id, ts, ts_ms, event, job, inbox, input, provider, code, reason, hint,
-    bytes, sha256, output, moved_to, line";
+    bytes, sha256, output, moved_to, '' AS line";
+/// The same with the whole line, from `outcomes o JOIN outcome_lines l`.
+const FULL_COLS: &str = "o.id, o.ts, o.ts_ms, o.event, o.job, o.inbox, o.input, o.provider,
+    o.code, o.reason, o.hint, o.bytes, o.sha256, o.output, o.moved_to, l.line";
+const FULL_FROM: &str = "outcomes o JOIN outcome_lines l ON l.id = o.id";
 
 fn entry_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
@@ -350,7 +365,7 @@ impl ReviewReader {
 
     /// One entry by id.
     pub fn entry(&self, id: i64) -> Result<Option<Entry>, StoreError> {
-        let sql = format!("SELECT {COLS} FROM outcomes WHERE id = ?1");
+        let sql = format!("SELECT {FULL_COLS} FROM {FULL_FROM} WHERE o.id = ?1");
         self.with(|c| {
             c.prepare_cached(&sql)?
                 .query_row([id], entry_row)
@@ -362,9 +377,9 @@ impl ReviewReader {
     /// and later outcomes), oldest first, at most 200.
     pub fn history(&self, e: &Entry) -> Result<Vec<Entry>, StoreError> {
         let sql = format!(
-            "SELECT {COLS} FROM outcomes WHERE job = ?1
-             UNION SELECT {COLS} FROM outcomes WHERE inbox = ?2 AND input = ?3
-             ORDER BY id LIMIT 200"
+            "SELECT {FULL_COLS} FROM {FULL_FROM} WHERE o.job = ?1
+             UNION SELECT {FULL_COLS} FROM {FULL_FROM} WHERE o.inbox = ?2 AND o.input = ?3
+             ORDER BY 1 LIMIT 200"
         );
         let (job, inbox, input) = (e.job, e.inbox.clone(), e.input.clone());
         self.with(|c| {
