@@ -398,6 +398,10 @@ fn retry_sends_a_failed_picture_back_and_it_succeeds_once() {
         site.outbox().join("bad.png").exists() && !site.audit_events("succeeded").is_empty()
     });
     assert_cutout(&site.outbox().join("bad.png"));
+    // The audit line comes before the input's move: wait for the archive.
+    wait_until(LONG, "the retried input to be archived", || {
+        site.archive().join("bad.jpg").exists()
+    });
     // Exactly one place: archived once, gone from failed/ with its reason.
     assert_eq!(site.files(&site.failed()), Vec::<String>::new());
     assert_eq!(site.files(&site.archive()), vec!["bad.jpg"]);
