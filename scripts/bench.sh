@@ -11,6 +11,8 @@
 #      BENCH_AUTORATE="5:100,20:100,5:100,20:100");
 #   1b. examples/finish_bench.rs — finishing CPU per picture at 1/4/12 MP
 #      with three outputs (BENCH_ONLY=finish runs only this section);
+#   1c. examples/review_bench.rs — review page server time with 100,000
+#      indexed outcomes (BENCH_ONLY=review; REVIEW_BENCH_LINES to change);
 #   2. tests/crash.rs, full size — kill -9 at random moments during a
 #      300-file batch, restart, 10 times; plus the quick fault runs
 #      (provider outage, 5xx bursts, cut answers) on the release build.
@@ -60,6 +62,22 @@ case ",${BENCH_ONLY:-finish}," in
       echo
       echo '```'
       cargo run --release --locked --example finish_bench
+      echo '```'
+    } | tee -a "$BENCH_OUT"
+    ;;
+esac
+
+# Review page (issue 15): server time of `/` and filtered pages with
+# 100,000 indexed outcomes, median and p95. Goal ≤ 300 ms.
+case ",${BENCH_ONLY:-review}," in
+  *,review,*)
+    echo "bench.sh: review page with 100,000 outcomes (examples/review_bench.rs)…" >&2
+    {
+      echo
+      echo "## Review page: server time with 100,000 indexed outcomes (examples/review_bench.rs)"
+      echo
+      echo '```'
+      cargo run --release --locked --example review_bench
       echo '```'
     } | tee -a "$BENCH_OUT"
     ;;

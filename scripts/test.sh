@@ -8,6 +8,8 @@
 #  - PostgreSQL (Debian's `postgresql`: initdb + pg_ctl) for the shared-state
 #    tests (tests/store_pg.rs; tests/support/postgres.rs starts a throwaway
 #    cluster as an unprivileged user).
+#  - chromium and chromedriver (Debian's `chromium`, `chromium-driver`) for
+#    the review page's browser test (tests/browser.rs).
 # Each step is skipped with a message when it cannot be done; the tests that
 # need it then say why they are skipped.
 set -euo pipefail
@@ -48,6 +50,15 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
       || echo "test.sh: could not install postgresql; the shared-state tests will be skipped"
+  fi
+fi
+
+# Chromium and its WebDriver (Debian's `chromium`, `chromium-driver`) for the
+# review page's browser test (tests/browser.rs).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+      || echo "test.sh: could not install chromium/chromium-driver; the browser test will be skipped"
   fi
 fi
 

@@ -12,7 +12,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,8 @@ pub struct Audit {
     /// The same open file for fdatasync, outside the lock: concurrent
     /// outcomes share the disk's flushes instead of queueing for them.
     sync: File,
+    /// Called after each durable append (the review indexer's wake-up).
+    appended: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl Audit {
@@ -111,6 +113,7 @@ impl Audit {
             path,
             file: Mutex::new(file),
             sync,
+            appended: OnceLock::new(),
         })
     }
 
@@ -129,7 +132,22 @@ impl Audit {
         }
         // Durable once this returns: fdatasync covers everything written
         // before it was called, this line included.
-        self.sync.sync_data().map_err(err)
+        self.sync.sync_data().map_err(err)?;
+        if let Some(tell) = self.appended.get() {
+            tell();
+        }
+        Ok(())
+    }
+
+    /// The audit file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Have `tell` called after every durable append (once per process:
+    /// false when a listener is already set). It must not block.
+    pub fn on_append(&self, tell: impl Fn() + Send + Sync + 'static) -> bool {
+        self.appended.set(Box::new(tell)).is_ok()
     }
 
     pub fn append(&self, rec: &Record) -> Result<(), AuditError> {

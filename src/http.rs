@@ -1,11 +1,15 @@
 //! The optional HTTP endpoint (`[http] listen = "127.0.0.1:9808"`):
 //! `GET /healthz` (200 while the pipeline is alive, 503 with the reason
-//! otherwise) and `GET /metrics` (Prometheus text format).
+//! otherwise) and `GET /metrics` (Prometheus text format), plus the review
+//! page's routes (`crate::review`) when `[http] review` is on.
 //!
-//! Owns: binding the listener, the two routes and their answers.
+//! Owns: binding the listener, the two routes and their answers, mounting
+//! the review router and the review actions' router.
 //!
-//! Must not: change anything (both routes are read-only), expose file
-//! names, config values or secrets, or keep the daemon from stopping.
+//! Must not: change anything itself (every route here is read-only; the
+//! review's actions are gated by `review::auth`), expose config values or
+//! secrets (file names only on the review page), or keep the daemon from
+//! stopping.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,6 +40,10 @@ pub enum HttpError {
 #[derive(Clone)]
 pub struct HttpState {
     pub heartbeat: Arc<Heartbeat>,
+    /// The review page (None: `[http] review = false`, or tests).
+    pub review: Option<Arc<crate::review::Review>>,
+    /// The review page's actions and exports (None: not served).
+    pub actions: Option<Arc<crate::review::actions_ops::Actions>>,
 }
 
 /// Bind the listener (call before `READY=1`, so a bad address fails the
@@ -47,10 +55,18 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, HttpError
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let (review, actions) = (state.review.clone(), state.actions.clone());
+    let mut base = Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_text))
-        .with_state(state)
+        .with_state(state);
+    if let Some(r) = review {
+        base = base.merge(crate::review::router(r));
+    }
+    if let Some(a) = actions {
+        base = base.merge(crate::review::actions::router(a));
+    }
+    base
 }
 
 /// Serve until `stop` completes.
@@ -125,6 +141,8 @@ mod tests {
             listener,
             HttpState {
                 heartbeat: hb.clone(),
+                review: None,
+                actions: None,
             },
             async move {
                 let _ = rx.await;

@@ -28,7 +28,8 @@
 //!
 //! Running as a service: `service` speaks `sd_notify` (ready, status,
 //! watchdog on the dispatcher's heartbeat, reloading, stopping), `metrics`
-//! keeps the counters, `http` serves `/healthz` and `/metrics`, and
+//! keeps the counters, `http` serves `/healthz` and `/metrics` (and `review` the review page:
+//! every outcome, indexed from the audit log into the state database), and
 //! `logging` sets up the log files. A SIGHUP reload is built and checked in
 //! `reload` (providers through `provider::build`), then switched in by the
 //! queue.
@@ -52,6 +53,7 @@ pub mod pipeline;
 pub mod provider;
 pub mod queue;
 pub mod reload;
+pub mod review;
 pub mod service;
 pub mod settle;
 pub mod store;

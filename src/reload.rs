@@ -6,7 +6,7 @@
 //!
 //! Owns: the SIGHUP listener, deciding which providers can be kept (their
 //! table is unchanged) and which are rebuilt, and the settings that only
-//! take effect at the next start (`state_dir`, `log_dir`, `http.listen`).
+//! take effect at the next start (`state_dir`, `log_dir`, `http.listen`, `http.review`, `http.thumbnail_cache`).
 //!
 //! Must not: open another store or audit log, touch files in the inboxes,
 //! or log config values (they may hold secrets): errors name keys only.
@@ -95,8 +95,12 @@ fn prepare(
         cfg.log_dir = old.log_dir.clone();
     }
     if cfg.http != old.http {
-        deferred.push("`http.listen`".to_string());
-        cfg.http = old.http;
+        deferred.push(if cfg.http.listen != old.http.listen {
+            "`http.listen`".to_string()
+        } else {
+            "`http.review`/`http.thumbnail_cache`/`http.actions`/`http.token_file`".to_string()
+        });
+        cfg.http = old.http.clone();
     }
     let created = config::prepare_folders(&cfg)?;
     let mut rebuilt = Vec::new();

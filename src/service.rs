@@ -288,6 +288,7 @@ mod tests {
             "rembg".into(),
             ProviderFigures {
                 paused: Some("monthly limit".into()),
+                pause_reason: None,
             },
         );
         assert!(status_line(&s).ends_with("rembg paused: monthly limit"));

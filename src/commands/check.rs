@@ -61,8 +61,18 @@ fn print_settings(cfg: &Config) {
         humantime::format_duration(cfg.shutdown_grace)
     );
     match cfg.http.listen {
+        Some(a) if cfg.http.review => {
+            println!("http: /healthz, /metrics and the review page on http://{a}")
+        }
         Some(a) => println!("http: /healthz and /metrics on http://{a}"),
         None => println!("http: off (set [http] listen to serve /healthz and /metrics)"),
+    }
+    if cfg.http.listen.is_some() {
+        match (cfg.http.actions, &cfg.http.token_file) {
+            (false, _) => println!("http actions: off (review page read-only)"),
+            (true, Some(f)) => println!("http actions: on, token from {}", f.display()),
+            (true, None) => println!("http actions: on, loopback only, no token"),
+        }
     }
 }
 

@@ -40,9 +40,6 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
     let grace_ms = Arc::new(AtomicU64::new(cfg.shutdown_grace.as_millis() as u64));
     tell_manager_when_stopping(rx.clone(), heartbeat.clone(), grace_ms.clone());
     let (stop_heartbeat, stop_grace) = (heartbeat.clone(), grace_ms.clone());
-    // The HTTP endpoint binds before READY=1: a bad address fails the start.
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http_task = start_http(&cfg, &heartbeat, http_stopped).await?;
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         store: s.store.clone(),
@@ -52,6 +49,15 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
         shutdown: rx.clone(),
         engine_slots: Ctx::engine_slots(cfg.queue.concurrency),
     });
+    // The HTTP endpoint binds before READY=1: a bad address fails the start.
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let review = match (cfg.http.listen, cfg.http.review) {
+        (Some(_), true) => {
+            Some(crate::review::start(cfg.clone(), s.store.clone(), &s.audit, rx.clone()).await)
+        }
+        _ => None,
+    };
+    let http_task = start_http(&ctx, &heartbeat, review, http_stopped).await?;
     let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
     let reloader = crate::reload::Reloader {
         path: loaded.path,
@@ -82,22 +88,32 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
 
 /// Bind `/healthz` and `/metrics` when `[http] listen` is set.
 async fn start_http(
-    cfg: &Config,
+    ctx: &Arc<Ctx>,
     heartbeat: &Arc<Heartbeat>,
+    review: Option<Arc<crate::review::Review>>,
     stopped: tokio::sync::oneshot::Receiver<()>,
 ) -> Result<Option<HttpTask>, CommandError> {
+    let cfg = &ctx.cfg;
     let Some(addr) = cfg.http.listen else {
         return Ok(None);
     };
+    let actions = review_actions(ctx).await?;
     match crate::http::bind(addr).await {
         Ok(listener) => {
             let at = listener
                 .local_addr()
                 .map(|a| a.to_string())
                 .unwrap_or_else(|_| addr.to_string());
-            tracing::info!("http: /healthz and /metrics listening on http://{at}");
+            let page = if review.is_some() {
+                ", the review page at /"
+            } else {
+                ""
+            };
+            tracing::info!("http: /healthz and /metrics{page} listening on http://{at}");
             let state = crate::http::HttpState {
                 heartbeat: heartbeat.clone(),
+                review,
+                actions: Some(actions),
             };
             Ok(Some(tokio::spawn(crate::http::serve(
                 listener,
@@ -111,6 +127,32 @@ async fn start_http(
         // manager should try again.
         Err(e) => Err(CommandError::runtime(format!("{}: {e}", origin(cfg)))),
     }
+}
+
+/// The review page's actions: the token read (a bad `token_file` stops
+/// the start, exit 3), and what a crash left half-done finished first.
+async fn review_actions(
+    ctx: &Arc<Ctx>,
+) -> Result<Arc<crate::review::actions_ops::Actions>, CommandError> {
+    let auth = crate::review::auth::Auth::load(&ctx.cfg.http)
+        .map_err(|e| CommandError::config(format!("{}: {e}", origin(&ctx.cfg))))?;
+    if auth.enabled {
+        let c = ctx.clone();
+        let recover = move || crate::review::actions_recover::recover(&c);
+        if let Err(e) = crate::blocking::run("review: recover actions", recover).await {
+            tracing::error!("{e}");
+        }
+        let how = if auth.needs_token() {
+            "token or login required"
+        } else {
+            "loopback, no token"
+        };
+        tracing::info!("http: review actions are on ({how})");
+    }
+    Ok(Arc::new(crate::review::actions_ops::Actions::new(
+        auth,
+        ctx.clone(),
+    )))
 }
 
 async fn stop_http(task: Option<HttpTask>, stop: tokio::sync::oneshot::Sender<()>) {

@@ -1,7 +1,7 @@
 //! `cutout status`: counts by outcome, what is waiting and in progress, the
-//! last errors, read from the state store without taking its lock; on the
-//! shared PostgreSQL state also every instance (id, host, last heartbeat,
-//! jobs held).
+//! last errors and the review page's approvals and flags, read from the
+//! state store without taking its lock; on the shared PostgreSQL state also
+//! every instance (id, host, last heartbeat, jobs held).
 //!
 //! Must not: write to the state folder or an inbox.
 
@@ -60,6 +60,7 @@ pub(super) fn status(cfg: Config, errors: usize) -> CommandResult {
     }
     print_in_progress(&store);
     print_last_errors(&store, errors);
+    print_marks(&store);
     Ok(exit::OK)
 }
 
@@ -116,6 +117,30 @@ fn redacted(url: &str) -> String {
     {
         Some((scheme, host)) => format!("{scheme}://{host}"),
         None => url.to_string(),
+    }
+}
+
+/// Approvals and flags from the review page (newest first, at most 50;
+/// `/export.csv` lists them all).
+fn print_marks(store: &Store) {
+    let Ok(marks) = store.marks(50) else {
+        return;
+    };
+    if marks.is_empty() {
+        return;
+    }
+    println!("review marks (newest first):");
+    for m in marks {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(m.at_ms.max(0) as u64);
+        println!(
+            "  {:<8} {}/{} (job {}) by {} at {}",
+            m.mark.as_str(),
+            m.inbox,
+            m.input,
+            m.job,
+            m.by,
+            humantime::format_rfc3339_seconds(at)
+        );
     }
 }
 

@@ -221,7 +221,29 @@ impl Checker {
                 )
             })?),
         };
-        Ok(HttpConfig { listen })
+        let actions = raw.actions.unwrap_or(false);
+        let token_file = raw.token_file.as_deref().map(|p| self.path(p));
+        if let (true, Some(addr), None) = (actions, listen, &token_file) {
+            if !addr.ip().is_loopback() {
+                return Err(self.err(
+                    "http.token_file",
+                    format!(
+                        "`http.actions` = true on the non-loopback address {addr} needs a token: set `token_file` to a file holding a long random secret (e.g. `head -c 32 /dev/urandom | base64 > /etc/cutout/review.token`), or listen on 127.0.0.1"
+                    ),
+                ));
+            }
+        }
+        Ok(HttpConfig {
+            listen,
+            actions,
+            token_file,
+            review: raw.review.unwrap_or(true),
+            thumbnail_cache: self.size(
+                "http.thumbnail_cache",
+                raw.thumbnail_cache.as_ref(),
+                DEFAULT_THUMBNAIL_CACHE,
+            )?,
+        })
     }
 
     /// Every `[[inbox]]` (one `inbox` folder beside the config when the

@@ -8,6 +8,8 @@ use std::time::Duration;
 pub const DEFAULT_ONNX_THREADS: usize = 2;
 pub const DEFAULT_ONNX_PARALLEL: usize = 1;
 pub const DEFAULT_MAX_FILE_SIZE: u64 = 10 * 1024 * 1024;
+/// `[http] thumbnail_cache`: the review page's thumbnail cache bound.
+pub const DEFAULT_THUMBNAIL_CACHE: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_MAX_SIDE: u32 = 10_000;
 pub const DEFAULT_MAX_PIXELS: u64 = 50_000_000;
 pub const DEFAULT_CONCURRENCY: usize = 4;

@@ -55,6 +55,10 @@ pub(super) struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawHttp {
     pub(super) listen: Option<String>,
+    pub(super) actions: Option<bool>,
+    pub(super) token_file: Option<PathBuf>,
+    pub(super) review: Option<bool>,
+    pub(super) thumbnail_cache: Option<HumanValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]

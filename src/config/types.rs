@@ -68,11 +68,24 @@ pub struct Config {
     pub models_dir: PathBuf,
 }
 
-/// `[http]`: the optional health and metrics endpoint.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// `[http]`: the optional health and metrics endpoint and review page.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HttpConfig {
     /// Where to serve `/healthz` and `/metrics` (None: no HTTP endpoint).
     pub listen: Option<std::net::SocketAddr>,
+    /// Serve the review page (`/`, `/p/{id}`…) beside them (`review`,
+    /// default true).
+    pub review: bool,
+    /// Bytes the review page's thumbnail cache in `state_dir` may hold
+    /// (`thumbnail_cache`, default 256 MiB; the oldest go first).
+    pub thumbnail_cache: u64,
+    /// `actions`: the review page may change things (retry, redo,
+    /// approve, flag). Off by default: read-only.
+    pub actions: bool,
+    /// `token_file`: the file holding the token actions require (read at
+    /// start by `review::auth`, never here). Required with actions on a
+    /// listen address that is not loopback.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

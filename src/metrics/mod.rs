@@ -46,6 +46,8 @@ pub use render::CONTENT_TYPE;
 pub struct ProviderFigures {
     /// `Some(why)` while the provider is paused (quota, key refused…).
     pub paused: Option<String>,
+    /// Why, typed (the review page's RECHARGE / FIX THE KEY / unreachable).
+    pub pause_reason: Option<crate::provider::PauseReason>,
 }
 
 /// A consistent copy of the figures the status line and `/healthz` show.
@@ -88,6 +90,7 @@ pub struct Liveness {
 #[derive(Debug, Default)]
 struct ProviderState {
     paused: Option<String>,
+    pause_reason: Option<crate::provider::PauseReason>,
     rate_limited_seen: u64,
 }
 

@@ -97,6 +97,7 @@ impl Metrics {
             let l = label(name);
             let p = map.entry(name.to_string()).or_default();
             p.paused = st.paused.as_ref().map(pause_text);
+            p.pause_reason = st.paused.as_ref().map(|i| i.reason);
             self.paused
                 .get_or_create(&l)
                 .set(i64::from(p.paused.is_some()));
@@ -118,6 +119,7 @@ impl Metrics {
         for (name, p) in map.iter_mut() {
             if !seen.contains(name) {
                 p.paused = None;
+                p.pause_reason = None;
                 p.rate_limited_seen = 0;
                 self.paused.get_or_create(&label(name)).set(0);
             }

@@ -37,8 +37,14 @@ impl Metrics {
             providers: providers
                 .iter()
                 .map(|(name, p)| {
-                    let paused = p.paused.clone();
-                    (name.clone(), ProviderFigures { paused })
+                    let (paused, pause_reason) = (p.paused.clone(), p.pause_reason);
+                    (
+                        name.clone(),
+                        ProviderFigures {
+                            paused,
+                            pause_reason,
+                        },
+                    )
                 })
                 .collect(),
         }

@@ -17,7 +17,8 @@
 //!
 //! Files: `thread` (open, lock, the state thread, submit/run), `schema`
 //! (migrations, rows), `claim` (lookup, claim, names), `decide` (finish,
-//! recovery and status queries).
+//! recovery and status queries), `review` (the outcome index behind the
+//! review page, read through its own read-only connections).
 //!
 //! Two backends behind this one `Store`: SQLite (above; the default, one
 //! instance) and PostgreSQL (`pg/`, several instances sharing one line:
@@ -39,7 +40,9 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::job::{Code, Outcome};
 
-const SCHEMA_VERSION: i64 = 3;
+pub use marks::{Action, ActionKind, ActionState, Mark, MarkRow};
+
+const SCHEMA_VERSION: i64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -345,6 +348,11 @@ impl Store {
         }
     }
 }
+
+mod marks;
+mod review;
+
+pub use review::{Entry, IndexLine, ReviewFilter, ReviewReader};
 
 #[cfg(test)]
 mod tests;

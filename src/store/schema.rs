@@ -78,6 +78,41 @@ impl Store {
                  COMMIT;",
             )?;
         }
+        if v < 4 {
+            // The outcome index of the review page (store/review.rs).
+            review::migrate_v4(c)?;
+        }
+        if v < 5 {
+            // The review page's actions (SCHEMA 5; 4 is the review index):
+            // one mark per job (approved/flagged) and the action log, whose
+            // `pending` rows are intents recovery completes after a crash.
+            c.execute_batch(
+                "BEGIN;
+                 CREATE TABLE IF NOT EXISTS marks (
+                    job         INTEGER PRIMARY KEY,
+                    mark        TEXT NOT NULL,
+                    by_whom     TEXT NOT NULL,
+                    at_ms       INTEGER NOT NULL
+                 );
+                 CREATE TABLE IF NOT EXISTS actions (
+                    id          INTEGER PRIMARY KEY,
+                    kind        TEXT NOT NULL,
+                    job         INTEGER NOT NULL,
+                    state       TEXT NOT NULL,
+                    by_whom     TEXT NOT NULL,
+                    provider    TEXT,
+                    src         BLOB,
+                    dst         BLOB,
+                    detail      TEXT,
+                    created_ms  INTEGER NOT NULL,
+                    updated_ms  INTEGER NOT NULL
+                 );
+                 CREATE INDEX IF NOT EXISTS actions_job ON actions(job);
+                 CREATE INDEX IF NOT EXISTS actions_pending ON actions(state) WHERE state = 'pending';
+                 PRAGMA user_version = 5;
+                 COMMIT;",
+            )?;
+        }
         Ok(None)
     }
 
