@@ -22,6 +22,7 @@ pub mod rate;
 pub mod rembg_com;
 pub mod rembg_server;
 pub mod remove_bg;
+pub mod shared_limit;
 pub mod url_guard;
 pub mod verging;
 pub mod verify;

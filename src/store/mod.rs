@@ -232,6 +232,7 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
 
 mod claim;
 mod decide;
+pub mod pg_limits;
 mod schema;
 mod thread;
 
