@@ -237,7 +237,7 @@ impl Gate {
                 (st.ctl.rate(Instant::now()), st.ctl.is_auto())
             };
             let floor = if auto { 1e-3 } else { rps.min(MIN_RATE) };
-            if let Some(e) = sh.ticket(rps, floor, !auto).await {
+            if let Some(e) = sh.ticket(self, rps, floor, !auto).await {
                 let epoch = self.lock().epoch;
                 return Ticket {
                     epoch,

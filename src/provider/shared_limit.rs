@@ -36,17 +36,20 @@ const STALE_RECHECKS: u32 = 3;
 /// The one connection of this process to the limits table.
 struct Db {
     url: String,
+    password: Option<String>,
     conn: tokio::sync::Mutex<Option<Arc<PgLimits>>>,
 }
 
 static DB: OnceLock<Arc<Db>> = OnceLock::new();
 
 /// Share the limits of every provider built from now on through the
-/// PostgreSQL database at `url` (connected on first use). Only the first
-/// call counts (one state database per process).
-pub fn install(url: &str) {
+/// PostgreSQL database at `url` (its password, read by the config, apart;
+/// connected on first use). Only the first call counts (one state
+/// database per process).
+pub fn install(url: &str, password: Option<&str>) {
     let _ = DB.set(Arc::new(Db {
         url: url.to_string(),
+        password: password.map(str::to_string),
         conn: tokio::sync::Mutex::new(None),
     }));
 }
@@ -57,7 +60,7 @@ impl Db {
         if let Some(c) = g.as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let c = Arc::new(PgLimits::connect(&self.url).await?);
+        let c = Arc::new(PgLimits::connect(&self.url, self.password.as_deref()).await?);
         *g = Some(c.clone());
         Ok(c)
     }
@@ -77,6 +80,10 @@ pub struct SharedLimit {
     /// A database failure was logged (cleared when it works again).
     failing: AtomicBool,
     stale_after: Duration,
+    /// The gate this belongs to, for the watcher.
+    gate: OnceLock<Weak<Gate>>,
+    /// The watcher task runs.
+    watching: AtomicBool,
 }
 
 impl std::fmt::Debug for SharedLimit {
@@ -102,11 +109,14 @@ pub fn gate(name: &str, limits: Limits, recheck_every: Duration) -> Arc<Gate> {
         mirrored_pause: AtomicBool::new(false),
         failing: AtomicBool::new(false),
         stale_after: recheck_every.saturating_mul(STALE_RECHECKS),
+        gate: OnceLock::new(),
+        watching: AtomicBool::new(false),
     });
     let gate = Arc::new(Gate::new(limits).with_shared(shared.clone()));
-    if let Ok(rt) = tokio::runtime::Handle::try_current() {
-        rt.spawn(watch(Arc::downgrade(&gate), shared));
-    }
+    let _ = shared.gate.set(Arc::downgrade(&gate));
+    // Providers may be built before the runtime starts: then the watcher
+    // starts with the first request.
+    shared.start_watching();
     gate
 }
 
@@ -146,11 +156,31 @@ impl SharedLimit {
         }
     }
 
+    /// Start the watcher task once, when a runtime is there.
+    fn start_watching(self: &Arc<Self>) {
+        let Some(gate) = self.gate.get().cloned() else {
+            return;
+        };
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !self.watching.swap(true, Ordering::AcqRel) {
+            rt.spawn(watch(gate, self.clone()));
+        }
+    }
+
     /// Wait for the shared go-ahead of one request at `rate` requests/s
     /// (`scaled`: times the shared factor; never below `floor`). Returns
     /// the epoch to hand back with the feedback, or None when the database
     /// failed (the caller paces locally).
-    pub async fn ticket(&self, rate: f64, floor: f64, scaled: bool) -> Option<i64> {
+    pub async fn ticket(
+        self: &Arc<Self>,
+        gate: &Gate,
+        rate: f64,
+        floor: f64,
+        scaled: bool,
+    ) -> Option<i64> {
+        self.start_watching();
         loop {
             let db = match self.db.get().await {
                 Ok(db) => db,
@@ -161,6 +191,9 @@ impl SharedLimit {
                 Err(e) => return self.fail(&e),
             };
             self.saw(&r.row);
+            // A pause set elsewhere holds this request too (the caller
+            // looks at the pause after its ticket).
+            self.mirror(gate, r.row.clone());
             if r.wait_s <= 0.0 {
                 return Some(r.row.epoch);
             }
@@ -282,6 +315,11 @@ impl SharedLimit {
             Err(e) => return self.failed(&e),
         };
         self.saw(&row);
+        self.mirror(gate, row);
+    }
+
+    /// Take over a pause set or lifted elsewhere.
+    fn mirror(&self, gate: &Gate, row: LimitRow) {
         let fresh = row
             .pause_age_s
             .is_some_and(|age| age <= secs(self.stale_after));

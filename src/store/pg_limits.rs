@@ -18,10 +18,22 @@ use tokio_postgres::{Client, NoTls, Row};
 /// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum LimitsError {
-    #[error("shared provider limits: cannot reach the PostgreSQL state database: {0}")]
+    #[error("shared provider limits: cannot reach the PostgreSQL state database: {}", message(.0))]
     Connect(tokio_postgres::Error),
-    #[error("shared provider limits: statement failed: {0}")]
+    #[error("shared provider limits: statement failed: {}", message(.0))]
     Query(tokio_postgres::Error),
+}
+
+/// The server's code and message when it sent one (the bare `Display`
+/// says only "db error"), else the error and its cause. No URL, no
+/// password: the driver's errors hold neither.
+fn message(e: &tokio_postgres::Error) -> String {
+    use std::error::Error;
+    match (e.as_db_error(), e.source()) {
+        (Some(d), _) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
+        (None, Some(s)) => format!("{e}: {s}"),
+        (None, None) => e.to_string(),
+    }
 }
 
 const SCHEMA: &str = "
@@ -107,10 +119,13 @@ impl PgLimits {
     /// Connect (without TLS: a loopback or private-network database) and
     /// make sure the table exists. The connection task runs on the current
     /// runtime.
-    pub async fn connect(url: &str) -> Result<PgLimits, LimitsError> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(LimitsError::Connect)?;
+    pub async fn connect(url: &str, password: Option<&str>) -> Result<PgLimits, LimitsError> {
+        let mut cfg: tokio_postgres::Config = url.parse().map_err(LimitsError::Connect)?;
+        if let Some(pw) = password {
+            cfg.password(pw);
+        }
+        cfg.application_name("cutout-limits");
+        let (client, conn) = cfg.connect(NoTls).await.map_err(LimitsError::Connect)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("shared provider limits: connection ended: {e}");
