@@ -22,6 +22,7 @@ use cutout::provider::gate::{Feedback, Limits};
 use cutout::provider::rate::RateMode;
 use cutout::provider::shared_limit;
 use cutout::provider::PauseReason;
+use cutout::store::pg_limits::PgLimits;
 use fake_provider::{Config, FakeProvider, RateLimit};
 use pg::Postgres;
 
@@ -44,6 +45,69 @@ fn shared_db(test: &str) -> Option<&'static Postgres> {
     // shares the first one and keeps apart by provider name.
     shared_limit::install(&url, None);
     Some(pg)
+}
+
+/// The statements themselves, one by one, on the real database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limit_statements_keep_one_row_per_provider() {
+    let Some(pg) = pg::server() else {
+        return;
+    };
+    let url = pg.database("statements");
+    let db = PgLimits::connect(&url, None).await.expect("connect");
+    let first = db.reserve("p", 10.0, 0.01, true).await.expect("reserve");
+    assert!(first.wait_s <= 0.0, "{first:?}");
+    let second = db.reserve("p", 10.0, 0.01, true).await.expect("reserve");
+    // The second request waits for the first one's 100 ms gap.
+    assert!(second.wait_s > 0.05 && second.wait_s <= 0.1, "{second:?}");
+    let row = db
+        .limited(
+            "p",
+            first.row.epoch,
+            Some(1.0),
+            0.05,
+            0.5,
+            1.0 / 64.0,
+            3600.0,
+            10.0,
+        )
+        .await
+        .expect("limited");
+    assert_eq!((row.epoch, row.factor, row.rate_limited), (1, 0.5, 1));
+    assert!(row.cooling_s > 0.5, "{row:?}");
+    // A 429 of a request sent before the first one was known: counted,
+    // not halved again.
+    let row = db
+        .limited(
+            "p",
+            first.row.epoch,
+            None,
+            0.05,
+            0.5,
+            1.0 / 64.0,
+            3600.0,
+            10.0,
+        )
+        .await
+        .expect("limited");
+    assert_eq!((row.epoch, row.factor, row.rate_limited), (2, 0.5, 2));
+    let after = db.reserve("p", 10.0, 0.01, true).await.expect("reserve");
+    assert!(
+        after.wait_s > 0.5,
+        "went out during the cool-down: {after:?}"
+    );
+    let row = db
+        .pause("p", "out-of-credits", "no credits")
+        .await
+        .expect("pause");
+    assert_eq!(
+        row.pause.as_ref().map(|p| p.0.as_str()),
+        Some("out-of-credits")
+    );
+    db.resume("p").await.expect("resume");
+    let row = db.look("p").await.expect("look").expect("row");
+    assert!(row.pause.is_none());
+    assert!(db.look("other").await.expect("look").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

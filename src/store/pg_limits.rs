@@ -36,7 +36,12 @@ fn message(e: &tokio_postgres::Error) -> String {
     }
 }
 
+/// Instances starting together would race on `CREATE TABLE IF NOT
+/// EXISTS` (a unique violation in the catalogue): one at a time, under a
+/// transaction-scoped advisory lock of its own.
 const SCHEMA: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(7262016001);
 CREATE UNLOGGED TABLE IF NOT EXISTS provider_limits (
     provider      text PRIMARY KEY,
     next_free     double precision NOT NULL,
@@ -50,7 +55,8 @@ CREATE UNLOGGED TABLE IF NOT EXISTS provider_limits (
     pause_since   double precision,
     pause_checked double precision,
     rate_limited  bigint NOT NULL DEFAULT 0
-)";
+);
+COMMIT;";
 
 /// `now` on the database clock, in seconds.
 const NOW: &str = "extract(epoch from statement_timestamp())::float8";
@@ -163,9 +169,9 @@ impl PgLimits {
         floor: f64,
         scaled: bool,
     ) -> Result<Reserved, LimitsError> {
-        let gap = "1.0 / GREATEST(CASE WHEN $4 THEN $2 * p.factor ELSE $2 END, $3, 0.001)";
+        let gap = "1.0 / GREATEST(CASE WHEN $4::bool THEN $2::float8 * p.factor ELSE $2::float8 END, $3::float8, 0.001)";
         let sql = format!(
-            "INSERT INTO provider_limits AS p (provider, next_free) VALUES ($1, {NOW} + 1.0 / GREATEST($2, 0.001)) \
+            "INSERT INTO provider_limits AS p (provider, next_free) VALUES ($1, {NOW} + 1.0 / GREATEST($2::float8, 0.001)) \
              ON CONFLICT (provider) DO UPDATE SET next_free = \
                GREATEST(p.next_free, p.not_before, {NOW}) + {gap} \
              RETURNING next_free - {gap} - {NOW}, {RETURNING}"
@@ -205,16 +211,16 @@ impl PgLimits {
         cap_s: f64,
         rate: f64,
     ) -> Result<LimitRow, LimitsError> {
-        let cool =
-            "LEAST($7, COALESCE($3, random() * LEAST($5, $4 * power(2.0, LEAST(p.in_a_row, 20)))))";
+        let cool = "LEAST($7::float8, COALESCE($3::float8, random() * LEAST($5::float8, \
+                    $4::float8 * power(2.0::float8, LEAST(p.in_a_row, 20)::float8))))";
         let sql = format!(
             "UPDATE provider_limits AS p SET \
                in_a_row = p.in_a_row + 1, \
                rate_limited = p.rate_limited + 1, \
-               factor = CASE WHEN p.epoch = $2 THEN GREATEST(p.factor / 2.0, $6) ELSE p.factor END, \
-               last_decrease = CASE WHEN p.epoch = $2 THEN {NOW} ELSE p.last_decrease END, \
+               factor = CASE WHEN p.epoch = $2::int8 THEN GREATEST(p.factor / 2.0, $6::float8) ELSE p.factor END, \
+               last_decrease = CASE WHEN p.epoch = $2::int8 THEN {NOW} ELSE p.last_decrease END, \
                not_before = GREATEST(p.not_before, {NOW} + {cool}), \
-               next_free = GREATEST(GREATEST(p.not_before, {NOW} + {cool}), {NOW} + 1.0 / GREATEST($8, 0.001)), \
+               next_free = GREATEST(GREATEST(p.not_before, {NOW} + {cool}), {NOW} + 1.0 / GREATEST($8::float8, 0.001)), \
                epoch = p.epoch + 1 \
              WHERE provider = $1 RETURNING {RETURNING}"
         );
@@ -245,8 +251,8 @@ impl PgLimits {
     ) -> Result<LimitRow, LimitsError> {
         let sql = format!(
             "UPDATE provider_limits AS p SET \
-               not_before = GREATEST(p.not_before, {NOW} + $2), \
-               next_free = GREATEST(GREATEST(p.not_before, {NOW} + $2), {NOW} + 1.0 / GREATEST($3, 0.001)), \
+               not_before = GREATEST(p.not_before, {NOW} + $2::float8), \
+               next_free = GREATEST(GREATEST(p.not_before, {NOW} + $2::float8), {NOW} + 1.0 / GREATEST($3::float8, 0.001)), \
                epoch = p.epoch + 1 \
              WHERE provider = $1 RETURNING {RETURNING}"
         );
@@ -264,8 +270,8 @@ impl PgLimits {
     ) -> Result<LimitRow, LimitsError> {
         let sql = format!(
             "UPDATE provider_limits AS p SET in_a_row = 0, \
-               factor = CASE WHEN p.last_decrease IS NULL OR {NOW} - p.last_decrease >= $2 \
-                        THEN LEAST(1.0, p.factor + $3) ELSE p.factor END \
+               factor = CASE WHEN p.last_decrease IS NULL OR {NOW} - p.last_decrease >= $2::float8 \
+                        THEN LEAST(1.0, p.factor + $3::float8) ELSE p.factor END \
              WHERE provider = $1 RETURNING {RETURNING}"
         );
         let r = self.one(&sql, &[&provider, &hold_s, &step]).await?;
