@@ -84,7 +84,16 @@ pub struct Audit {
 
 impl Audit {
     pub fn open(state_dir: &Path) -> Result<Audit, AuditError> {
-        let path = state_dir.join("audit.jsonl");
+        Self::open_named(state_dir, None)
+    }
+
+    /// `audit.jsonl`, or `audit-<instance>.jsonl` for one of several
+    /// instances sharing a PostgreSQL state (each appends its own file).
+    pub fn open_named(state_dir: &Path, instance: Option<&str>) -> Result<Audit, AuditError> {
+        let path = match instance {
+            Some(id) => state_dir.join(format!("audit-{id}.jsonl")),
+            None => state_dir.join("audit.jsonl"),
+        };
         let file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -13,7 +13,7 @@ use crate::cli::ConfigArg;
 use crate::config::{self, Config};
 use crate::pipeline;
 use crate::provider::{self, Provider};
-use crate::store::Store;
+use crate::store::{PgOptions, Store};
 
 use super::error::{CommandError, CommandResult};
 
@@ -93,13 +93,40 @@ pub(super) fn setup(cfg: &Config) -> Result<Setup, CommandError> {
 
 /// Providers, store and audit log, for folders already prepared.
 pub(super) fn open_state(cfg: &Config) -> Result<Setup, CommandError> {
+    if let Some(shared) = &cfg.shared_state {
+        // Every instance on this database shares its providers' limits
+        // (provider/shared_limit.rs); before the providers are built.
+        let o = pg_options(shared)?;
+        provider::shared_limit::install(&o.url, o.password.as_deref());
+    }
     let providers = provider::build::build_all(cfg, |_| None).map_err(CommandError::config)?;
-    let store = Store::open(&cfg.state_dir).map_err(|e| CommandError::runtime(e.to_string()))?;
-    let audit = Audit::open(&cfg.state_dir).map_err(|e| CommandError::runtime(e.to_string()))?;
+    let store = open_store(cfg)?;
+    let audit = Audit::open_named(&cfg.state_dir, store.instance())
+        .map_err(|e| CommandError::runtime(e.to_string()))?;
     Ok(Setup {
         store,
         audit: Arc::new(audit),
         providers,
+    })
+}
+
+/// The state store: SQLite in `state_dir`, or the shared PostgreSQL state
+/// (`[state]`) as this instance.
+pub(super) fn open_store(cfg: &Config) -> Result<Store, CommandError> {
+    let Some(shared) = &cfg.shared_state else {
+        return Store::open(&cfg.state_dir).map_err(|e| CommandError::runtime(e.to_string()));
+    };
+    Store::open_postgres(&pg_options(shared)?).map_err(|e| CommandError::runtime(e.to_string()))
+}
+
+/// How to reach the shared state (the password read now).
+pub(super) fn pg_options(shared: &crate::config::SharedState) -> Result<PgOptions, CommandError> {
+    Ok(PgOptions {
+        url: shared.url.clone(),
+        password: shared.password().map_err(CommandError::runtime)?,
+        instance: shared.instance.clone(),
+        lease: shared.lease,
+        connections: shared.connections,
     })
 }
 

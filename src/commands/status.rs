@@ -1,5 +1,7 @@
 //! `cutout status`: counts by outcome, what is waiting and in progress, the
-//! last errors, read from the state store without taking its lock.
+//! last errors, read from the state store without taking its lock; on the
+//! shared PostgreSQL state also every instance (id, host, last heartbeat,
+//! jobs held).
 //!
 //! Must not: write to the state folder or an inbox.
 
@@ -27,6 +29,9 @@ fn count_waiting(cfg: &Config) -> Vec<(String, usize)> {
 }
 
 pub(super) fn status(cfg: Config, errors: usize) -> CommandResult {
+    if let Some(shared) = &cfg.shared_state {
+        return shared_status(&cfg, shared, errors);
+    }
     println!("state_dir: {}", cfg.state_dir.display());
     let store = match Store::open_read_only(&cfg.state_dir) {
         Ok(Some(s)) => s,
@@ -56,6 +61,62 @@ pub(super) fn status(cfg: Config, errors: usize) -> CommandResult {
     print_in_progress(&store);
     print_last_errors(&store, errors);
     Ok(exit::OK)
+}
+
+/// `status` on the shared PostgreSQL state: the instances, then the same
+/// counts and lists for the whole line.
+fn shared_status(
+    cfg: &Config,
+    shared: &crate::config::SharedState,
+    errors: usize,
+) -> CommandResult {
+    let opts = super::shared::pg_options(shared)?;
+    let store =
+        Store::open_postgres_read_only(&opts).map_err(|e| CommandError::runtime(e.to_string()))?;
+    println!(
+        "state: PostgreSQL {} (this config: instance {})",
+        redacted(&shared.url),
+        shared.instance
+    );
+    let instances = store
+        .instances()
+        .map_err(|e| CommandError::runtime(e.to_string()))?;
+    println!("instances ({}):", instances.len());
+    for i in &instances {
+        println!(
+            "  {:<20} host {} pid {}  last heartbeat {:.1}s ago  {}  jobs held {}",
+            i.id,
+            i.host,
+            i.pid,
+            i.heartbeat_age_ms as f64 / 1000.0,
+            if i.alive { "alive" } else { "gone" },
+            i.jobs_held
+        );
+    }
+    let counts = store
+        .counts()
+        .map_err(|e| CommandError::runtime(e.to_string()))?;
+    println!("outcomes:");
+    for (k, n) in counts {
+        println!("  {k:<12} {n}");
+    }
+    for (name, n) in count_waiting(cfg) {
+        println!("waiting in inbox {name}: {n} file(s)");
+    }
+    print_in_progress(&store);
+    print_last_errors(&store, errors);
+    Ok(exit::OK)
+}
+
+/// The URL without any user-info (the config refuses a password there).
+fn redacted(url: &str) -> String {
+    match url
+        .split_once("://")
+        .and_then(|(s, rest)| Some((s, rest.split_once('@')?.1)))
+    {
+        Some((scheme, host)) => format!("{scheme}://{host}"),
+        None => url.to_string(),
+    }
 }
 
 fn print_in_progress(store: &Store) {

@@ -87,6 +87,7 @@ impl Checker {
             (None, None) => None,
         };
         let http = self.http(&raw.http)?;
+        let shared_state = self.shared_state(raw.state.as_ref())?;
         let limits = self.limits(&raw.limits)?;
         let queue = QueueConfig {
             concurrency: self.int(
@@ -114,6 +115,7 @@ impl Checker {
             source: file.map(absolute),
             base_dir: self.base.clone(),
             state_dir,
+            shared_state,
             log_dir,
             rescan_interval,
             shutdown_grace,

@@ -5,13 +5,14 @@
 //! inbox's provider options (`peers` and `peer_options` do both for the
 //! remove-bg and rembg-server kinds; `defaults` holds the built-in values,
 //! `env` the environment variables, `colour` the colour-name rule, `paths`
-//! the lexical path helpers), and [`prepare_folders`] is the one step that
-//! touches the disk.
+//! the lexical path helpers, `state` the shared PostgreSQL state), and
+//! [`prepare_folders`] is the one step that touches the disk.
 //!
 //! Owns: every error that names a key and a file ([`ConfigError`]).
 //!
 //! Must not: create folders or touch the disk beyond reading the file
-//! (except [`prepare_folders`], called explicitly by commands that want it),
+//! (except [`prepare_folders`] and [`SharedState::password`], called
+//! explicitly by commands that want them),
 //! hold secrets in `Debug` output, or import the provider, pipeline or queue
 //! modules (they import this one).
 
@@ -27,6 +28,7 @@ mod paths;
 mod peer_options;
 mod peers;
 mod raw;
+mod state;
 mod types;
 mod units;
 
@@ -43,5 +45,6 @@ pub use load::{from_str, from_str_with, load_with_text, locate, provider_digests
 pub use paths::normalize;
 pub use peer_options::{RembgServerOptions, RemoveBgOptions};
 pub use peers::NO_KEY;
+pub use state::{SharedState, DEFAULT_LEASE, STATE_PASSWORD_CREDENTIAL};
 pub use types::*;
 pub use units::{parse_duration, parse_size};

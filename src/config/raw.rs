@@ -31,6 +31,8 @@ pub(super) struct RawLocal {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) state_dir: Option<PathBuf>,
+    /// `state = "postgres://…"` or `[state]` (checked in `state`).
+    pub(super) state: Option<toml::Value>,
     pub(super) models_dir: Option<PathBuf>,
     pub(super) log_dir: Option<PathBuf>,
     pub(super) rescan_interval: Option<HumanValue>,

@@ -15,6 +15,7 @@ use std::time::Duration;
 use globset::GlobSet;
 
 use super::peer_options::{RembgServerOptions, RemoveBgOptions};
+use super::state::SharedState;
 
 /// A config that cannot be used. Always names the file and, where there is
 /// one, the key.
@@ -50,6 +51,9 @@ pub struct Config {
     /// Where relative paths were resolved from.
     pub base_dir: PathBuf,
     pub state_dir: PathBuf,
+    /// `state = "postgres://…"` / `[state]`: the shared PostgreSQL state
+    /// (None: SQLite in `state_dir`).
+    pub shared_state: Option<SharedState>,
     pub log_dir: Option<PathBuf>,
     pub rescan_interval: Duration,
     pub shutdown_grace: Duration,

@@ -8,6 +8,9 @@ use super::*;
 
 impl Store {
     pub fn get(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.get(id);
+        }
         self.run(move |c| Self::job(c, id))
     }
 
@@ -21,6 +24,9 @@ impl Store {
         rel: &Path,
         stat: Option<(u64, i64)>,
     ) -> Result<Known, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.lookup(inbox, rel, stat).await;
+        }
         let (inbox, rel) = (inbox.to_string(), rel.to_path_buf());
         self.call(move |c| {
             let decided = c
@@ -60,6 +66,9 @@ impl Store {
     /// reserved and its first attempt counted in the same commit; a resumed
     /// job without a reserved name gets one.
     pub async fn claim(&self, req: ClaimRequest) -> Result<Claim, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.claim(req).await;
+        }
         self.call(move |c| {
             Self::claim_in(
                 c,
@@ -223,6 +232,9 @@ impl Store {
         size: Option<u64>,
         mtime_ns: Option<i64>,
     ) -> Result<Job, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.insert_untracked(inbox, rel, sha, size, mtime_ns).await;
+        }
         let (inbox, rel, sha) = (
             inbox.to_string(),
             rel.to_path_buf(),
@@ -256,6 +268,9 @@ impl Store {
     }
 
     pub async fn set_attempts(&self, id: i64, attempts: u32) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.set_attempts(id, attempts).await;
+        }
         self.call(move |c| {
             c.prepare_cached("UPDATE jobs SET attempts = ?2, updated_ms = ?3 WHERE id = ?1")?
                 .execute((id, attempts as i64, now_ms()))?;
@@ -265,6 +280,9 @@ impl Store {
     }
 
     pub async fn set_remote_job(&self, id: i64, remote: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.set_remote_job(id, remote).await;
+        }
         let remote = remote.to_string();
         self.call(move |c| {
             c.prepare_cached(
@@ -312,6 +330,9 @@ impl Store {
     /// Reserve an output name for job `id` (a duplicate that needs its own
     /// copy of the earlier cut-out). Returns the reserved path.
     pub async fn reserve_output(&self, id: i64, naming: Naming) -> Result<PathBuf, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.reserve_output(id, naming).await;
+        }
         self.call(move |c| Self::pick_name(c, id, NameColumn::Output, &naming))
             .await
     }
@@ -332,6 +353,11 @@ impl Store {
         move_to: Option<Naming>,
         record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
     ) -> Result<Option<PathBuf>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg
+                .decide(id, outcome, output, reason_code, reason, move_to, record)
+                .await;
+        }
         self.call(move |c| {
             let target = match &move_to {
                 Some(naming) => Some(Self::pick_name(c, id, NameColumn::MoveTo, naming)?),

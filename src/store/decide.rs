@@ -10,6 +10,9 @@ impl Store {
     /// The audit line is written (used when a later finishing step fails,
     /// so the retry need not search the audit file).
     pub fn mark_audited(&self, id: i64) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.mark_audited(id);
+        }
         self.exec(
             "UPDATE jobs SET audited = 1, updated_ms = ?2 WHERE id = ?1",
             (id, now_ms()),
@@ -20,6 +23,9 @@ impl Store {
     /// crash between that append and this commit is covered by recovery's
     /// search of the audit file).
     pub fn finish(&self, id: i64, audit: Audit) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.finish(id, audit);
+        }
         let audited = i64::from(audit == Audit::Written);
         self.exec(
             "UPDATE jobs SET active = 0, audited = MAX(audited, ?2), updated_ms = ?3 WHERE id = ?1",
@@ -33,6 +39,9 @@ impl Store {
     /// it is neither counted nor listed as an error, and recovery leaves it
     /// alone. A job whose audit line is written is not touched.
     pub fn withdraw(&self, id: i64) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.withdraw(id);
+        }
         self.exec(
             "UPDATE jobs SET active = 0, outcome = 'withdrawn', record = NULL, move_to = NULL,
                     updated_ms = ?2
@@ -43,6 +52,9 @@ impl Store {
 
     /// Drop an undecided job whose input is gone (nothing to resume).
     pub fn abandon(&self, id: i64, why: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.abandon(id, why);
+        }
         let why = why.to_string();
         self.run(move |c| {
             c.execute(
@@ -56,6 +68,9 @@ impl Store {
 
     /// Jobs that are decided but not finished (a crash between steps).
     pub fn decided_unfinished(&self) -> Result<Vec<Job>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.decided_unfinished();
+        }
         self.query(
             "SELECT * FROM jobs WHERE active = 1 AND outcome IS NOT NULL ORDER BY id",
             None,
@@ -65,6 +80,9 @@ impl Store {
     /// Inputs (inbox name, relative path) whose job in progress remembers
     /// a remote job: paid for, its result still to collect. At most 10 000.
     pub async fn remote_jobs_open(&self) -> Result<Vec<(String, PathBuf)>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.remote_jobs_open().await;
+        }
         self.call(|c| {
             let mut st = c.prepare_cached(
                 "SELECT inbox, rel_path FROM jobs WHERE active = 1 AND outcome IS NULL
@@ -78,6 +96,9 @@ impl Store {
 
     /// Jobs in progress (not decided).
     pub fn undecided(&self) -> Result<Vec<Job>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.undecided();
+        }
         self.query(
             "SELECT * FROM jobs WHERE active = 1 AND outcome IS NULL ORDER BY id",
             None,
@@ -86,6 +107,9 @@ impl Store {
 
     /// Counts of finished jobs by outcome.
     pub fn counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.counts();
+        }
         self.run(|c| {
             let mut st = c.prepare(
                 "SELECT COALESCE(outcome, 'in-progress'), COUNT(*) FROM jobs
@@ -98,6 +122,9 @@ impl Store {
 
     /// The most recent rejections and failures.
     pub fn last_errors(&self, n: usize) -> Result<Vec<Job>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.last_errors(n);
+        }
         self.query(
             "SELECT * FROM jobs WHERE outcome IN ('rejected','failed') ORDER BY updated_ms DESC, id DESC LIMIT ?1",
             Some(n as i64),

@@ -19,6 +19,12 @@
 //! (migrations, rows), `claim` (lookup, claim, names), `decide` (finish,
 //! recovery and status queries).
 //!
+//! Two backends behind this one `Store`: SQLite (above; the default, one
+//! instance) and PostgreSQL (`pg/`, several instances sharing one line:
+//! claims, leases, fencing, the audit table). Every public method of the
+//! pipeline's set goes to `pg` first when it is set; `run`/`call` (and so
+//! any SQLite-only query) answer [`StoreError::Unsupported`] there.
+//!
 //! Must not: do file I/O other than the database, its lock and the name
 //! checks of a reservation, or hold image bytes.
 
@@ -55,6 +61,16 @@ pub enum StoreError {
     Batch { path: PathBuf, what: String },
     #[error("state database {} was written by a newer cutout (schema {found}, this build knows {SCHEMA_VERSION})", path.display())]
     TooNew { path: PathBuf, found: i64 },
+    /// The PostgreSQL state (`at` is host:port/database, never the password).
+    #[error("PostgreSQL state {at}: {what}")]
+    Postgres { at: String, what: String },
+    /// Another instance took this job over after this one's lease lapsed
+    /// (a paused or cut-off instance woke up): the write was refused.
+    #[error("job {id} was taken over by cutout instance {holder} after this instance's lease lapsed; that instance finishes it")]
+    Fenced { id: i64, holder: String },
+    /// A request only the SQLite backend answers so far.
+    #[error("{what} is not available with the PostgreSQL state yet")]
+    Unsupported { what: &'static str },
 }
 
 /// One row of `jobs`.
@@ -195,9 +211,12 @@ const MAX_BATCH: usize = 256;
 /// the one thread that owns the connection (see the module docs).
 #[derive(Clone)]
 pub struct Store {
-    ops: mpsc::Sender<Op>,
+    /// The SQLite state thread (None on PostgreSQL).
+    ops: Option<mpsc::Sender<Op>>,
     path: PathBuf,
     _lock: Option<Arc<LockFile>>,
+    /// The PostgreSQL backend: every public method goes there when set.
+    pg: Option<Arc<pg::Pg>>,
 }
 
 struct LockFile {
@@ -232,9 +251,62 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
 
 mod claim;
 mod decide;
+mod pg;
 pub mod pg_limits;
 mod schema;
 mod thread;
+
+pub use pg::{Instance, PgOptions};
+
+impl Store {
+    /// Open the shared PostgreSQL state as instance `opts.instance`
+    /// (registers it and starts its heartbeat; see `pg`).
+    pub fn open_postgres(opts: &PgOptions) -> Result<Store, StoreError> {
+        Ok(Self::on_pg(pg::Pg::open(opts)?))
+    }
+
+    /// Open the PostgreSQL state for reading (`cutout status`): no instance
+    /// row, nothing taken over.
+    pub fn open_postgres_read_only(opts: &PgOptions) -> Result<Store, StoreError> {
+        Ok(Self::on_pg(pg::Pg::open_read_only(opts)?))
+    }
+
+    fn on_pg(pg: Arc<pg::Pg>) -> Store {
+        Store {
+            ops: None,
+            path: PathBuf::from(&pg.at),
+            _lock: None,
+            pg: Some(pg),
+        }
+    }
+
+    /// Whether this store is the shared PostgreSQL one.
+    pub fn is_shared(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// This instance's id on the shared state (None on SQLite or read-only).
+    pub fn instance(&self) -> Option<&str> {
+        self.pg.as_ref().and_then(|p| p.me.as_deref())
+    }
+
+    /// The instances sharing this state (empty on SQLite: one instance).
+    pub fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.instances(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The newest `n` records of the shared `audit` table as (instance,
+    /// record), oldest first (empty on SQLite: the audit file is the record).
+    pub fn audit_tail(&self, n: usize) -> Result<Vec<(String, String)>, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.audit_tail(n),
+            None => Ok(Vec::new()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

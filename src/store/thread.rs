@@ -112,9 +112,10 @@ impl Store {
                 source,
             })?;
         Ok(Store {
-            ops: tx,
+            ops: Some(tx),
             path,
             _lock: None,
+            pg: None,
         })
     }
 
@@ -177,7 +178,10 @@ impl Store {
             });
             (ok, reply)
         });
-        self.ops.send(op).map_err(|_| self.stopped())
+        let ops = self.ops.as_ref().ok_or(StoreError::Unsupported {
+            what: "this SQLite query",
+        })?;
+        ops.send(op).map_err(|_| self.stopped())
     }
 
     pub(super) fn stopped(&self) -> StoreError {

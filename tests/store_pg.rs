@@ -1,0 +1,499 @@
+//! The state store against both backends: one behaviour suite run on
+//! SQLite (a temp folder) and on a real PostgreSQL (tests/support/postgres),
+//! then what only the shared store does: claim races between two instances,
+//! takeover after a killed instance's lease expires (the remote job kept),
+//! fencing of a paused-then-woken instance (SIGSTOP/SIGCONT of a real
+//! process), the audit table, the instance list and the connection checks.
+//!
+//! The instance killed or paused is this test binary run again as a child
+//! (`child_instance`, driven over stdin), so it is a real process with its
+//! own connections and heartbeat thread.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use cutout::job::{Code, Outcome};
+use cutout::store::{Audit, Claim, ClaimRequest, Naming, PgOptions, Store, StoreError};
+use support::postgres::{start_or_skip, PASSWORD};
+use support::wait_until;
+
+fn wait<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+fn req(rel: &str, sha: &str, output: Option<Naming>) -> ClaimRequest {
+    ClaimRequest {
+        inbox: "in".into(),
+        rel: Path::new(rel).into(),
+        sha256: sha.to_string(),
+        size: 10,
+        mtime_ns: 1,
+        provider: "p".into(),
+        kept_in_place: false,
+        output,
+    }
+}
+
+fn naming(dir: &Path, name: &str) -> Naming {
+    Naming {
+        base: dir.join(name),
+        candidate: cutout::fsutil::numbered,
+        also_free: |_| true,
+    }
+}
+
+fn claim(s: &Store, rel: &str, sha: &str) -> Claim {
+    wait(s.claim(req(rel, sha, None))).expect("claim")
+}
+
+fn opts(url: &str, instance: &str, lease_ms: u64) -> PgOptions {
+    PgOptions {
+        url: url.to_string(),
+        password: Some(PASSWORD.to_string()),
+        instance: instance.to_string(),
+        lease: Duration::from_millis(lease_ms),
+        connections: 4,
+    }
+}
+
+fn succeed_with_output(s: &Store, id: i64, out: &Path) {
+    std::fs::write(out, b"x").expect("write");
+    let out = Some(out.to_path_buf());
+    wait(
+        s.decide(id, Outcome::Succeeded, out, None, None, None, |_| {
+            Ok("{\"outcome\":\"succeeded\"}".into())
+        }),
+    )
+    .expect("decide");
+    s.finish(id, Audit::Written).expect("finish");
+}
+
+// --- the shared suite: the same behaviour on both backends ---------------
+
+/// New → resume → busy under another name → duplicate once it succeeded;
+/// an interrupted duplicate comes back as a duplicate.
+fn suite_claims(s: &Store, dir: &Path) {
+    let Claim::New(a) = claim(s, "a.jpg", "h1") else {
+        panic!("expected New");
+    };
+    assert!(matches!(claim(s, "a.jpg", "h1"), Claim::Resume(j) if j.id == a.id));
+    assert!(matches!(claim(s, "b.jpg", "h1"), Claim::Busy));
+    succeed_with_output(s, a.id, &dir.join("a.png"));
+    let b = match claim(s, "b.jpg", "h1") {
+        Claim::Duplicate { job, earlier } => {
+            assert_eq!(earlier.id, a.id);
+            job
+        }
+        other => panic!("expected Duplicate, got {other:?}"),
+    };
+    match claim(s, "b.jpg", "h1") {
+        Claim::Duplicate { job, earlier } => assert_eq!((job.id, earlier.id), (b.id, a.id)),
+        other => panic!("expected Duplicate again, got {other:?}"),
+    }
+}
+
+/// A withdrawn rejection is neither counted as rejected, listed, nor
+/// recovered; an audited one stands.
+fn suite_withdraw(s: &Store) {
+    let rejected = |rel: &str| {
+        let j =
+            wait(s.insert_untracked("in", Path::new(rel), None, Some(0), Some(1))).expect("insert");
+        let why = Some("0 bytes".to_string());
+        wait(s.decide(
+            j.id,
+            Outcome::Rejected,
+            None,
+            Some(Code::EmptyFile),
+            why,
+            None,
+            |_| Ok("{}".into()),
+        ))
+        .expect("decide");
+        j.id
+    };
+    let (a, b) = (rejected("w1.jpg"), rejected("w2.jpg"));
+    s.withdraw(a).expect("withdraw");
+    s.finish(b, Audit::Written).expect("finish");
+    s.withdraw(b).expect("withdraw");
+    let counts = s.counts().expect("counts");
+    let n = |k: &str| counts.iter().find(|(o, _)| o == k).map(|(_, n)| *n);
+    assert_eq!((n("rejected"), n("withdrawn")), (Some(1), Some(1)));
+    let errors: Vec<i64> = s
+        .last_errors(10)
+        .expect("errors")
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(errors, vec![b]);
+    assert!(s.decided_unfinished().expect("unfinished").is_empty());
+    let ja = s.get(a).expect("get").expect("row");
+    assert_eq!(
+        (ja.outcome, ja.active, ja.record),
+        (Some(Outcome::Withdrawn), false, None)
+    );
+}
+
+/// 32 threads claim 32 files at once: all new, each with its own reserved
+/// output and first attempt, all durable for the next open.
+fn suite_concurrent(open: &dyn Fn() -> Store, dir: &Path) {
+    let s = open();
+    let out = dir.join("out");
+    let threads: Vec<_> = (0..32)
+        .map(|i| {
+            let (s, out) = (s.clone(), out.clone());
+            std::thread::spawn(move || {
+                let r = req(
+                    &format!("c{i}.jpg"),
+                    &format!("hc{i}"),
+                    Some(naming(&out, "same.png")),
+                );
+                match wait(s.claim(r)).expect("claim") {
+                    Claim::New(j) => j,
+                    other => panic!("expected New, got {other:?}"),
+                }
+            })
+        })
+        .collect();
+    let jobs: Vec<_> = threads
+        .into_iter()
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    drop(s);
+    let s = open();
+    let mut names: Vec<PathBuf> = Vec::new();
+    for j in &jobs {
+        let row = s.get(j.id).expect("get").expect("row");
+        assert_eq!((row.attempts, &row.output), (1, &j.output));
+        names.extend(row.output);
+    }
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 32, "every claim reserved its own output name");
+    let undecided: Vec<i64> = s
+        .undecided()
+        .expect("undecided")
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert!(
+        jobs.iter().all(|j| undecided.contains(&j.id)),
+        "{undecided:?}"
+    );
+}
+
+fn suite(open: &dyn Fn() -> Store, dir: &Path) {
+    let s = open();
+    suite_claims(&s, dir);
+    suite_withdraw(&s);
+    drop(s);
+    suite_concurrent(open, dir);
+}
+
+#[test]
+fn the_store_suite_passes_on_sqlite() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let state = d.path().join("state");
+    suite(&|| Store::open(&state).expect("open"), d.path());
+}
+
+#[test]
+fn the_store_suite_passes_on_postgres() {
+    let Some(pg) = start_or_skip("the_store_suite_passes_on_postgres") else {
+        return;
+    };
+    let url = pg.create_db("suite");
+    let d = tempfile::tempdir().expect("tempdir");
+    suite(
+        &|| Store::open_postgres(&opts(&url, "one", 10_000)).expect("open"),
+        d.path(),
+    );
+}
+
+// --- only the shared store ------------------------------------------------
+
+/// Two instances (two handles, each with its own pool) race for the same
+/// 40 files from 8 threads each: every file is taken exactly once.
+#[test]
+fn two_instances_racing_take_each_file_exactly_once() {
+    let Some(pg) = start_or_skip("two_instances_racing_take_each_file_exactly_once") else {
+        return;
+    };
+    let url = pg.create_db("race");
+    let a = Store::open_postgres(&opts(&url, "a", 10_000)).expect("open a");
+    let b = Store::open_postgres(&opts(&url, "b", 10_000)).expect("open b");
+    let threads: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .flat_map(|s| (0..8).map(move |t| (s.clone(), t)))
+        .map(|(s, t)| {
+            std::thread::spawn(move || {
+                let mut won = Vec::new();
+                for k in 0..40 {
+                    // Half the files share their content with another path.
+                    let (rel, sha) = ((k + t) % 40, ((k + t) % 40) / 2);
+                    match wait(s.claim(req(&format!("r{rel}.jpg"), &format!("s{sha}"), None))) {
+                        Ok(Claim::New(j)) => {
+                            won.push((s.instance().map(str::to_string), j.id, rel))
+                        }
+                        Ok(Claim::Busy | Claim::Resume(_)) => {}
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let won: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().expect("thread"))
+        .collect();
+    // One picture per content: 20 contents, each taken once, by one path.
+    let mut contents: Vec<_> = won.iter().map(|(_, _, rel)| rel / 2).collect();
+    contents.sort_unstable();
+    assert_eq!(contents, (0..20).collect::<Vec<_>>(), "won: {won:?}");
+    let held: i64 = a
+        .instances()
+        .expect("instances")
+        .iter()
+        .map(|i| i.jobs_held)
+        .sum();
+    assert_eq!(held, 20);
+}
+
+/// The child side of the process tests: opens the store as instance `a`
+/// and obeys lines on stdin, answering one line each.
+#[test]
+fn child_instance() {
+    let Ok(url) = std::env::var("CUTOUT_PG_CHILD_URL") else {
+        return;
+    };
+    let lease: u64 = std::env::var("CUTOUT_PG_CHILD_LEASE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let s = Store::open_postgres(&opts(&url, "a", lease)).expect("child open");
+    // Straight to the pipe: the test harness may capture `println!`.
+    let say = |line: &str| {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "@@ {line}");
+        let _ = out.flush();
+    };
+    say("ready");
+    for line in std::io::stdin().lock().lines() {
+        let line = line.expect("stdin");
+        let w: Vec<&str> = line.split(' ').collect();
+        let answer = match w.as_slice() {
+            ["claim", rel, sha] => match claim(&s, rel, sha) {
+                Claim::New(j) => format!("new {}", j.id),
+                other => format!("other {other:?}"),
+            },
+            ["remote", id, r] => {
+                format!("{:?}", wait(s.set_remote_job(id.parse().expect("id"), r)))
+            }
+            ["finish", id] => match s.finish(id.parse().expect("id"), Audit::Written) {
+                Ok(()) => "ok".into(),
+                Err(StoreError::Fenced { holder, .. }) => format!("fenced by {holder}"),
+                Err(e) => format!("error {e}"),
+            },
+            _ => format!("unknown {line}"),
+        };
+        say(&answer);
+    }
+}
+
+struct ChildInstance {
+    child: Child,
+    stdin: ChildStdin,
+    /// The child's stdout lines, read by a thread (so a silent child
+    /// fails the test instead of hanging it).
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl ChildInstance {
+    fn start(url: &str, lease_ms: u64) -> ChildInstance {
+        let mut child = Command::new(std::env::current_exe().expect("exe"))
+            .args([
+                "child_instance",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CUTOUT_PG_CHILD_URL", url)
+            .env("CUTOUT_PG_CHILD_LEASE_MS", lease_ms.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn child");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // Answers are marked: libtest prints its own text around them.
+                let Some((_, answer)) = line.split_once("@@ ") else {
+                    continue;
+                };
+                if tx.send(answer.trim().to_string()).is_err() {
+                    return;
+                }
+            }
+        });
+        let c = ChildInstance {
+            child,
+            stdin,
+            lines,
+        };
+        assert_eq!(c.next(), "ready");
+        c
+    }
+
+    /// The child's next line (a guard against a hang, not a timing goal).
+    fn next(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the child instance answers")
+    }
+
+    fn ask(&mut self, cmd: &str) -> String {
+        writeln!(self.stdin, "{cmd}").expect("write");
+        self.stdin.flush().expect("flush");
+        self.next()
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig})");
+    }
+}
+
+impl Drop for ChildInstance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Claim `rel` from instance b until it is no longer Busy (the lease of its
+/// holder lapsed), within `limit`.
+fn claim_when_free(b: &Store, rel: &str, sha: &str, limit: Duration) -> Claim {
+    let mut got = None;
+    wait_until(limit, "the job to be taken over", || {
+        match claim(b, rel, sha) {
+            Claim::Busy => false,
+            other => {
+                got = Some(other);
+                true
+            }
+        }
+    });
+    got.expect("claimed")
+}
+
+/// kill -9 of the instance holding a paid job: another takes the job over
+/// once the lease lapses, with its remote job (no second payment), and the
+/// killed instance may come back under its id at once.
+#[test]
+fn a_killed_instances_job_is_taken_over_after_its_lease_with_its_remote_job() {
+    let Some(pg) = start_or_skip("a_killed_instances_job_is_taken_over") else {
+        return;
+    };
+    let url = pg.create_db("takeover");
+    let mut a = ChildInstance::start(&url, 1500);
+    let id: i64 = a
+        .ask("claim k.jpg hk")
+        .strip_prefix("new ")
+        .expect("new")
+        .parse()
+        .expect("id");
+    assert_eq!(a.ask(&format!("remote {id} R-42")), "Ok(())");
+    let b = Store::open_postgres(&opts(&url, "b", 1500)).expect("open b");
+    assert!(
+        matches!(claim(&b, "k.jpg", "hk"), Claim::Busy),
+        "a live holder keeps its job"
+    );
+    a.signal(libc::SIGKILL);
+    let _ = a.child.wait();
+    match claim_when_free(&b, "k.jpg", "hk", Duration::from_millis(1500 + 5000)) {
+        Claim::Resume(j) => {
+            assert_eq!(j.id, id);
+            assert_eq!(
+                j.remote_job.as_deref(),
+                Some("R-42"),
+                "the paid remote job is kept"
+            );
+        }
+        other => panic!("expected Resume, got {other:?}"),
+    }
+    let list = b.instances().expect("instances");
+    let row = |id: &str| list.iter().find(|i| i.id == id).expect("listed").clone();
+    assert!(!row("a").alive && row("b").alive);
+    assert_eq!((row("a").jobs_held, row("b").jobs_held), (0, 1));
+    // The killed instance's pid is gone: it may register again at once.
+    let again = Store::open_postgres(&opts(&url, "a", 1500)).expect("a comes back");
+    drop(again);
+    b.finish(id, Audit::NotWritten).expect("b finishes its job");
+}
+
+/// A paused instance (SIGSTOP) loses its job to another after the lease;
+/// woken (SIGCONT), its late finish is refused, and the new holder's stands.
+#[test]
+fn a_paused_then_woken_instance_cannot_finish_a_job_taken_over() {
+    let Some(pg) = start_or_skip("a_paused_then_woken_instance_cannot_finish") else {
+        return;
+    };
+    let url = pg.create_db("fencing");
+    let mut a = ChildInstance::start(&url, 1000);
+    let id: i64 = a
+        .ask("claim f.jpg hf")
+        .strip_prefix("new ")
+        .expect("new")
+        .parse()
+        .expect("id");
+    // While a is alive, its id cannot be taken by another process.
+    let e = Store::open_postgres(&opts(&url, "a", 1000))
+        .err()
+        .expect("id in use");
+    assert!(e.to_string().contains("in use"), "{e}");
+    a.signal(libc::SIGSTOP);
+    let b = Store::open_postgres(&opts(&url, "b", 1000)).expect("open b");
+    assert!(
+        matches!(claim_when_free(&b, "f.jpg", "hf", Duration::from_secs(6)), Claim::Resume(j) if j.id == id)
+    );
+    a.signal(libc::SIGCONT);
+    assert_eq!(a.ask(&format!("finish {id}")), "fenced by b");
+    let row = b.get(id).expect("get").expect("row");
+    assert!(row.active, "the stale finish changed nothing");
+    succeed_with_output(&b, id, &pg.dir.path().join("f.png"));
+    let audit = b.audit_tail(10).expect("audit");
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].0, "b");
+    assert!(audit[0].1.contains("succeeded"));
+}
+
+/// Connection checks: a wrong password is a clear error that does not
+/// echo it; a non-loopback host without TLS is refused before connecting.
+#[test]
+fn connection_errors_are_clear_and_keep_the_password_secret() {
+    let Some(pg) = start_or_skip("connection_errors_are_clear") else {
+        return;
+    };
+    let url = pg.create_db("conn");
+    let mut o = opts(&url, "x", 1000);
+    o.password = Some("wrong-secret-1234".into());
+    let e = Store::open_postgres(&o).err().expect("wrong password");
+    let msg = e.to_string();
+    assert!(msg.contains("password authentication failed"), "{msg}");
+    assert!(!msg.contains("wrong-secret-1234"), "{msg}");
+    let far = opts("postgres://cutout@192.0.2.7:5432/db", "x", 1000);
+    let e = Store::open_postgres(&far)
+        .err()
+        .expect("no TLS to a far host");
+    assert!(e.to_string().contains("sslmode=disable"), "{e}");
+}
