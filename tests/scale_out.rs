@@ -638,10 +638,12 @@ fn scaleout_kill_9_one_instance_five_times() {
     let kills = env_or("SCALE_KILLS", 5);
     let lease = Duration::from_secs(3);
     let fake = FakeProvider::start(Config::default().with_latency(Duration::from_millis(200)));
+    // 12 requests/s for the whole line: 600 pictures take about 50 s, long
+    // enough for five kills, each followed by a takeover.
     let setup = Setup {
         instances: 3,
         concurrency: 8,
-        requests_per_second: 500.0,
+        requests_per_second: env_or("SCALE_KILL_RPS", 12) as f64,
         lease,
     };
     let db = "bench_kill";
