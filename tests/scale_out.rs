@@ -685,6 +685,16 @@ fn scaleout_kill_9_one_instance_five_times() {
     }
     line.wait_drained(inputs.len(), &mut daemons);
     stop_all(daemons);
+    if let Some(keep) = std::env::var_os("SCALE_KEEP") {
+        // The instances' logs, for a post-mortem of slow takeovers.
+        let keep = std::path::PathBuf::from(keep);
+        let _ = std::fs::create_dir_all(&keep);
+        for f in support::list_files(line.root()) {
+            if f.starts_with("daemon-") {
+                let _ = std::fs::copy(line.root().join(&f), keep.join(&f));
+            }
+        }
+    }
     line.assert_one_place_each(&inputs, &fake);
     let doubly = fake.doubly_charged();
     // Re-paid only what was in flight: each picture charged twice had a

@@ -41,6 +41,7 @@ fn message(e: &tokio_postgres::Error) -> String {
 /// transaction-scoped advisory lock of its own.
 const SCHEMA: &str = "
 BEGIN;
+SET LOCAL client_min_messages = warning;
 SELECT pg_advisory_xact_lock(7262016001);
 CREATE UNLOGGED TABLE IF NOT EXISTS provider_limits (
     provider      text PRIMARY KEY,
