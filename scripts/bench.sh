@@ -13,6 +13,8 @@
 #      with three outputs (BENCH_ONLY=finish runs only this section);
 #   1c. examples/review_bench.rs — review page server time with 100,000
 #      indexed outcomes (BENCH_ONLY=review; REVIEW_BENCH_LINES to change);
+#   1d. tests/scale_out.rs — 3 instances on PostgreSQL (BENCH_ONLY=scaleout
+#      runs only this section; see docs/scale-out.md);
 #   2. tests/crash.rs, full size — kill -9 at random moments during a
 #      300-file batch, restart, 10 times; plus the quick fault runs
 #      (provider outage, 5xx bursts, cut answers) on the release build.
@@ -47,7 +49,7 @@ fi
 
 echo "bench.sh: building (release)…" >&2
 cargo build --release --locked --workspace
-cargo test --release --locked --bench load --test crash --no-run
+cargo test --release --locked --bench load --test crash --test scale_out --no-run
 
 cargo test --release --locked --bench load -- --ignored --nocapture --test-threads=1
 
@@ -80,6 +82,29 @@ case ",${BENCH_ONLY:-review}," in
       cargo run --release --locked --example review_bench
       echo '```'
     } | tee -a "$BENCH_OUT"
+    ;;
+esac
+
+# Scale-out (issue 16): 3 instances as 3 processes of the binary, one
+# shared inbox (watch = "poll"), a real PostgreSQL (initdb + pg_ctl in a
+# temp folder; skipped with the reason when the postgresql package is
+# missing), the fake provider. Sizes: SCALE_FILES (600), SCALE_KILLS (5),
+# SCALE_RATE_FILES (150).
+case ",${BENCH_ONLY:-scaleout}," in
+  *,scaleout,*)
+    echo "bench.sh: scale-out on PostgreSQL (tests/scale_out.rs)…" >&2
+    scale_log=$(mktemp)
+    cargo test --release --locked --test scale_out -- --ignored --nocapture --test-threads=1 \
+      2>&1 | tee "$scale_log" >&2 || true
+    {
+      echo
+      echo "## Scale-out: 3 instances on PostgreSQL (tests/scale_out.rs)"
+      echo
+      echo '```'
+      grep -oE 'SCALEOUT-RESULT.*|SKIPPED.*|test result.*' "$scale_log" || true
+      echo '```'
+    } | tee -a "$BENCH_OUT"
+    rm -f "$scale_log"
     ;;
 esac
 

@@ -93,6 +93,12 @@ pub(super) fn setup(cfg: &Config) -> Result<Setup, CommandError> {
 
 /// Providers, store and audit log, for folders already prepared.
 pub(super) fn open_state(cfg: &Config) -> Result<Setup, CommandError> {
+    if let Some(shared) = &cfg.shared_state {
+        // Every instance on this database shares its providers' limits
+        // (provider/shared_limit.rs); before the providers are built.
+        let o = pg_options(shared)?;
+        provider::shared_limit::install(&o.url, o.password.as_deref());
+    }
     let providers = provider::build::build_all(cfg, |_| None).map_err(CommandError::config)?;
     let store = open_store(cfg)?;
     let audit = Audit::open_named(&cfg.state_dir, store.instance())

@@ -30,6 +30,11 @@
 //!   `[retry] initial_delay`) and resumes by itself. While paused the queue
 //!   holds the provider's files (see `Provider::is_paused`).
 //!
+//! - Shared (scale-out on PostgreSQL): with a [`SharedLimit`] attached,
+//!   pacing, cool-down, the slow-down factor and the pause live in the
+//!   state database and every instance follows them (see `shared_limit`);
+//!   picture slots stay per instance.
+//!
 //! Must not: make HTTP requests itself (the re-check is a closure the
 //! provider hands over), sleep while holding its lock, or log secrets.
 
@@ -42,6 +47,7 @@ use tokio::sync::Notify;
 
 pub use super::rate::MIN_RATE;
 use super::rate::{RateController, RateHint, RateMode};
+use super::shared_limit::SharedLimit;
 use super::{PauseInfo, PauseReason, ProviderStatus};
 use crate::job::Backoff;
 
@@ -97,6 +103,7 @@ pub struct Gate {
     paused: AtomicBool,
     rate_limited: AtomicU64,
     rechecking: AtomicBool,
+    shared: Option<Arc<SharedLimit>>,
 }
 
 /// Permission for one request, from [`Gate::ticket`]; hand it back with
@@ -104,6 +111,8 @@ pub struct Gate {
 #[derive(Debug, Clone, Copy)]
 pub struct Ticket {
     epoch: u64,
+    /// The shared epoch, when the shared limit gave the go-ahead.
+    shared: Option<i64>,
 }
 
 /// What became of a request, for the adaptive limits.
@@ -174,7 +183,19 @@ impl Gate {
             paused: AtomicBool::new(false),
             rate_limited: AtomicU64::new(0),
             rechecking: AtomicBool::new(false),
+            shared: None,
         }
+    }
+
+    /// Follow the limits shared with other instances (scale-out).
+    pub fn with_shared(mut self, shared: Arc<SharedLimit>) -> Gate {
+        self.shared = Some(shared);
+        self
+    }
+
+    /// The slow-down factor: the shared one when shared.
+    fn factor(&self, st: &State) -> f64 {
+        self.shared.as_ref().map_or(st.factor, |s| s.factor())
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -184,7 +205,7 @@ impl Gate {
     }
 
     fn allowed(&self, st: &State) -> usize {
-        ((self.limits.concurrency as f64 * st.factor).floor() as usize).max(1)
+        ((self.limits.concurrency as f64 * self.factor(st)).floor() as usize).max(1)
     }
 
     fn rate(&self, st: &State) -> f64 {
@@ -195,7 +216,7 @@ impl Gate {
         }
         // Slowed down, but never below one request a minute (unless the
         // configuration itself asks for less).
-        (rps * st.factor).max(rps.min(MIN_RATE)).max(1e-3)
+        (rps * self.factor(st)).max(rps.min(MIN_RATE)).max(1e-3)
     }
 
     /// What the provider stated about its limit (answer headers such as
@@ -226,6 +247,21 @@ impl Gate {
     /// are served in order (cancellation-safe: a dropped waiter leaves the
     /// lane).
     pub async fn ticket(&self) -> Ticket {
+        if let Some(sh) = &self.shared {
+            let (rps, auto) = {
+                let st = self.lock();
+                (st.ctl.rate(Instant::now()), st.ctl.is_auto())
+            };
+            let floor = if auto { 1e-3 } else { rps.min(MIN_RATE) };
+            if let Some(e) = sh.ticket(self, rps, floor, !auto).await {
+                let epoch = self.lock().epoch;
+                return Ticket {
+                    epoch,
+                    shared: Some(e),
+                };
+            }
+            // The database failed: pace this instance alone.
+        }
         let _lane = self.lane.lock().await;
         loop {
             let faster = self.faster.notified();
@@ -240,7 +276,10 @@ impl Gate {
                 let at = spaced.max(st.not_before);
                 if at <= now {
                     st.last_sent = Some(now);
-                    return Ticket { epoch: st.epoch };
+                    return Ticket {
+                        epoch: st.epoch,
+                        shared: None,
+                    };
                 }
                 // A rate held by a header ends at its reset: look again then.
                 st.ctl.held_until(now).map_or(at, |h| at.min(h))
@@ -256,6 +295,22 @@ impl Gate {
     pub fn feedback(&self, ticket: Ticket, fb: Feedback) {
         let now = Instant::now();
         let mut st = self.lock();
+        if let (Some(sh), Some(epoch)) = (&self.shared, ticket.shared) {
+            let limited = matches!(fb, Feedback::RateLimited { .. });
+            if limited {
+                self.rate_limited.fetch_add(1, Ordering::Relaxed);
+                if st.ctl.is_auto() && epoch == sh.epoch() {
+                    st.ctl.limited();
+                }
+            } else if matches!(fb, Feedback::Ok) {
+                st.ctl.success();
+            }
+            let rate = self.rate(&st);
+            drop(st);
+            sh.feedback(epoch, fb, rate);
+            self.changed.notify_waiters();
+            return;
+        }
         match fb {
             Feedback::Ok => {
                 st.in_a_row = 0;
@@ -335,7 +390,20 @@ impl Gate {
             });
         }
         self.paused.store(true, Ordering::Release);
+        drop(st);
+        if let Some(sh) = &self.shared {
+            sh.pause(reason, message);
+        }
         fresh
+    }
+
+    /// Take over a pause set or lifted by another instance (no write back).
+    pub(super) fn mirror_pause(&self, pause: Option<PauseInfo>) {
+        let mut st = self.lock();
+        self.paused.store(pause.is_some(), Ordering::Release);
+        st.pause = pause;
+        drop(st);
+        self.changed.notify_waiters();
     }
 
     /// Lift the pause; returns what it was.
@@ -343,6 +411,10 @@ impl Gate {
         let mut st = self.lock();
         let was = st.pause.take();
         self.paused.store(false, Ordering::Release);
+        drop(st);
+        if let Some(sh) = &self.shared {
+            sh.resume();
+        }
         was
     }
 

@@ -169,12 +169,13 @@ impl Hosted {
         };
         let key = key::load(name, &cfg.key).map_err(err)?;
         let http = Http::new(cfg).map_err(err)?;
-        let gate = Arc::new(Gate::new(Limits {
+        let limits = Limits {
             concurrency: cfg.concurrency,
             rate: cfg.requests_per_second,
             initial_delay: cfg.retry.initial_delay,
             max_delay: cfg.retry.max_delay,
-        }));
+        };
+        let gate = super::shared_limit::gate(name, limits, cfg.recheck_interval);
         Ok(Hosted {
             name: name.to_string(),
             kind,

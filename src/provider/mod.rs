@@ -21,6 +21,7 @@ pub mod rate;
 pub mod rembg_com;
 pub mod rembg_server;
 pub mod remove_bg;
+pub mod shared_limit;
 pub mod upload;
 pub mod url_guard;
 pub mod verging;

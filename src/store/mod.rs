@@ -265,6 +265,7 @@ fn blob_path(b: Vec<u8>) -> PathBuf {
 mod claim;
 mod decide;
 mod pg;
+pub mod pg_limits;
 mod schema;
 mod thread;
 
