@@ -51,7 +51,13 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
     });
     // The HTTP endpoint binds before READY=1: a bad address fails the start.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let review = match (cfg.http.listen, cfg.http.review) {
+    // The review page and its actions read the SQLite state; on the shared
+    // PostgreSQL state they are off for now (docs/scale-out.md).
+    let shared = s.store.is_shared();
+    if shared && cfg.http.listen.is_some() && cfg.http.review {
+        tracing::warn!("http: the review page is off on the shared PostgreSQL state (it reads the SQLite state only, for now); /healthz and /metrics still answer");
+    }
+    let review = match (cfg.http.listen, cfg.http.review && !shared) {
         (Some(_), true) => {
             Some(crate::review::start(cfg.clone(), s.store.clone(), &s.audit, rx.clone()).await)
         }
@@ -97,7 +103,11 @@ async fn start_http(
     let Some(addr) = cfg.http.listen else {
         return Ok(None);
     };
-    let actions = review_actions(ctx).await?;
+    let actions = if ctx.store.is_shared() {
+        None
+    } else {
+        Some(review_actions(ctx).await?)
+    };
     match crate::http::bind(addr).await {
         Ok(listener) => {
             let at = listener
@@ -113,7 +123,7 @@ async fn start_http(
             let state = crate::http::HttpState {
                 heartbeat: heartbeat.clone(),
                 review,
-                actions: Some(actions),
+                actions,
             };
             Ok(Some(tokio::spawn(crate::http::serve(
                 listener,
