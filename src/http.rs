@@ -61,7 +61,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics_text))
         .with_state(state);
     if let Some(r) = review {
-        base = base.merge(crate::review::router(r));
+        base = base.merge(crate::review::routes::router(r));
     }
     if let Some(a) = actions {
         base = base.merge(crate::review::actions::router(a));

@@ -28,6 +28,7 @@ mod paths;
 mod peer_options;
 mod peers;
 mod raw;
+mod shared_state;
 mod state;
 mod types;
 mod units;
@@ -45,6 +46,6 @@ pub use load::{from_str, from_str_with, load_with_text, locate, provider_digests
 pub use paths::normalize;
 pub use peer_options::{RembgServerOptions, RemoveBgOptions};
 pub use peers::NO_KEY;
-pub use state::{SharedState, DEFAULT_LEASE, STATE_PASSWORD_CREDENTIAL};
+pub use shared_state::{SharedState, DEFAULT_LEASE, STATE_PASSWORD_CREDENTIAL};
 pub use types::*;
 pub use units::{parse_duration, parse_size};

@@ -15,7 +15,7 @@ use std::time::Duration;
 use globset::GlobSet;
 
 use super::peer_options::{RembgServerOptions, RemoveBgOptions};
-use super::state::SharedState;
+use super::shared_state::SharedState;
 
 /// A config that cannot be used. Always names the file and, where there is
 /// one, the key.

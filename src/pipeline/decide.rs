@@ -11,9 +11,9 @@
 use std::path::{Path, PathBuf};
 
 use super::ctx::{blocking, lossy, state_trouble, Picture};
-use super::duplicate;
 use super::finish::{self, finish_job, Decided};
 use super::outputs;
+use super::stored;
 use crate::audit::{now_rfc3339, Record};
 use crate::config::AfterSuccess;
 use crate::fsutil;
@@ -177,7 +177,7 @@ async fn write_outputs(
     let (state_dir, sha) = (pic.ctx.cfg.state_dir.clone(), job.sha256.clone());
     let written = blocking("finish outputs", move || {
         // a paid result is kept for duplicates in inboxes with other outputs
-        duplicate::store_cutout(&state_dir, sha.as_deref(), &cutout)
+        stored::store_cutout(&state_dir, sha.as_deref(), &cutout)
             .map_err(|e| outputs::OutputsError::Write(e.into()))?;
         // hosted results may carry no profile: the input's is their colour space
         let input_icc = decoded_icc.unwrap_or_else(|| outputs::input_icc(&input));

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use super::ctx::{blocking, lossy, state_trouble, Picture};
 use super::decide::{archive_target, base_record, decide_and_finish, fail, output_naming};
 use super::outputs;
+use super::stored::stored_cutout;
 use crate::fsutil;
 use crate::job::{Code, Event, FileResult, Reason};
 use crate::output;
@@ -45,26 +46,6 @@ enum Source {
     Cutout(PathBuf),
     /// Nothing usable.
     Gone,
-}
-
-/// The stored cut-out of a picture: `<state_dir>/cutouts/<sha256>`.
-pub fn stored_cutout(state_dir: &Path, sha256: &str) -> PathBuf {
-    state_dir.join("cutouts").join(sha256)
-}
-
-/// Keep a hosted (paid) result for later duplicates in inboxes whose
-/// outputs differ (durably, before the decision is committed).
-pub fn store_cutout(
-    state_dir: &Path,
-    sha256: Option<&str>,
-    cutout: &Cutout,
-) -> Result<(), crate::fsutil::FsError> {
-    match (sha256, cutout) {
-        (Some(sha), Cutout::Encoded { bytes, .. }) => {
-            crate::fsutil::write_atomic(&stored_cutout(state_dir, sha), bytes, true)
-        }
-        _ => Ok(()),
-    }
 }
 
 /// The same picture succeeded before as `earlier`: give this input its

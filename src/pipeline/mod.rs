@@ -31,6 +31,7 @@ mod duplicate;
 mod finish;
 mod intake;
 pub mod outputs;
+mod stored;
 
 use std::path::Path;
 use std::time::Instant;

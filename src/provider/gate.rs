@@ -47,7 +47,6 @@ use tokio::sync::Notify;
 
 pub use super::rate::MIN_RATE;
 use super::rate::{RateController, RateHint, RateMode};
-use super::shared_limit::SharedLimit;
 use super::{PauseInfo, PauseReason, ProviderStatus};
 use crate::job::Backoff;
 
@@ -103,7 +102,26 @@ pub struct Gate {
     paused: AtomicBool,
     rate_limited: AtomicU64,
     rechecking: AtomicBool,
-    shared: Option<Arc<SharedLimit>>,
+    shared: Option<Arc<dyn SharedPacing>>,
+}
+
+/// Pacing shared with other instances (scale-out on PostgreSQL): what the
+/// gate asks of it. `shared_limit` implements it; the gate knows only this.
+#[async_trait::async_trait]
+pub trait SharedPacing: Send + Sync + std::fmt::Debug {
+    /// The shared slow-down factor, as last seen.
+    fn factor(&self) -> f64;
+    /// The shared epoch, as last seen.
+    fn epoch(&self) -> i64;
+    /// Wait for the shared next free moment; the epoch it was taken in, or
+    /// None when the database failed (the gate then paces alone).
+    async fn ticket(&self, gate: &Gate, rate: f64, floor: f64, scaled: bool) -> Option<i64>;
+    /// What became of a request sent under `epoch`.
+    fn feedback(&self, epoch: i64, fb: Feedback, rate: f64);
+    /// Pause every instance using this provider.
+    fn pause(&self, reason: PauseReason, message: &str);
+    /// Lift the shared pause.
+    fn resume(&self);
 }
 
 /// Permission for one request, from [`Gate::ticket`]; hand it back with
@@ -188,7 +206,7 @@ impl Gate {
     }
 
     /// Follow the limits shared with other instances (scale-out).
-    pub fn with_shared(mut self, shared: Arc<SharedLimit>) -> Gate {
+    pub fn with_shared(mut self, shared: Arc<dyn SharedPacing>) -> Gate {
         self.shared = Some(shared);
         self
     }

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::gate::{Feedback, Gate, Limits, MIN_FACTOR, RECOVERY_HOLD, RECOVERY_STEP};
+use super::gate::{Feedback, Gate, Limits, SharedPacing, MIN_FACTOR, RECOVERY_HOLD, RECOVERY_STEP};
 use super::{PauseInfo, PauseReason};
 use crate::store::pg_limits::{LimitRow, LimitsError, PgLimits};
 
@@ -112,7 +112,7 @@ pub fn gate(name: &str, limits: Limits, recheck_every: Duration) -> Arc<Gate> {
         gate: OnceLock::new(),
         watching: AtomicBool::new(false),
     });
-    let gate = Arc::new(Gate::new(limits).with_shared(shared.clone()));
+    let gate = Arc::new(Gate::new(limits).with_shared(Arc::new(Attached(shared.clone()))));
     let _ = shared.gate.set(Arc::downgrade(&gate));
     // Providers may be built before the runtime starts: then the watcher
     // starts with the first request.
@@ -372,5 +372,31 @@ async fn watch(gate: Weak<Gate>, shared: Arc<SharedLimit>) {
             return;
         };
         shared.look(&g).await;
+    }
+}
+
+/// A [`SharedLimit`] as the gate sees it.
+#[derive(Debug)]
+struct Attached(Arc<SharedLimit>);
+
+#[async_trait::async_trait]
+impl SharedPacing for Attached {
+    fn factor(&self) -> f64 {
+        self.0.factor()
+    }
+    fn epoch(&self) -> i64 {
+        self.0.epoch()
+    }
+    async fn ticket(&self, gate: &Gate, rate: f64, floor: f64, scaled: bool) -> Option<i64> {
+        self.0.ticket(gate, rate, floor, scaled).await
+    }
+    fn feedback(&self, epoch: i64, fb: Feedback, rate: f64) {
+        self.0.feedback(epoch, fb, rate);
+    }
+    fn pause(&self, reason: PauseReason, message: &str) {
+        self.0.pause(reason, message);
+    }
+    fn resume(&self) {
+        self.0.resume();
     }
 }

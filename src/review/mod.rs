@@ -35,15 +35,13 @@ mod error;
 mod files;
 mod index;
 mod pages;
-mod routes;
+pub mod routes;
 mod thumbs;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
-use axum::Router;
 use tokio::sync::{watch, Notify};
 
 use crate::audit::Audit;
@@ -128,17 +126,4 @@ pub async fn start(
         stop,
         names: Mutex::new(None),
     })
-}
-
-/// The review routes, ready to merge into the HTTP router.
-pub fn router(review: Arc<Review>) -> Router {
-    Router::new()
-        .route("/", get(routes::grid))
-        .route("/p/{id}", get(routes::picture))
-        .route("/file/{id}/{which}", get(routes::file))
-        .route("/thumb/{id}/{which}", get(routes::thumb))
-        .route("/live", get(routes::live))
-        .route("/assets/review.css", get(routes::css))
-        .route("/assets/review.js", get(routes::js))
-        .with_state(review)
 }

@@ -334,3 +334,16 @@ pub(super) async fn js() -> impl IntoResponse {
         include_str!("assets/review.js"),
     )
 }
+
+/// The review routes, ready to merge into the HTTP router.
+pub fn router(review: Arc<Review>) -> axum::Router {
+    axum::Router::new()
+        .route("/", axum::routing::get(grid))
+        .route("/p/{id}", axum::routing::get(picture))
+        .route("/file/{id}/{which}", axum::routing::get(file))
+        .route("/thumb/{id}/{which}", axum::routing::get(thumb))
+        .route("/live", axum::routing::get(live))
+        .route("/assets/review.css", axum::routing::get(css))
+        .route("/assets/review.js", axum::routing::get(js))
+        .with_state(review)
+}

@@ -12,7 +12,7 @@ use postgres::Transaction;
 use super::schema::{self, OWNER_DEAD};
 use super::{fence, Pg, PgOpError, PgResult};
 use crate::job::{Code, Outcome};
-use crate::store::{now_ms, path_blob, Claim, ClaimRequest, Job, Known, NameColumn, Naming};
+use crate::store::types::{now_ms, path_blob, Claim, ClaimRequest, Job, Known, NameColumn, Naming};
 
 /// Take job `id` over from its dead owner: owner = `me`, epoch + 1.
 /// Returns the new epoch, or None when the owner is alive (or it is ours).
@@ -43,7 +43,10 @@ fn mine_or_take(
 }
 
 impl Pg {
-    pub(in crate::store) fn get(&self, id: i64) -> Result<Option<Job>, crate::store::StoreError> {
+    pub(in crate::store) fn get(
+        &self,
+        id: i64,
+    ) -> Result<Option<Job>, crate::store::types::StoreError> {
         self.run(move |tx| schema::job(tx, id))
     }
 
@@ -52,7 +55,7 @@ impl Pg {
         inbox: &str,
         rel: &Path,
         stat: Option<(u64, i64)>,
-    ) -> Result<Known, crate::store::StoreError> {
+    ) -> Result<Known, crate::store::types::StoreError> {
         let (inbox, rel, me, pg) = (
             inbox.to_string(),
             rel.to_path_buf(),
@@ -102,7 +105,7 @@ impl Pg {
     pub(in crate::store) async fn claim(
         self: &std::sync::Arc<Self>,
         req: ClaimRequest,
-    ) -> Result<Claim, crate::store::StoreError> {
+    ) -> Result<Claim, crate::store::types::StoreError> {
         let pg = self.clone();
         self.call(move |tx| {
             let me = pg.me()?;
@@ -124,7 +127,7 @@ impl Pg {
         sha: Option<&str>,
         size: Option<u64>,
         mtime_ns: Option<i64>,
-    ) -> Result<Job, crate::store::StoreError> {
+    ) -> Result<Job, crate::store::types::StoreError> {
         let (inbox, rel, sha, pg) = (
             inbox.to_string(),
             rel.to_path_buf(),
@@ -179,7 +182,7 @@ impl Pg {
         self: &std::sync::Arc<Self>,
         id: i64,
         attempts: u32,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), crate::store::types::StoreError> {
         let f = self.fenced_exec(
             id,
             "UPDATE jobs SET attempts = $2, updated_ms = $3 WHERE id = $1",
@@ -192,7 +195,7 @@ impl Pg {
         self: &std::sync::Arc<Self>,
         id: i64,
         remote: &str,
-    ) -> Result<(), crate::store::StoreError> {
+    ) -> Result<(), crate::store::types::StoreError> {
         let f = self.fenced_exec(
             id,
             "UPDATE jobs SET remote_job = $2, remote_since_ms = $3, updated_ms = $3 WHERE id = $1",
@@ -205,7 +208,7 @@ impl Pg {
         self: &std::sync::Arc<Self>,
         id: i64,
         naming: Naming,
-    ) -> Result<PathBuf, crate::store::StoreError> {
+    ) -> Result<PathBuf, crate::store::types::StoreError> {
         let pg = self.clone();
         self.call(move |tx| {
             fence(tx, &pg.me()?, pg.held_epoch(id), id)?;
@@ -220,7 +223,7 @@ impl Pg {
         &self,
         sha: &str,
         limit: u32,
-    ) -> Result<Vec<Job>, crate::store::StoreError> {
+    ) -> Result<Vec<Job>, crate::store::types::StoreError> {
         let (sha, limit) = (sha.to_string(), i64::from(limit));
         self.call(move |tx| {
             let rows = tx.query(
@@ -250,7 +253,7 @@ impl Pg {
         reason: Option<String>,
         move_to: Option<Naming>,
         record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
-    ) -> Result<Option<PathBuf>, crate::store::StoreError> {
+    ) -> Result<Option<PathBuf>, crate::store::types::StoreError> {
         let pg = self.clone();
         self.call(move |tx| {
             fence(tx, &pg.me()?, pg.held_epoch(id), id)?;
@@ -454,7 +457,7 @@ fn pick_name(
 fn names_held(
     tx: &mut Transaction<'_>,
     id: i64,
-    all: &crate::store::AllNames,
+    all: &crate::store::types::AllNames,
 ) -> PgResult<std::collections::HashSet<PathBuf>> {
     let rows = tx.query(
         "SELECT * FROM jobs WHERE active AND output IS NOT NULL AND id != $1",

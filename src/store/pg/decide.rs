@@ -11,7 +11,7 @@ use postgres::Transaction;
 
 use super::schema::{self, OWNER_DEAD};
 use super::{fence, Instance, Pg, PgResult};
-use crate::store::{blob_path, now_ms, Audit, Job, StoreError};
+use crate::store::types::{blob_path, now_ms, Audit, Job, StoreError};
 
 /// Copy job `id`'s audit record into the `audit` table (once).
 fn audit_row(tx: &mut Transaction<'_>, me: &str, id: i64) -> PgResult<()> {

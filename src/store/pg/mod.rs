@@ -43,7 +43,10 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls, Transaction};
 
-use super::StoreError;
+use crate::store::types::StoreError;
+
+mod error;
+pub use error::{pg_message, PgOpError, PgResult};
 
 mod claim;
 mod decide;
@@ -88,59 +91,6 @@ pub struct Instance {
     /// Active jobs it owns.
     pub jobs_held: i64,
 }
-
-/// Why one request failed (the place is added when it becomes a
-/// [`StoreError`]).
-#[derive(Debug)]
-pub(super) enum PgOpError {
-    Pg(postgres::Error),
-    Record(String),
-    Fenced { id: i64, holder: String },
-    ReadOnly,
-}
-
-impl From<postgres::Error> for PgOpError {
-    fn from(e: postgres::Error) -> Self {
-        PgOpError::Pg(e)
-    }
-}
-
-/// A PostgreSQL error as one line: the server's code and message when it
-/// sent one (the bare `Display` says only "db error").
-pub(super) fn pg_message(e: &postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(d) => format!("{} {}: {}", d.severity(), d.code().code(), d.message()),
-        None => {
-            use std::error::Error;
-            match e.source() {
-                Some(s) => format!("{e}: {s}"),
-                None => e.to_string(),
-            }
-        }
-    }
-}
-
-impl PgOpError {
-    fn at(self, at: &str) -> StoreError {
-        match self {
-            PgOpError::Pg(e) => StoreError::Postgres {
-                at: at.to_string(),
-                what: pg_message(&e),
-            },
-            PgOpError::Record(why) => StoreError::Record {
-                path: at.into(),
-                why,
-            },
-            PgOpError::Fenced { id, holder } => StoreError::Fenced { id, holder },
-            PgOpError::ReadOnly => StoreError::Postgres {
-                at: at.to_string(),
-                what: "opened read-only (`cutout status`): this request writes".into(),
-            },
-        }
-    }
-}
-
-pub(super) type PgResult<T> = Result<T, PgOpError>;
 
 type PgOp = Box<dyn FnOnce(&mut Client) + Send>;
 

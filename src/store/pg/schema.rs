@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use postgres::{Client, Row, Transaction};
 
-use super::{PgOpError, PgResult};
+use super::error::{pg_message, PgOpError, PgResult};
 use crate::job::{Code, Outcome};
-use crate::store::{blob_path, Job};
+use crate::store::types::{blob_path, Job};
 
 /// The advisory lock key held while migrating ("cutout" in ASCII).
 const MIGRATE_LOCK: i64 = 0x6375_746f_7574;
@@ -172,7 +172,7 @@ pub(super) fn heartbeat(
                 Err(e) => {
                     tracing::warn!(
                         "state database: heartbeat cannot reconnect: {}",
-                        super::pg_message(&e)
+                        pg_message(&e)
                     );
                     continue;
                 }
@@ -182,10 +182,7 @@ pub(super) fn heartbeat(
             "UPDATE instances SET heartbeat = clock_timestamp() WHERE id = $1",
             &[&me],
         ) {
-            tracing::warn!(
-                "state database: heartbeat failed: {}",
-                super::pg_message(&e)
-            );
+            tracing::warn!("state database: heartbeat failed: {}", pg_message(&e));
         }
     }
     let _ = c.execute(
