@@ -390,8 +390,9 @@ fn u2netp_mask_matches_rembgs() {
     assert!(worst <= 2, "largest difference {worst}/255");
 }
 
-/// `--fp32` on a float32 model changes nothing; on IMG.LY's float16 IS-Net
-/// (`CUTOUT_TEST_MODEL`) it installs the float32 copy, which verifies.
+/// `--fp32` on a float32 model changes nothing; IMG.LY's float16 IS-Net
+/// (`CUTOUT_TEST_MODEL`) is installed as its float32 copy by default, which
+/// verifies, and as it came with `--fp16`.
 #[test]
 fn fp32_converts_a_float16_model_and_leaves_a_float32_one() {
     let Some(real) = real_models() else { return };
@@ -412,18 +413,30 @@ fn fp32_converts_a_float16_model_and_leaves_a_float32_one() {
     );
     let out = models(&dir, &["fetch", "onnxruntime", "--fp32"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let out = models(&dir, &["fetch", "u2netp", "--fp32", "--fp16"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     let Some(isnet) = std::env::var_os("CUTOUT_TEST_MODEL").map(PathBuf::from) else {
         eprintln!("SKIPPED the float16 part: CUTOUT_TEST_MODEL names no IS-Net model");
         return;
     };
+    // --fp16 keeps IMG.LY's float16 file as it came.
+    let dir16 = tmp.path().join("models16");
     let args = [
         "fetch",
         "isnet-general-use",
         "--no-runtime",
-        "--fp32",
+        "--fp16",
         "--from",
     ];
+    let out = models(&dir16, &[&args[..], &[isnet.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(dir16.join("isnet-general-use.onnx")).unwrap(),
+        std::fs::read(&isnet).unwrap()
+    );
+    // By default (no flag) a model with a known float32 copy is converted.
+    let args = ["fetch", "isnet-general-use", "--no-runtime", "--from"];
     let out = models(&dir, &[&args[..], &[isnet.to_str().unwrap()]].concat());
     assert!(out.status.success(), "{}", text(&out));
     assert!(

@@ -36,7 +36,8 @@ pub fn main(args: ModelsArgs) -> i32 {
             from,
             no_runtime,
             fp32,
-        } => fetch_all(&dir, &names, from.as_deref(), no_runtime, fp32),
+            fp16,
+        } => fetch_all(&dir, &names, from.as_deref(), no_runtime, (fp32, fp16)),
     }
 }
 
@@ -206,7 +207,7 @@ fn fetch_all(
     names: &[String],
     from: Option<&Path>,
     no_runtime: bool,
-    fp32: bool,
+    (fp32, fp16): (bool, bool),
 ) -> i32 {
     let wanted = match parse_names(names) {
         Ok(w) => w,
@@ -239,7 +240,8 @@ fn fetch_all(
     for t in &targets {
         let got = fetch_one(dir, t, from);
         code = code.max(got);
-        if fp32 && got == OK && t.name != RUNTIME_NAME {
+        let convert_it = fp32 || (t.fp32_copy && !fp16);
+        if convert_it && got == OK && t.name != RUNTIME_NAME {
             code = code.max(convert(dir, t));
         }
     }

@@ -76,6 +76,9 @@ pub struct Target<'a> {
     pub file_name: String,
     pub judge: Box<dyn Fn(&Digests) -> Verdict + 'a>,
     pub sources: Vec<Source>,
+    /// The catalogue knows a float32 copy of this model (IS-Net): `models
+    /// fetch` converts it unless `--fp16`.
+    pub fp32_copy: bool,
 }
 
 impl<'a> Target<'a> {
@@ -85,6 +88,7 @@ impl<'a> Target<'a> {
             file_name: m.file_name(),
             judge: Box::new(move |d| verify::judge_model(m, d)),
             sources: m.sources.to_vec(),
+            fp32_copy: m.sha256.len() > 1,
         }
     }
 
@@ -94,6 +98,7 @@ impl<'a> Target<'a> {
             file_name: r.file.to_string(),
             judge: Box::new(move |d| verify::judge_runtime(r, d)),
             sources: vec![r.source],
+            fp32_copy: false,
         }
     }
 }
