@@ -128,35 +128,6 @@ impl Store {
         }
     }
 
-    /// Run `f` in one transaction on the shared PostgreSQL state and wait
-    /// (blocking callers); for state other modules keep there (e.g. a
-    /// provider's shared rate row; add its table to `pg::schema::MIGRATIONS`).
-    /// [`StoreError::Unsupported`] on SQLite.
-    pub fn shared_run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        match &self.pg {
-            Some(pg) => pg.run(move |tx| f(tx).map_err(pg::PgOpError::Pg)),
-            None => Err(StoreError::Unsupported {
-                what: "a shared-state transaction on SQLite",
-            }),
-        }
-    }
-
-    /// [`Store::shared_run`] for async callers (no thread tied up).
-    pub async fn shared_call<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        match &self.pg {
-            Some(pg) => pg.call(move |tx| f(tx).map_err(pg::PgOpError::Pg)).await,
-            None => Err(StoreError::Unsupported {
-                what: "a shared-state transaction on SQLite",
-            }),
-        }
-    }
-
     /// The newest `n` records of the shared `audit` table as (instance,
     /// record), oldest first (empty on SQLite: the audit file is the record).
     pub fn audit_tail(&self, n: usize) -> Result<Vec<(String, String)>, StoreError> {

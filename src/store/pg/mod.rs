@@ -26,9 +26,8 @@
 //!   when its line is written (`finish(.., Written)` / `mark_audited`).
 //! - `schema_version`: migrations in [`schema::MIGRATIONS`], applied under an
 //!   advisory lock; append new versions there.
-//! - Other modules' shared rows (e.g. a provider's rate/cool-down/credits):
-//!   `Store::shared_run` / `Store::shared_call` run a closure in one
-//!   transaction on this pool.
+//! - A provider's shared rate/cool-down/pause row lives in `pg_limits.rs`,
+//!   on its own connection (not this pool).
 //!
 //! TLS is not supported by this build: the host must be a unix socket or
 //! loopback, or the URL must say `sslmode=disable` (plain text, a trusted
