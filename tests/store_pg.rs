@@ -189,9 +189,35 @@ fn suite_concurrent(open: &dyn Fn() -> Store, dir: &Path) {
     );
 }
 
+/// A name is reserved only when every output name that goes with it is
+/// free (here `g.png` + `g.webp`, and `g.webp` is already on disk); the
+/// earlier success of a content is listed while its output exists.
+fn suite_all_names(s: &Store, dir: &Path) {
+    std::fs::write(dir.join("g.webp"), b"user's file").expect("write");
+    let group = Naming {
+        all_names: Some(std::sync::Arc::new(|_: &str, _: &Path, p: &Path| {
+            vec![p.to_path_buf(), p.with_extension("webp")]
+        })),
+        ..naming(dir, "g.png")
+    };
+    let Claim::New(g) = wait(s.claim(req("g.jpg", "h-group", Some(group)))).expect("claim") else {
+        panic!("expected New");
+    };
+    assert_eq!(g.output.as_deref(), Some(dir.join("g-2.png").as_path()));
+    let earlier = wait(s.successes("h1", 5)).expect("successes");
+    assert_eq!(
+        earlier
+            .iter()
+            .map(|j| j.rel_path.clone())
+            .collect::<Vec<_>>(),
+        vec![PathBuf::from("a.jpg")]
+    );
+}
+
 fn suite(open: &dyn Fn() -> Store, dir: &Path) {
     let s = open();
     suite_claims(&s, dir);
+    suite_all_names(&s, dir);
     suite_withdraw(&s);
     drop(s);
     suite_concurrent(open, dir);
