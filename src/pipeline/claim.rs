@@ -49,9 +49,12 @@ pub(super) async fn claim(
     };
     match claim {
         Claim::AlreadyDone => Err(FileResult::AlreadyDone),
-        Claim::Busy => Err(FileResult::Later(
-            pic.inbox.settle.max(Duration::from_secs(1)),
-        )),
+        Claim::Busy => {
+            tracing::debug!(input = %pic.rel.display(), "busy: another instance holds it");
+            Err(FileResult::Later(
+                pic.inbox.settle.max(Duration::from_secs(1)),
+            ))
+        }
         Claim::Duplicate { job, earlier } => {
             match duplicate::duplicate(pic, job, *earlier, v).await {
                 Dup::Done(done) => Err(done),
@@ -59,6 +62,9 @@ pub(super) async fn claim(
             }
         }
         Claim::New(job) => Ok((job, FirstAttempt::CountedByClaim)),
-        Claim::Resume(job) => Ok((job, FirstAttempt::CountWhenStarted)),
+        Claim::Resume(job) => {
+            tracing::debug!(input = %pic.rel.display(), job = job.id, "resuming a job");
+            Ok((job, FirstAttempt::CountWhenStarted))
+        }
     }
 }
