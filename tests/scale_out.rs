@@ -463,6 +463,61 @@ fn three_instances_share_one_inbox_and_pay_once() {
     eprintln!("instances with successes: {by:?}");
 }
 
+/// A dead instance's jobs are taken over as soon as its lease runs out,
+/// ahead of the survivor's queue (the takeover sweep), not when the
+/// survivor happens to reach those files again: kill -9 one of two
+/// instances early in a long run, and every input it held is re-owned
+/// while most of the inbox still waits. Nothing is lost; only what was in
+/// flight at the provider is paid again.
+#[test]
+fn a_dead_instances_jobs_are_taken_over_ahead_of_the_queue() {
+    let Some(pg) = pg::server() else {
+        return;
+    };
+    let files = env_or("SCALE_FILES", 160);
+    let fake = FakeProvider::start(Config::default().with_latency(Duration::from_millis(200)));
+    let setup = Setup {
+        instances: 2,
+        concurrency: 4,
+        requests_per_second: 10.0,
+        lease: Duration::from_secs(2),
+    };
+    let db = "takeover_first";
+    let line = Line::new(pg, db, &fake, setup);
+    let inputs = line.drop_pictures(files);
+    let inbox = line.root().join("inbox");
+    let mut daemons = line.spawn_all();
+    let victim = instance_id(0);
+    let t = Instant::now();
+    while jobs_held(pg, db, &victim, &inbox).unwrap_or(0) == 0 {
+        assert!(t.elapsed() < LONG, "instance 0 never took a job");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemons[0].kill9();
+    let held = jobs_held(pg, db, &victim, &inbox).unwrap_or(0);
+    let t = Instant::now();
+    while jobs_held(pg, db, &victim, &inbox).unwrap_or(0) > 0 {
+        assert!(t.elapsed() < LONG, "the dead instance's jobs were never taken over");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let waiting = line.files("inbox").len();
+    eprintln!("held {held} at the kill; taken over after {:?} with {waiting} of {files} inputs still waiting", t.elapsed());
+    assert!(
+        waiting >= files / 4,
+        "the dead instance's {held} jobs were taken over only when {waiting} of {files} inputs were left: they waited for the queue instead of going first"
+    );
+    let mut survivor = daemons.split_off(1);
+    line.wait_drained(inputs.len(), &mut survivor);
+    stop_all(survivor);
+    line.assert_one_place_each(&inputs, &fake);
+    let doubly = fake.doubly_charged();
+    assert!(
+        doubly.len() <= held,
+        "{} pictures paid twice, but only {held} were held at the kill",
+        doubly.len()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Measured runs (`#[ignore]`: scripts/bench.sh, section `scaleout`). Each
 // prints one `SCALEOUT-RESULT` line; goals are stated, not asserted, except

@@ -590,3 +590,64 @@ fn the_binary_runs_on_the_shared_state_and_status_lists_the_instance() {
     assert!(s.contains("instances (1):") && s.contains("one"), "{s}");
     assert!(s.contains("jobs held 0"), "{s}");
 }
+
+/// The takeover sweep's two calls: a dead instance's active jobs (in the
+/// named inboxes only) are listed without being taken, and each is adopted
+/// by exactly one survivor, which then holds it (writes pass) while the
+/// other's are fenced.
+#[test]
+fn a_dead_instances_jobs_are_listed_and_adopted_by_exactly_one_survivor() {
+    let Some(pg) = start_or_skip("orphans_adopted_once") else {
+        return;
+    };
+    let url = pg.create_db("orphans");
+    let a = Store::open_postgres(&opts(&url, "a", 1000)).expect("open a");
+    let b = Store::open_postgres(&opts(&url, "b", 1000)).expect("open b");
+    let c = Store::open_postgres(&opts(&url, "c", 1000)).expect("open c");
+    let Claim::New(undecided) = claim(&a, "u.jpg", "hu") else {
+        panic!("a claims u.jpg");
+    };
+    let Claim::New(decided) = claim(&a, "d.jpg", "hd") else {
+        panic!("a claims d.jpg");
+    };
+    wait(a.decide(decided.id, Outcome::Succeeded, None, None, None, None, |_| {
+        Ok("{\"outcome\":\"succeeded\"}".into())
+    }))
+    .expect("decide");
+    let inboxes = ["in".to_string()];
+    let orphans = |s: &Store| {
+        let mut ids: Vec<i64> = wait(s.orphans(&inboxes, 10))
+            .expect("orphans")
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        ids.sort();
+        ids
+    };
+    assert!(orphans(&b).is_empty(), "a live instance's jobs are not orphans");
+    drop(a);
+    let both = {
+        let mut v = vec![undecided.id, decided.id];
+        v.sort();
+        v
+    };
+    assert_eq!(orphans(&b), both, "listed once a is gone");
+    assert_eq!(orphans(&c), both, "listing takes nothing");
+    assert!(
+        wait(b.orphans(&["elsewhere".to_string()], 10)).expect("orphans").is_empty(),
+        "only the named inboxes"
+    );
+    let taken = wait(b.adopt(decided.id)).expect("adopt").expect("b adopts");
+    assert_eq!(taken.outcome, Some(Outcome::Succeeded), "the decision comes along");
+    assert!(wait(c.adopt(decided.id)).expect("adopt").is_none(), "taken once");
+    assert!(wait(c.adopt(undecided.id)).expect("adopt").is_some());
+    assert!(orphans(&b).is_empty() && orphans(&c).is_empty());
+    assert!(
+        matches!(c.finish(decided.id, Audit::Written), Err(StoreError::Fenced { .. })),
+        "c does not hold the job b adopted"
+    );
+    b.finish(decided.id, Audit::Written).expect("b finishes what it adopted");
+    c.abandon(undecided.id, "gone").expect("c drops what it adopted");
+    let list = c.instances().expect("instances");
+    assert!(list.iter().all(|i| i.jobs_held == 0), "{list:?}");
+}

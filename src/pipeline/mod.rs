@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Also crash recovery (`finish::recover`), which finishes jobs that were
-//! decided but not completed.
+//! decided but not completed, and on the shared state the takeover sweep
+//! (`orphans`), which does the same for a dead instance's jobs and hands
+//! its inputs still waiting back to the queue, first.
 //!
 //! Owns: the order of durable steps that makes "nothing lost, nothing paid
 //! twice" true: the output is durable before the decision is committed, the
@@ -30,6 +32,7 @@ mod decide;
 mod duplicate;
 mod finish;
 mod intake;
+pub mod orphans;
 pub mod outputs;
 mod stored;
 

@@ -223,6 +223,21 @@ impl Settler {
         }
     }
 
+    /// Put `path` first in the ready queue now (a dead instance's job to
+    /// take over): any settling or `later` delay it waited for is over. A
+    /// path a worker has is left alone.
+    pub fn hurry(&mut self, inbox: usize, path: PathBuf) {
+        if self.in_flight.contains_key(&path) {
+            return;
+        }
+        self.pending.remove(&path);
+        if self.queued.remove(&path).is_some() {
+            self.ready.retain(|r| r.path != path);
+        }
+        self.queued.insert(path.clone(), inbox);
+        self.ready.push_front(Ready { inbox, path });
+    }
+
     /// Take the next ready file, marking it in flight. `skip` lets the
     /// caller hold back files (e.g. of a paused provider); they stay queued.
     pub fn next(&mut self, mut skip: impl FnMut(&Ready) -> bool) -> Option<Ready> {

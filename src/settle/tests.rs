@@ -218,3 +218,42 @@ fn vanished_files_are_dropped() {
     s.tick(t0 + Duration::from_secs(1), |_| settle);
     assert!(s.is_idle());
 }
+
+#[test]
+fn hurry_puts_a_waiting_file_first_and_leaves_one_in_work_alone() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let settle = Duration::from_millis(10);
+    let mut s = Settler::new();
+    let t0 = Instant::now();
+    let paths: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let p = d.path().join(format!("{i}.jpg"));
+            std::fs::write(&p, b"x").expect("write");
+            p
+        })
+        .collect();
+    for p in &paths {
+        s.observe(0, p.clone(), Seen::Scan, t0, settle);
+    }
+    s.tick(t0 + settle, |_| settle);
+    s.tick(t0 + 2 * settle, |_| settle);
+    assert_eq!(s.ready_len(), 3);
+    // A file sent back by `later` for a minute, and one already queued
+    // last, both go first when hurried.
+    let late = d.path().join("late.jpg");
+    std::fs::write(&late, b"x").expect("write");
+    s.later(0, late.clone(), t0, Duration::from_secs(60));
+    s.hurry(0, paths[2].clone());
+    s.hurry(0, late.clone());
+    assert_eq!(s.ready_len(), 4, "hurried files are not queued twice");
+    assert_eq!(s.pending_len(), 0, "the delay set by later is over");
+    let order: Vec<PathBuf> = std::iter::from_fn(|| s.next(|_| false).map(|r| r.path)).collect();
+    assert_eq!(order[..2], [late.clone(), paths[2].clone()]);
+    let mut rest = order[2..].to_vec();
+    rest.sort();
+    assert_eq!(rest, paths[..2]);
+    // A file a worker has stays with the worker.
+    s.hurry(0, late.clone());
+    assert_eq!(s.ready_len(), 0);
+    assert_eq!(s.in_flight_len(), 4);
+}

@@ -94,6 +94,27 @@ impl Store {
         .await
     }
 
+    /// Active jobs of instances that died (their lease ran out) in the
+    /// named inboxes, oldest first, at most `limit`; nothing is taken over
+    /// (always empty on SQLite: one instance, its own jobs are recovered at
+    /// start).
+    pub async fn orphans(&self, inboxes: &[String], limit: usize) -> Result<Vec<Job>, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.orphans(inboxes.to_vec(), limit).await,
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Take a dead instance's job over now (see [`Store::orphans`]): it is
+    /// this instance's from here on, fenced at a new epoch. None when it is
+    /// no longer an orphan (another instance took it, or it ended).
+    pub async fn adopt(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.adopt(id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Jobs in progress (not decided).
     pub fn undecided(&self) -> Result<Vec<Job>, StoreError> {
         if let Some(pg) = &self.pg {

@@ -125,6 +125,49 @@ impl Pg {
         Ok(jobs.into_iter().map(|(j, _)| j).collect())
     }
 
+    /// Active jobs of dead instances in `inboxes` (not taken: see
+    /// [`Pg::adopt`]), oldest first, at most `limit` (empty on a read-only
+    /// handle).
+    pub(in crate::store) async fn orphans(
+        self: &Arc<Self>,
+        inboxes: Vec<String>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let (me, limit) = (self.me.clone(), limit as i64);
+        let Some(me) = me else {
+            return Ok(Vec::new());
+        };
+        self.call(move |tx| {
+            let sql = format!(
+                "SELECT * FROM jobs WHERE active AND owner IS DISTINCT FROM $1
+                   AND inbox = ANY($3) AND {OWNER_DEAD} ORDER BY id LIMIT $2"
+            );
+            let rows = tx.query(&sql, &[&me, &limit, &inboxes])?;
+            rows.iter().map(schema::row).collect()
+        })
+        .await
+    }
+
+    /// Take job `id` over from its dead owner (owner = me, epoch + 1) and
+    /// hold it; None when it is no longer a dead instance's active job.
+    pub(in crate::store) async fn adopt(self: &Arc<Self>, id: i64) -> Result<Option<Job>, StoreError> {
+        let pg = self.clone();
+        self.call(move |tx| {
+            let me = pg.me()?;
+            let sql = format!(
+                "UPDATE jobs SET owner = $2, epoch = epoch + 1 WHERE id = $1 AND active
+                   AND owner IS DISTINCT FROM $2 AND {OWNER_DEAD} RETURNING *"
+            );
+            let Some(r) = tx.query_opt(&sql, &[&id, &me])? else {
+                return Ok(None);
+            };
+            let (job, _, epoch) = schema::owned(&r)?;
+            pg.hold(job.id, epoch);
+            Ok(Some(job))
+        })
+        .await
+    }
+
     pub(in crate::store) fn decided_unfinished(self: &Arc<Self>) -> Result<Vec<Job>, StoreError> {
         self.mine("outcome IS NOT NULL")
     }

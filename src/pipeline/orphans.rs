@@ -1,0 +1,97 @@
+//! The takeover sweep (shared PostgreSQL state only): the jobs a dead
+//! instance left (its lease ran out). Those whose input is still in one of
+//! this instance's inboxes are handed back to the queue to go first: a
+//! worker's claim (or lookup, for a decided job) takes each over at a new
+//! epoch and resumes it, remote job and all, through the ordinary steps.
+//! Those whose input is gone are taken over here and finished or dropped
+//! exactly as start-up recovery does ([`super::recover`]).
+//!
+//! Without the sweep a dead instance's job waits until a survivor happens
+//! to look at its file again, which behind a long queue is minutes.
+//!
+//! Must not: call a provider, or take over a job a live instance holds (the
+//! store's `adopt` only takes a dead owner's job, in one statement).
+
+use std::path::PathBuf;
+
+use super::ctx::{blocking, Ctx};
+use super::finish::{finish_job, Decided, FinishError};
+use crate::store::Job;
+
+/// One sweep: the inputs (inbox name, absolute path) of dead instances'
+/// jobs that should go first in this instance's queue. At most `limit`
+/// orphans are looked at.
+pub async fn sweep(ctx: &Ctx, limit: usize) -> Vec<(String, PathBuf)> {
+    let names: Vec<String> = ctx.cfg.inboxes.iter().map(|i| i.name.clone()).collect();
+    let orphans = match ctx.store.orphans(&names, limit).await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!("takeover sweep: cannot list a dead instance's jobs: {e}");
+            return Vec::new();
+        }
+    };
+    let mut first = Vec::new();
+    for job in orphans {
+        let Some(inbox) = ctx.cfg.inboxes.iter().find(|i| i.name == job.inbox) else {
+            continue;
+        };
+        let input = inbox.path.join(&job.rel_path);
+        let here = {
+            let input = input.clone();
+            blocking("takeover sweep: stat", move || {
+                std::fs::symlink_metadata(&input).is_ok()
+            })
+            .await
+            .unwrap_or(true)
+        };
+        if here {
+            first.push((job.inbox.clone(), input));
+        } else {
+            input_gone(ctx, job).await;
+        }
+    }
+    first
+}
+
+/// A dead instance's job whose input is no longer in the inbox: take it
+/// over and finish it (decided: audit line, done) or drop it (undecided).
+async fn input_gone(ctx: &Ctx, job: Job) {
+    let job = match ctx.store.adopt(job.id).await {
+        Ok(Some(job)) => job,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(job = job.id, input = %job.rel_path.display(), "takeover sweep: cannot take the job over: {e}");
+            return;
+        }
+    };
+    let (cfg, store, audit, id) = (
+        ctx.cfg.clone(),
+        ctx.store.clone(),
+        ctx.audit.clone(),
+        job.id,
+    );
+    let decided = job.outcome.is_some();
+    let done = blocking("takeover sweep: finish", move || {
+        if decided {
+            finish_job(&cfg, &store, &audit, id, None, Decided::Earlier)
+        } else {
+            store
+                .abandon(id, "the input disappeared before it was finished")
+                .map_err(FinishError::from)
+        }
+    })
+    .await;
+    let rel = job.rel_path.display();
+    match done {
+        Ok(Ok(())) if decided => {
+            tracing::info!(job = id, input = %rel, "took over a dead instance's decided job and finished it")
+        }
+        Ok(Ok(())) => {
+            tracing::warn!(job = id, input = %rel, "a dead instance's unfinished job lost its input; dropping the job")
+        }
+        Ok(Err(e)) => {
+            tracing::error!(job = id, input = %rel, "cannot finish a dead instance's job yet: {e}")
+        }
+        Err(e) => tracing::error!(job = id, input = %rel, "takeover sweep: {}", e.message),
+    }
+}
