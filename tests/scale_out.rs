@@ -497,7 +497,10 @@ fn a_dead_instances_jobs_are_taken_over_ahead_of_the_queue() {
     let held = jobs_held(pg, db, &victim, &inbox).unwrap_or(0);
     let t = Instant::now();
     while jobs_held(pg, db, &victim, &inbox).unwrap_or(0) > 0 {
-        assert!(t.elapsed() < LONG, "the dead instance's jobs were never taken over");
+        assert!(
+            t.elapsed() < LONG,
+            "the dead instance's jobs were never taken over"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let waiting = line.files("inbox").len();

@@ -610,9 +610,15 @@ fn a_dead_instances_jobs_are_listed_and_adopted_by_exactly_one_survivor() {
     let Claim::New(decided) = claim(&a, "d.jpg", "hd") else {
         panic!("a claims d.jpg");
     };
-    wait(a.decide(decided.id, Outcome::Succeeded, None, None, None, None, |_| {
-        Ok("{\"outcome\":\"succeeded\"}".into())
-    }))
+    wait(a.decide(
+        decided.id,
+        Outcome::Succeeded,
+        None,
+        None,
+        None,
+        None,
+        |_| Ok("{\"outcome\":\"succeeded\"}".into()),
+    ))
     .expect("decide");
     let inboxes = ["in".to_string()];
     let orphans = |s: &Store| {
@@ -624,7 +630,10 @@ fn a_dead_instances_jobs_are_listed_and_adopted_by_exactly_one_survivor() {
         ids.sort();
         ids
     };
-    assert!(orphans(&b).is_empty(), "a live instance's jobs are not orphans");
+    assert!(
+        orphans(&b).is_empty(),
+        "a live instance's jobs are not orphans"
+    );
     drop(a);
     let both = {
         let mut v = vec![undecided.id, decided.id];
@@ -634,20 +643,118 @@ fn a_dead_instances_jobs_are_listed_and_adopted_by_exactly_one_survivor() {
     assert_eq!(orphans(&b), both, "listed once a is gone");
     assert_eq!(orphans(&c), both, "listing takes nothing");
     assert!(
-        wait(b.orphans(&["elsewhere".to_string()], 10)).expect("orphans").is_empty(),
+        wait(b.orphans(&["elsewhere".to_string()], 10))
+            .expect("orphans")
+            .is_empty(),
         "only the named inboxes"
     );
     let taken = wait(b.adopt(decided.id)).expect("adopt").expect("b adopts");
-    assert_eq!(taken.outcome, Some(Outcome::Succeeded), "the decision comes along");
-    assert!(wait(c.adopt(decided.id)).expect("adopt").is_none(), "taken once");
+    assert_eq!(
+        taken.outcome,
+        Some(Outcome::Succeeded),
+        "the decision comes along"
+    );
+    assert!(
+        wait(c.adopt(decided.id)).expect("adopt").is_none(),
+        "taken once"
+    );
     assert!(wait(c.adopt(undecided.id)).expect("adopt").is_some());
     assert!(orphans(&b).is_empty() && orphans(&c).is_empty());
     assert!(
-        matches!(c.finish(decided.id, Audit::Written), Err(StoreError::Fenced { .. })),
+        matches!(
+            c.finish(decided.id, Audit::Written),
+            Err(StoreError::Fenced { .. })
+        ),
         "c does not hold the job b adopted"
     );
-    b.finish(decided.id, Audit::Written).expect("b finishes what it adopted");
-    c.abandon(undecided.id, "gone").expect("c drops what it adopted");
+    b.finish(decided.id, Audit::Written)
+        .expect("b finishes what it adopted");
+    c.abandon(undecided.id, "gone")
+        .expect("c drops what it adopted");
     let list = c.instances().expect("instances");
     assert!(list.iter().all(|i| i.jobs_held == 0), "{list:?}");
+}
+
+/// Through the binary, without a restart: a running instance's takeover
+/// sweep finishes a dead instance's decided job whose input is already
+/// gone (it had been moved before the death) and drops its unfinished job
+/// whose input is gone, as start-up recovery would.
+#[test]
+fn a_running_instance_finishes_a_dead_instances_job_whose_input_is_gone() {
+    let Some(pg) = start_or_skip("a_running_instance_finishes_a_dead_instances_job") else {
+        return;
+    };
+    let url = pg.create_db("sweep");
+    let site = support::Site::new(&format!(
+        "[state]\nurl = \"{url}\"\npassword_file = \"pg-password\"\ninstance = \"b\"\nlease = \"1s\"\n\
+         [[inbox]]\nname = \"in\"\npath = \"inbox\"\nsettle = \"100ms\"\n"
+    ));
+    std::fs::write(site.root().join("pg-password"), format!("{PASSWORD}\n")).expect("pw");
+    let mut b = site.spawn_daemon_env(&[("RUST_LOG", "info,cutout::pipeline=debug".as_ref())]);
+    let reader = Store::open_postgres_read_only(&opts(&url, "reader", 1000)).expect("open");
+    wait_until(Duration::from_secs(60), "b registers", || {
+        reader
+            .instances()
+            .is_ok_and(|l| l.iter().any(|i| i.id == "b" && i.alive))
+    });
+    let a = Store::open_postgres(&opts(&url, "a", 1000)).expect("open a");
+    let Claim::New(decided) = claim(&a, "d.jpg", "hd") else {
+        panic!("a claims d.jpg");
+    };
+    let Claim::New(undecided) = claim(&a, "u.jpg", "hu") else {
+        panic!("a claims u.jpg");
+    };
+    let record = format!(
+        "{{\"event\":\"succeeded\",\"job\":{},\"input\":\"d.jpg\"}}",
+        decided.id
+    );
+    let rec = record.clone();
+    wait(a.decide(
+        decided.id,
+        Outcome::Succeeded,
+        None,
+        None,
+        None,
+        None,
+        move |_| Ok(rec),
+    ))
+    .expect("decide");
+    drop(a);
+    let ended = |id: i64| reader.get(id).ok().flatten().is_some_and(|j| !j.active);
+    let t = std::time::Instant::now();
+    while !(ended(decided.id) && ended(undecided.id)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "b did not take both jobs over: {:?} {:?}; its log:\n{}",
+            reader.instances(),
+            reader.get(decided.id),
+            b.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let u = reader.get(undecided.id).expect("get").expect("row");
+    assert_eq!(u.outcome, Some(Outcome::Vanished), "{u:?}");
+    let lines = support::read_jsonl(&site.root().join("state/audit-b.jsonl"));
+    let mine: Vec<_> = lines.iter().filter(|l| l["job"] == decided.id).collect();
+    assert_eq!(
+        mine.len(),
+        1,
+        "the decided job's audit line, once: {lines:?}"
+    );
+    assert_eq!(mine[0]["event"], "succeeded");
+    let table = reader.audit_tail(10).expect("audit table");
+    assert_eq!(
+        table,
+        vec![("b".to_string(), record)],
+        "the audit table has it, from b"
+    );
+    b.term();
+    let status = b.wait(Duration::from_secs(60));
+    assert!(status.success(), "{}", b.log_text());
+    assert!(
+        b.log_text()
+            .contains("took over a dead instance's decided job"),
+        "{}",
+        b.log_text()
+    );
 }

@@ -30,6 +30,12 @@ pub async fn sweep(ctx: &Ctx, limit: usize) -> Vec<(String, PathBuf)> {
             return Vec::new();
         }
     };
+    if !orphans.is_empty() {
+        tracing::debug!(
+            jobs = orphans.len(),
+            "takeover sweep: a dead instance's jobs"
+        );
+    }
     let mut first = Vec::new();
     for job in orphans {
         let Some(inbox) = ctx.cfg.inboxes.iter().find(|i| i.name == job.inbox) else {

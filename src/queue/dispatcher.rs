@@ -46,6 +46,8 @@ const FOLDER_CHECK: Duration = Duration::from_secs(5);
 const BATCH_TROUBLE_TRIES: u32 = 3;
 /// The longest wait before a file that hit trouble is looked at again.
 const TROUBLE_MAX_DELAY: Duration = Duration::from_secs(30);
+/// Dead instances' jobs looked at per takeover sweep (shared state).
+const SWEEP_LIMIT: usize = 256;
 
 /// A worker's answer.
 struct Worked {
@@ -61,6 +63,8 @@ enum Event {
     Reload(Reload),
     SettleDue,
     Tick,
+    /// A takeover sweep's inputs to put first (inbox name, path).
+    Orphans(Vec<(String, PathBuf)>),
 }
 
 pub(super) struct Dispatcher {
@@ -88,6 +92,12 @@ pub(super) struct Dispatcher {
     last_provider_sync: Option<Instant>,
     /// Paid jobs collected while their provider is paused for credits.
     collect: Collect,
+    /// The takeover sweep (shared state only): its answers, whether one
+    /// runs, and when the last began.
+    orphans_tx: mpsc::UnboundedSender<Vec<(String, PathBuf)>>,
+    orphans_rx: mpsc::UnboundedReceiver<Vec<(String, PathBuf)>>,
+    sweeping: bool,
+    last_sweep: Instant,
 }
 
 impl Dispatcher {
@@ -98,6 +108,7 @@ impl Dispatcher {
         hooks: &mut Hooks,
     ) -> Dispatcher {
         let (tx, rx) = mpsc::unbounded_channel::<Found>();
+        let (orphans_tx, orphans_rx) = mpsc::unbounded_channel();
         let batch = matches!(mode, Mode::Batch { .. });
         // Inbox ids start as the config's inbox indices (batch roots use them).
         let inboxes: WatchedInboxes = ctx
@@ -128,6 +139,10 @@ impl Dispatcher {
             last_folder_check: Instant::now(),
             last_provider_sync: None,
             collect: Collect::default(),
+            orphans_tx,
+            orphans_rx,
+            sweeping: false,
+            last_sweep: Instant::now(),
         }
     }
 
@@ -198,6 +213,7 @@ impl Dispatcher {
                 }
                 Some(msg) = self.rx.recv() => Event::Found(msg),
                 Some(reload) = next_reload(&mut self.reloads) => Event::Reload(reload),
+                Some(first) = self.orphans_rx.recv() => Event::Orphans(first),
                 _ = sleep_until_due(settle_due), if settle_due.is_some() => Event::SettleDue,
                 _ = tick.tick() => Event::Tick,
             };
@@ -207,6 +223,7 @@ impl Dispatcher {
                 Event::Reload(reload) => self.on_reload(reload),
                 Event::SettleDue => self.on_settle_due().await,
                 Event::Tick => self.on_tick().await,
+                Event::Orphans(first) => self.on_orphans(first),
             }
             self.dispatch();
             if self.batch_finished() {
@@ -391,6 +408,7 @@ impl Dispatcher {
     async fn on_tick(&mut self) {
         self.on_settle_due().await;
         let now = self.last_settle_pass;
+        self.maybe_sweep(now);
         self.collect.refresh(&self.ctx, &self.inboxes, now).await;
         if self
             .last_provider_sync
@@ -426,6 +444,42 @@ impl Dispatcher {
     /// taking a worker; they go out once it resumes by itself. A paid job
     /// whose result is only to be collected goes out during a pause for
     /// credits.
+    /// On the shared state, every quarter lease: look for the jobs of
+    /// instances that died and take them over (`pipeline::orphans`).
+    fn maybe_sweep(&mut self, now: Instant) {
+        let Some(shared) = &self.ctx.cfg.shared_state else {
+            return;
+        };
+        let every = (shared.lease / 4).clamp(TICK, Duration::from_secs(5));
+        if self.sweeping || now.duration_since(self.last_sweep) < every {
+            return;
+        }
+        self.sweeping = true;
+        self.last_sweep = now;
+        let (ctx, tx) = (self.ctx.clone(), self.orphans_tx.clone());
+        tokio::spawn(async move {
+            let first = pipeline::orphans::sweep(&ctx, SWEEP_LIMIT).await;
+            let _ = tx.send(first);
+        });
+    }
+
+    /// A sweep's answer: a dead instance's inputs still waiting go first
+    /// (a worker's claim takes each over and resumes it).
+    fn on_orphans(&mut self, first: Vec<(String, PathBuf)>) {
+        self.sweeping = false;
+        for (name, path) in first {
+            let id = self
+                .inboxes
+                .iter()
+                .find(|(_, w)| w.inbox.name == name)
+                .map(|(id, _)| *id);
+            if let Some(id) = id {
+                tracing::debug!(input = %path.display(), "a dead instance's job goes first");
+                self.settler.hurry(id, path);
+            }
+        }
+    }
+
     fn dispatch(&mut self) {
         let (inboxes, ctx, collect) = (&self.inboxes, &self.ctx, &self.collect);
         let held = |r: &crate::settle::Ready| collect.held(ctx, inboxes, r);

@@ -150,7 +150,10 @@ impl Pg {
 
     /// Take job `id` over from its dead owner (owner = me, epoch + 1) and
     /// hold it; None when it is no longer a dead instance's active job.
-    pub(in crate::store) async fn adopt(self: &Arc<Self>, id: i64) -> Result<Option<Job>, StoreError> {
+    pub(in crate::store) async fn adopt(
+        self: &Arc<Self>,
+        id: i64,
+    ) -> Result<Option<Job>, StoreError> {
         let pg = self.clone();
         self.call(move |tx| {
             let me = pg.me()?;
