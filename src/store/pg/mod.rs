@@ -2,8 +2,10 @@
 //! by several cutout instances (one per machine) watching one inbox.
 //!
 //! Owns: the connection pool (a few threads, each with its own connection;
-//! every request is one transaction), the instance row and its heartbeat
-//! thread, and the per-job fencing tokens this instance holds.
+//! every request is one transaction, run again in a fresh one when
+//! PostgreSQL refuses it for a serialization failure or deadlock: see
+//! `retrying`), the instance row and its heartbeat thread, and the per-job
+//! fencing tokens this instance holds.
 //!
 //! Shapes (other modules build on these):
 //! - `instances(id, host, pid, started, heartbeat, lease_ms, stopped)`: an
@@ -49,6 +51,7 @@ pub use error::{pg_message, PgOpError, PgResult};
 
 mod claim;
 mod decide;
+mod fencing;
 mod schema;
 #[cfg(test)]
 mod tests;
