@@ -99,7 +99,7 @@ fn other_errors_are_not_run_again() {
             Ok(())
         })
     };
-    let e = r.err().expect("the statement fails");
+    let e = r.expect_err("the statement fails");
     assert!(e.to_string().contains("42703"), "{e}");
     assert_eq!(runs.load(Ordering::SeqCst), 1);
 }
