@@ -7,11 +7,12 @@
 //!
 //! Shared state: the steps begin with a fence check (a job another
 //! instance took over is left to it: no reason file, audit line or move
-//! here), and a move or delete that finds the input gone (ENOENT, by its
-//! typed code) asks the database whether the job is still ours and whether
-//! another job for the same path finished since: then someone else
-//! finished it (`FinishError::Elsewhere`, one INFO line), else it vanished
-//! as before.
+//! here; a takeover after the check needs a freeze of exactly that moment
+//! longer than the lease, and then the move finds the input gone). A move
+//! or delete that finds the input gone (ENOENT, by its typed code) asks
+//! the database whether the job is still ours and whether another job for
+//! the same path finished since: then someone else finished it
+//! (`FinishError::Elsewhere`, one INFO line), else it vanished as before.
 //!
 //! Must not: decide an outcome, or write the audit line before the decision
 //! is committed (the record it writes is the one the decision prepared).
@@ -187,10 +188,8 @@ pub fn finish_job(
         record_text = without_moved_to(&record_text);
     }
 
-    // Fencing: nothing below is written for a job another instance took
-    // over meanwhile (its finish is that instance's). A takeover between
-    // this check and the writes needs a pause of exactly that moment
-    // longer than the lease; the move then finds the input gone (below).
+    // Fencing: nothing below for a job another instance took over (see
+    // the module docs for the window after this check).
     store.check_held(id)?;
     // 1. reason file beside where the input goes (rejected/failed).
     if judgement && !unmoved {
@@ -206,16 +205,7 @@ pub fn finish_job(
     }
     // 3. the input goes to its one place.
     if let Err(e) = dispose_input(inbox, &job, outcome, &input, input_here) {
-        // Gone under the move: someone else finished it, or it vanished.
-        if fsutil::io_code(&e.source) == Code::FileVanished {
-            if let Some(what) = store.finished_elsewhere(id)? {
-                if let Elsewhere::FinishedBy { .. } = what {
-                    // Still ours: its audit line is written; done here.
-                    store.finish(id, crate::store::Audit::Written)?;
-                }
-                return Err(FinishError::Elsewhere { id, what });
-            }
-        }
+        gone_elsewhere(store, id, &e)?;
         // Finished later (full disk, read-only folder): remember the audit
         // line is written so that retry needs no search.
         if !job.audited {
@@ -225,6 +215,25 @@ pub fn finish_job(
     }
     store.finish(id, crate::store::Audit::Written)?;
     Ok(())
+}
+
+/// The input was to be moved or deleted and `e` stopped it: when it was
+/// gone (ENOENT, by its typed code) and the database says someone else has
+/// it, `Err(Elsewhere)` (a job still ours but finished by another is marked
+/// done: its audit line is written); Ok otherwise (it is `e`'s trouble).
+fn gone_elsewhere(store: &Store, id: i64, e: &fsutil::FsError) -> Result<(), FinishError> {
+    if fsutil::io_code(&e.source) != Code::FileVanished {
+        return Ok(());
+    }
+    match store.finished_elsewhere(id)? {
+        None => Ok(()),
+        Some(what) => {
+            if let Elsewhere::FinishedBy { .. } = what {
+                store.finish(id, crate::store::Audit::Written)?;
+            }
+            Err(FinishError::Elsewhere { id, what })
+        }
+    }
 }
 
 /// Whether the version of the input that was judged is at its name (same
