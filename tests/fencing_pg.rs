@@ -3,7 +3,8 @@
 //! start): two `cutout run` instances share one inbox; the first is frozen
 //! (SIGSTOP) while its picture is at the fake provider, the second takes
 //! the job over once the lease lapses and finishes it, and the first, woken
-//! (SIGCONT), must leave it alone: no output, no audit line, no move.
+//! (SIGCONT), must leave it alone: no output, no audit line, no move; in
+//! batch mode (`cutout process`) the file counts as skipped, not failed.
 //!
 //! Must not: assert durations (waits are guards against a hang).
 
@@ -39,17 +40,24 @@ fn instance_config(site: &Site, id: &str, url: &str, fake: &FakeProvider) -> Pat
 
 /// `cutout run` with `config` (stderr to a log file beside it).
 fn start(site: &Site, id: &str, config: &Path) -> Daemon {
+    start_cmd(site, id, config, "run")
+}
+
+/// `cutout <cmd>` with `config`: stdout and stderr to one log file beside
+/// it.
+fn start_cmd(site: &Site, id: &str, config: &Path, cmd: &str) -> Daemon {
     let log = site.root().join(format!("daemon-{id}.log"));
     let f = std::fs::File::create(&log).expect("log file");
+    let out = f.try_clone().expect("log file");
     let child = Command::new(support::bin())
-        .args(["run", "--config"])
+        .args([cmd, "--config"])
         .arg(config)
         .current_dir(site.root())
         .env_remove("CUTOUT_CONFIG")
         .env("CUTOUT_MODELS_DIR", site.root().join("models"))
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(f)
         .spawn()
         .expect("spawn cutout run");
@@ -178,4 +186,54 @@ fn a_paused_instance_woken_after_a_takeover_leaves_the_job_to_the_new_holder() {
             && e.file_name.as_deref().is_some_and(|f| f.contains("f.jpg"))
     });
     assert_eq!(uploads, 2, "one upload per instance");
+}
+
+/// The same in batch mode: `cutout process` frozen mid-call loses the job
+/// to a `cutout run` instance; woken, it ends its batch with the file
+/// counted as skipped (not failed, not left after errors) and exit 0.
+#[test]
+fn a_paused_batch_run_counts_the_job_it_lost_as_skipped_not_failed() {
+    let Some(pg) = start_or_skip("a_paused_batch_run_counts_the_job_it_lost") else {
+        return;
+    };
+    let url = pg.create_db("fencing_batch");
+    let fake = FakeProvider::start(Config::default());
+    fake.inject(
+        FaultRule::next(1, Fault::Delay(Duration::from_secs(8)))
+            .endpoint(Endpoint::RembgRemove)
+            .file_contains("g.jpg"),
+    );
+    let site = Site::new("");
+    std::fs::write(site.root().join("pg-password"), format!("{PASSWORD}\n")).expect("pw");
+    std::fs::write(site.root().join("rembg.key"), "test-rembg-key\n").expect("key");
+    let (conf_a, conf_b) = (
+        instance_config(&site, "a", &url, &fake),
+        instance_config(&site, "b", &url, &fake),
+    );
+    site.drop_file("g.jpg", &support::jpeg(320, 240, 9));
+    let mut a = start_cmd(&site, "a", &conf_a, "process");
+    wait_until(LONG, "the batch's upload to arrive at the fake", || {
+        fake.config().faults.is_empty()
+    });
+    a.signal(libc::SIGSTOP);
+    let mut b = start(&site, "b", &conf_b);
+    wait_until(
+        LONG,
+        "instance b to take the job over and finish it",
+        || succeeded_lines(&site, "b", "g.jpg") == 1,
+    );
+    a.signal(libc::SIGCONT);
+    let status = a.wait(LONG);
+    b.term();
+    b.wait(LONG);
+    let log_a = a.log_text();
+    assert_eq!(status.code(), Some(0), "{log_a}");
+    assert!(log_a.contains("took this job over"), "{log_a}");
+    assert!(
+        log_a.contains("0 succeeded, 0 duplicates, 0 rejected, 0 failed, 1 skipped in"),
+        "the batch's tally: {log_a}"
+    );
+    assert_eq!(site.files(&site.archive()), vec!["g.jpg"]);
+    assert_eq!(site.files(&site.outbox()).len(), 1);
+    assert_eq!(succeeded_lines(&site, "a", "g.jpg"), 0);
 }
