@@ -222,6 +222,7 @@ fn suite_elsewhere(s: &Store, dir: &Path) {
         panic!("new job")
     };
     s.check_held(j.id).expect("held");
+    assert_eq!(s.get_held(j.id).expect("held").map(|g| g.id), Some(j.id));
     wait(s.still_held(j.id)).expect("held");
     assert_eq!(s.finished_elsewhere(j.id).expect("ask"), None);
     succeed_with_output(s, j.id, &dir.join("gone.png"));
@@ -338,6 +339,10 @@ fn child_instance() {
             ["remote", id, r] => {
                 format!("{:?}", wait(s.set_remote_job(id.parse().expect("id"), r)))
             }
+            ["get_held", id] => match s.get_held(id.parse().expect("id")) {
+                Ok(j) => format!("Ok({:?})", j.map(|j| j.id)),
+                Err(e) => format!("{e:?}"),
+            },
             ["check", id] => format!("{:?}", s.check_held(id.parse().expect("id"))),
             ["elsewhere", id] => format!("{:?}", s.finished_elsewhere(id.parse().expect("id"))),
             ["finish", id] => match s.finish(id.parse().expect("id"), Audit::Written) {
@@ -562,6 +567,7 @@ fn an_input_gone_under_a_move_is_someone_elses_only_once_the_job_was_taken_over(
         "Ok(Some(TakenOver { holder: \"b\" }))"
     );
     assert!(a.ask(&format!("check {id}")).contains("Fenced"));
+    assert!(a.ask(&format!("get_held {id}")).contains("Fenced"));
     assert_eq!(b.finished_elsewhere(id).expect("b asks"), None);
     b.check_held(id).expect("b holds it");
 }

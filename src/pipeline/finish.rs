@@ -5,10 +5,12 @@
 //! read-only folder), and at start-up for what a crash left unfinished
 //! ([`recover`]).
 //!
-//! Shared state: the steps begin with a fence check (a job another
-//! instance took over is left to it: no reason file, audit line or move
-//! here; a takeover after the check needs a freeze of exactly that moment
-//! longer than the lease, and then the move finds the input gone). A move
+//! Shared state: the steps begin with a fence check, made with the read of
+//! the job (`Store::get_held`, one round trip): a job another instance
+//! took over is left to it (no reason file, audit line or move here). A
+//! takeover after the check needs a freeze of exactly that moment (a few
+//! milliseconds) longer than the lease, and then the move finds the input
+//! gone. A move
 //! or delete that finds the input gone (ENOENT, by its typed code) asks
 //! the database whether the job is still ours and whether another job for
 //! the same path finished since: then someone else finished it
@@ -146,7 +148,9 @@ pub fn finish_job(
     hint: Option<&str>,
     decided: Decided,
 ) -> Result<(), FinishError> {
-    let Some(job) = store.get(id)? else {
+    // Fencing: nothing here for a job another instance took over (see the
+    // module docs for the window after this check).
+    let Some(job) = store.get_held(id)? else {
         return Ok(());
     };
     let Some(outcome) = job.outcome else {
@@ -188,9 +192,6 @@ pub fn finish_job(
         record_text = without_moved_to(&record_text);
     }
 
-    // Fencing: nothing below for a job another instance took over (see
-    // the module docs for the window after this check).
-    store.check_held(id)?;
     // 1. reason file beside where the input goes (rejected/failed).
     if judgement && !unmoved {
         if let Some(target) = &job.move_to {

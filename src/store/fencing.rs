@@ -32,6 +32,16 @@ impl Store {
         }
     }
 
+    /// Job `id` (None when there is no such row), once this instance is
+    /// known to still hold it: [`Store::get`] and [`Store::check_held`] in
+    /// one round trip (blocking).
+    pub fn get_held(&self, id: i64) -> Result<Option<Job>, StoreError> {
+        match &self.pg {
+            Some(pg) => pg.get_held(id),
+            None => self.get(id),
+        }
+    }
+
     /// [`Store::check_held`] for async callers.
     pub async fn still_held(&self, id: i64) -> Result<(), StoreError> {
         match &self.pg {

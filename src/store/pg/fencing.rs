@@ -6,14 +6,22 @@
 
 use std::sync::Arc;
 
-use super::{fence, Pg, PgOpError};
+use super::{fence, schema, Pg, PgOpError};
 use crate::store::fencing::Elsewhere;
-use crate::store::types::StoreError;
+use crate::store::types::{Job, StoreError};
 
 impl Pg {
     pub(in crate::store) fn check_held(self: &Arc<Self>, id: i64) -> Result<(), StoreError> {
         let pg = self.clone();
         self.run(move |tx| fence(tx, &pg.me()?, pg.held_epoch(id), id))
+    }
+
+    pub(in crate::store) fn get_held(self: &Arc<Self>, id: i64) -> Result<Option<Job>, StoreError> {
+        let pg = self.clone();
+        self.run(move |tx| {
+            fence(tx, &pg.me()?, pg.held_epoch(id), id)?;
+            schema::job(tx, id)
+        })
     }
 
     pub(in crate::store) async fn still_held(self: &Arc<Self>, id: i64) -> Result<(), StoreError> {
