@@ -232,6 +232,12 @@ pub enum FileResult {
     Later(Duration),
     /// The file is gone.
     Vanished,
+    /// Another instance has it (shared state): it took this job over after
+    /// this instance's lease lapsed (a write of this one was fenced), or it
+    /// finished the input this one was about to move. Nothing was written
+    /// for it here; not trouble, not looked at again soon (counted as
+    /// skipped).
+    Elsewhere,
     /// Stopped by shutdown; stays queued for the next start.
     Interrupted,
     /// Could not be processed now for a reason outside the file (state

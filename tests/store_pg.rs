@@ -3,7 +3,8 @@
 //! then what only the shared store does: claim races between two instances,
 //! takeover after a killed instance's lease expires (the remote job kept),
 //! fencing of a paused-then-woken instance (SIGSTOP/SIGCONT of a real
-//! process), the audit table, the instance list and the connection checks.
+//! process) and the questions the pipeline asks about it (`check_held`,
+//! `finished_elsewhere`), the audit table, the instance list and the connection checks.
 //!
 //! The instance killed or paused is this test binary run again as a child
 //! (`child_instance`, driven over stdin), so it is a real process with its
@@ -214,8 +215,23 @@ fn suite_all_names(s: &Store, dir: &Path) {
     );
 }
 
+/// One instance alone: its jobs stay held, and an input gone under a move
+/// just vanished (nobody else finished it), before and after the job ends.
+fn suite_elsewhere(s: &Store, dir: &Path) {
+    let Claim::New(j) = claim(s, "gone.jpg", "hgone") else {
+        panic!("new job")
+    };
+    s.check_held(j.id).expect("held");
+    assert_eq!(s.get_held(j.id).expect("held").map(|g| g.id), Some(j.id));
+    wait(s.still_held(j.id)).expect("held");
+    assert_eq!(s.finished_elsewhere(j.id).expect("ask"), None);
+    succeed_with_output(s, j.id, &dir.join("gone.png"));
+    assert_eq!(s.finished_elsewhere(j.id).expect("ask"), None);
+}
+
 fn suite(open: &dyn Fn() -> Store, dir: &Path) {
     let s = open();
+    suite_elsewhere(&s, dir);
     suite_claims(&s, dir);
     suite_all_names(&s, dir);
     suite_withdraw(&s);
@@ -323,6 +339,12 @@ fn child_instance() {
             ["remote", id, r] => {
                 format!("{:?}", wait(s.set_remote_job(id.parse().expect("id"), r)))
             }
+            ["get_held", id] => match s.get_held(id.parse().expect("id")) {
+                Ok(j) => format!("Ok({:?})", j.map(|j| j.id)),
+                Err(e) => format!("{e:?}"),
+            },
+            ["check", id] => format!("{:?}", s.check_held(id.parse().expect("id"))),
+            ["elsewhere", id] => format!("{:?}", s.finished_elsewhere(id.parse().expect("id"))),
             ["finish", id] => match s.finish(id.parse().expect("id"), Audit::Written) {
                 Ok(()) => "ok".into(),
                 Err(StoreError::Fenced { holder, .. }) => format!("fenced by {holder}"),
@@ -511,6 +533,43 @@ fn a_paused_then_woken_instance_cannot_finish_a_job_taken_over() {
     assert_eq!(audit.len(), 1);
     assert_eq!(audit[0].0, "b");
     assert!(audit[0].1.contains("succeeded"));
+}
+
+/// What a move that finds its input gone asks the database (the rename
+/// race on a shared folder): while the job is still this instance's and
+/// no other job for the path finished, the input just vanished (None);
+/// once another instance took the job over, it is theirs. (The race itself,
+/// a takeover between the fence check and the rename, cannot be provoked
+/// deterministically from outside; this pins the answer it relies on.)
+#[test]
+fn an_input_gone_under_a_move_is_someone_elses_only_once_the_job_was_taken_over() {
+    let Some(pg) = start_or_skip("an_input_gone_under_a_move") else {
+        return;
+    };
+    let url = pg.create_db("elsewhere");
+    let mut a = ChildInstance::start(&url, 1000);
+    let id: i64 = a
+        .ask("claim g.jpg hg")
+        .strip_prefix("new ")
+        .expect("new")
+        .parse()
+        .expect("id");
+    assert_eq!(a.ask(&format!("elsewhere {id}")), "Ok(None)");
+    assert!(a.ask(&format!("check {id}")).starts_with("Ok"));
+    a.signal(libc::SIGSTOP);
+    let b = Store::open_postgres(&opts(&url, "b", 1000)).expect("open b");
+    assert!(
+        matches!(claim_when_free(&b, "g.jpg", "hg", Duration::from_secs(6)), Claim::Resume(j) if j.id == id)
+    );
+    a.signal(libc::SIGCONT);
+    assert_eq!(
+        a.ask(&format!("elsewhere {id}")),
+        "Ok(Some(TakenOver { holder: \"b\" }))"
+    );
+    assert!(a.ask(&format!("check {id}")).contains("Fenced"));
+    assert!(a.ask(&format!("get_held {id}")).contains("Fenced"));
+    assert_eq!(b.finished_elsewhere(id).expect("b asks"), None);
+    b.check_held(id).expect("b holds it");
 }
 
 /// Connection checks: a wrong password is a clear error that does not
@@ -716,7 +775,7 @@ fn a_running_instance_finishes_a_dead_instances_job_whose_input_is_gone() {
         None,
         None,
         None,
-        move |_| Ok(rec),
+        move |_| Ok(rec.clone()),
     ))
     .expect("decide");
     drop(a);

@@ -90,7 +90,7 @@ impl Metrics {
             (
                 "cutout_files_skipped",
                 &self.skipped,
-                "Files already done earlier, or gone before they were processed.",
+                "Files already done earlier, gone before they were processed, or left to another instance that took their job over (shared state).",
             ),
             (
                 "cutout_trouble",

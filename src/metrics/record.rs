@@ -42,7 +42,7 @@ impl Metrics {
             FileResult::Duplicate => &self.duplicates,
             FileResult::Rejected(_) => &self.rejected,
             FileResult::Failed(_) => &self.failed,
-            FileResult::AlreadyDone | FileResult::Vanished => &self.skipped,
+            FileResult::AlreadyDone | FileResult::Vanished | FileResult::Elsewhere => &self.skipped,
             FileResult::Trouble(_) => &self.trouble,
             FileResult::Valid | FileResult::Later(_) | FileResult::Interrupted => return,
         };

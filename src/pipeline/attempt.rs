@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::claim::FirstAttempt;
-use super::ctx::{blocking, internal_trouble, state_trouble, Picture};
+use super::ctx::{blocking, internal_trouble, state_trouble, store_failed, taken_over, Picture};
 use super::decide;
 use super::decide::Done;
 use crate::job::{Backoff, Event, FileResult};
@@ -116,7 +116,7 @@ async fn attempt(
     } else {
         n.count += 1;
         if let Err(e) = ctx.store.set_attempts(job.id, n.count).await {
-            return Err(state_trouble(e));
+            return Err(store_failed(&pic.rel, e));
         }
     }
     let file_name = pic
@@ -196,6 +196,13 @@ async fn after_error(
         .retry_after()
         .unwrap_or_else(|| backoff.delay(n.count.saturating_sub(1)))
         .min(cap);
+    // No retry line for a job another instance took over meanwhile (the
+    // next attempt's count would be refused anyway).
+    if let Err(crate::store::StoreError::Fenced { id, holder }) =
+        pic.ctx.store.still_held(job.id).await
+    {
+        return ControlFlow::Break(taken_over(&pic.rel, id, &holder));
+    }
     audit_retry(pic, job, n.count, &err, v, delay).await;
     crate::metrics::global().record_retry(provider.name());
     tracing::warn!(input = %rel, attempt = n.count, code = %err.code(), "{err}; retrying in {}", humantime::format_duration(round_ms(delay)));

@@ -12,7 +12,7 @@ use crate::audit::Audit;
 use crate::config::{Config, Inbox};
 use crate::job::{Code, FileResult, Reason};
 use crate::provider::Provider;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Everything a worker needs, shared read-only.
 pub struct Ctx {
@@ -79,6 +79,23 @@ pub(super) async fn blocking<T: Send + 'static>(
 /// Trouble with the state database (`state-error`): look again later.
 pub(super) fn state_trouble(e: impl std::fmt::Display) -> FileResult {
     FileResult::Trouble(Reason::new(Code::StateError, e))
+}
+
+/// What a worker reports when a store call failed: a fenced write (another
+/// instance took this job over after this one's lease lapsed) stops the
+/// work at once and quietly ([`taken_over`]); anything else is trouble.
+pub(super) fn store_failed(rel: &Path, e: StoreError) -> FileResult {
+    match e {
+        StoreError::Fenced { id, holder } => taken_over(rel, id, &holder),
+        e => state_trouble(e),
+    }
+}
+
+/// The one line for a job another instance took over, and the result that
+/// neither counts as trouble nor comes back soon.
+pub(super) fn taken_over(rel: &Path, id: i64, holder: &str) -> FileResult {
+    tracing::info!(input = %rel.display(), job = id, holder, "another instance took this job over; leaving it to them");
+    FileResult::Elsewhere
 }
 
 /// Trouble this program caused itself (`internal-error`): look again later.

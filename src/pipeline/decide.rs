@@ -5,12 +5,21 @@
 //! transaction with the audit record to write and the name the input moves
 //! to, and the finish stage runs.
 //!
+//! Fencing (shared state): the outputs land before the decision is
+//! committed, so the decision's own fence comes too late for them; the
+//! writers ask `Store::check_held` after encoding, right before the temp
+//! file is written and renamed into place, and a job another instance took
+//! over gets no output from this one. What is left is the few
+//! milliseconds of that write: a pause longer than the lease exactly there
+//! lands an output the new holder finds at the reserved name (renames never
+//! replace) and takes as the job's result.
+//!
 //! Must not: call a provider, or write the audit line or move the input
 //! itself (finish does, also after a crash).
 
 use std::path::{Path, PathBuf};
 
-use super::ctx::{blocking, lossy, state_trouble, Picture};
+use super::ctx::{blocking, lossy, state_trouble, store_failed, Picture};
 use super::finish::{self, finish_job, Decided};
 use super::outputs;
 use super::stored;
@@ -119,20 +128,30 @@ async fn write_cutout(
         pic.inbox.webp_quality,
         out.to_path_buf(),
     );
-    let written = blocking(
-        "write output",
-        move || -> Result<(), output::OutputError> {
-            let t = std::time::Instant::now();
-            let bytes = output::encode(cutout, format, quality)?;
-            let encode_us = t.elapsed().as_micros() as u64;
-            let t = std::time::Instant::now();
-            output::write_output(&out, &bytes)?;
-            let write_us = t.elapsed().as_micros() as u64;
-            tracing::debug!(encode_us, write_us, bytes = bytes.len(), "output written");
-            Ok(())
-        },
-    )
+    let (store, id) = (pic.ctx.store.clone(), job.id);
+    let written = blocking("write output", move || -> Written<output::OutputError> {
+        let t = std::time::Instant::now();
+        let bytes = match output::encode(cutout, format, quality) {
+            Ok(b) => b,
+            Err(e) => return Ok(Err(e)),
+        };
+        let encode_us = t.elapsed().as_micros() as u64;
+        // Fencing: no output lands for a job taken over meanwhile.
+        store.check_held(id)?;
+        let t = std::time::Instant::now();
+        if let Err(e) = output::write_output(&out, &bytes) {
+            return Ok(Err(e));
+        }
+        let write_us = t.elapsed().as_micros() as u64;
+        tracing::debug!(encode_us, write_us, bytes = bytes.len(), "output written");
+        Ok(Ok(()))
+    })
     .await;
+    let written = match written {
+        Ok(Err(e)) => return Err(store_failed(&pic.rel, e)),
+        Ok(Ok(r)) => Ok(r),
+        Err(e) => Err(e),
+    };
     match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) if matches!(e.code(), Code::ProviderBadResult | Code::EncodeFailed) => {
@@ -149,6 +168,11 @@ async fn write_cutout(
         Err(e) => Err(FileResult::Trouble(e)),
     }
 }
+
+/// What a blocking output writer hands back: `Err` when this instance no
+/// longer holds the job (fenced: nothing was written), else the write's
+/// own result.
+type Written<E> = Result<Result<(), E>, crate::store::StoreError>;
 
 /// Every output path of this input (empty without `[[inbox.output]]`).
 fn all_outputs(pic: &Picture<'_>, first: &Path) -> Vec<String> {
@@ -175,17 +199,34 @@ async fn write_outputs(
     let decoded_icc = v.decoded.as_ref().map(|d| d.icc.clone());
     let input = v.bytes.clone();
     let (state_dir, sha) = (pic.ctx.cfg.state_dir.clone(), job.sha256.clone());
-    let written = blocking("finish outputs", move || {
-        // a paid result is kept for duplicates in inboxes with other outputs
-        stored::store_cutout(&state_dir, sha.as_deref(), &cutout)
-            .map_err(|e| outputs::OutputsError::Write(e.into()))?;
-        // hosted results may carry no profile: the input's is their colour space
-        let input_icc = decoded_icc.unwrap_or_else(|| outputs::input_icc(&input));
-        let (img, icc) = outputs::cutout_pixels(cutout, input_icc)
-            .map_err(|message| outputs::OutputsError::Picture { index: 1, message })?;
-        outputs::write_all(&specs, &paths, &img, icc.as_deref())
-    })
+    let (store, id) = (pic.ctx.store.clone(), job.id);
+    let written = blocking(
+        "finish outputs",
+        move || -> Written<outputs::OutputsError> {
+            let ready = (|| {
+                // a paid result is kept for duplicates in inboxes with other outputs
+                stored::store_cutout(&state_dir, sha.as_deref(), &cutout)
+                    .map_err(|e| outputs::OutputsError::Write(e.into()))?;
+                // hosted results may carry no profile: the input's is their colour space
+                let input_icc = decoded_icc.unwrap_or_else(|| outputs::input_icc(&input));
+                outputs::cutout_pixels(cutout, input_icc)
+                    .map_err(|message| outputs::OutputsError::Picture { index: 1, message })
+            })();
+            let (img, icc) = match ready {
+                Ok(p) => p,
+                Err(e) => return Ok(Err(e)),
+            };
+            // Fencing: no output lands for a job taken over meanwhile.
+            store.check_held(id)?;
+            Ok(outputs::write_all(&specs, &paths, &img, icc.as_deref()))
+        },
+    )
     .await;
+    let written = match written {
+        Ok(Err(e)) => return Err(store_failed(&pic.rel, e)),
+        Ok(Ok(r)) => Ok(r),
+        Err(e) => Err(e),
+    };
     match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e @ outputs::OutputsError::Picture { .. })) => {
@@ -295,7 +336,7 @@ pub(super) async fn decide_and_finish(
             serde_json::to_string(&rec).map_err(|e| e.to_string())
         })
         .await
-        .map_err(state_trouble)?;
+        .map_err(|e| store_failed(&pic.rel, e))?;
     let (store, audit, cfg) = (ctx.store.clone(), ctx.audit.clone(), ctx.cfg.clone());
     let hint = hint.map(str::to_string);
     blocking("finish job", move || {
@@ -303,5 +344,5 @@ pub(super) async fn decide_and_finish(
     })
     .await
     .map_err(FileResult::Trouble)?
-    .map_err(|e| finish::after_error(Some(pic.inbox), e))
+    .map_err(|e| finish::after_error(Some(pic.inbox), &pic.rel, e))
 }

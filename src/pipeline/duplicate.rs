@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ctx::{blocking, lossy, state_trouble, Picture};
+use super::ctx::{blocking, lossy, state_trouble, store_failed, Picture};
 use super::decide::{archive_target, base_record, decide_and_finish, fail, output_naming};
 use super::outputs;
 use super::stored::stored_cutout;
@@ -105,16 +105,21 @@ async fn same_tables(pic: &Picture<'_>, job: &Job, earlier: Job) -> Job {
     }
 }
 
-/// This job's reserved output name (reserved now when it has none).
-async fn reserved(pic: &Picture<'_>, job: &Job) -> Result<PathBuf, Reason> {
+/// This job's reserved output name (reserved now when it has none), once
+/// this instance is known to still hold the job (fencing: the outputs are
+/// written right after; a job another instance took over gets none here).
+async fn reserved(pic: &Picture<'_>, job: &Job) -> Result<PathBuf, FileResult> {
+    let store = &pic.ctx.store;
+    let fenced = |e| store_failed(&pic.rel, e);
     match job.output.clone() {
-        Some(p) => Ok(p),
-        None => pic
-            .ctx
-            .store
+        Some(p) => {
+            store.still_held(job.id).await.map_err(fenced)?;
+            Ok(p)
+        }
+        None => store
             .reserve_output(job.id, output_naming(pic))
             .await
-            .map_err(|e| Reason::new(Code::StateError, e)),
+            .map_err(fenced),
     }
 }
 
@@ -129,7 +134,7 @@ async fn run_again(pic: &Picture<'_>, mut job: Job, earlier: Job, v: &Validated)
     if local || earlier.provider.as_deref() != Some(pic.inbox.provider.as_str()) {
         match reserved(pic, &job).await {
             Ok(p) => job.output = Some(p),
-            Err(e) => return Dup::Done(FileResult::Trouble(e)),
+            Err(done) => return Dup::Done(done),
         }
         tracing::info!(input = %pic.rel.display(), earlier = earlier.id, "same picture as an earlier job whose results do not fit this inbox's outputs: made again (no provider pays twice)");
         return Dup::Run(Box::new(job));
@@ -159,7 +164,7 @@ async fn finished(
 ) -> FileResult {
     let first = match reserved(pic, &job).await {
         Ok(p) => p,
-        Err(e) => return FileResult::Trouble(e),
+        Err(done) => return done,
     };
     let to = outputs::paths(pic.inbox, &pic.rel, &first);
     let (dst, specs) = (to.clone(), pic.inbox.outputs.clone());
@@ -209,7 +214,7 @@ async fn plain_from_cutout(
 ) -> FileResult {
     let dst = match reserved(pic, &job).await {
         Ok(p) => p,
-        Err(e) => return FileResult::Trouble(e),
+        Err(done) => return done,
     };
     let (to, fmt, q) = (dst.clone(), pic.inbox.output_format, pic.inbox.webp_quality);
     let copied = blocking("copy output", move || -> Result<(), Reason> {

@@ -5,19 +5,30 @@
 //! read-only folder), and at start-up for what a crash left unfinished
 //! ([`recover`]).
 //!
+//! Shared state: the steps begin with a fence check, made with the read of
+//! the job (`Store::get_held`, one round trip): a job another instance
+//! took over is left to it (no reason file, audit line or move here). A
+//! takeover after the check needs a freeze of exactly that moment (a few
+//! milliseconds) longer than the lease, and then the move finds the input
+//! gone. A move
+//! or delete that finds the input gone (ENOENT, by its typed code) asks
+//! the database whether the job is still ours and whether another job for
+//! the same path finished since: then someone else finished it
+//! (`FinishError::Elsewhere`, one INFO line), else it vanished as before.
+//!
 //! Must not: decide an outcome, or write the audit line before the decision
 //! is committed (the record it writes is the one the decision prepared).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::ctx::{blocking, lossy, Ctx};
+use super::ctx::{blocking, lossy, taken_over, Ctx};
 use crate::audit::{now_rfc3339, Audit};
 use crate::config::{AfterSuccess, Config, Inbox};
 use crate::fsutil;
 use crate::job::{Code, FileResult, FileStat, Outcome, Reason};
 use crate::output::{self, ReasonFile};
-use crate::store::{Job, Store};
+use crate::store::{Elsewhere, Job, Store, StoreError};
 
 /// Run the finishing steps of a job decided earlier.
 pub(super) async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
@@ -33,7 +44,7 @@ pub(super) async fn finish_decided(ctx: &Ctx, job: Job) -> FileResult {
     .await
     {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return after_error(inbox_named(ctx, &job.inbox), e),
+        Ok(Err(e)) => return after_error(inbox_named(ctx, &job.inbox), &job.rel_path, e),
         Err(e) => return FileResult::Trouble(e),
     }
     let why = || {
@@ -65,6 +76,10 @@ pub enum FinishError {
     /// and the new version is looked at again.
     #[error("{} changed after it was judged; its new version is looked at again", .0.display())]
     Changed(PathBuf),
+    /// The input was gone when it was to be moved or deleted because
+    /// someone else has it (see [`Elsewhere`]): nothing left to do here.
+    #[error("job {id}: its input is someone else's now ({what:?})")]
+    Elsewhere { id: i64, what: Elsewhere },
 }
 
 impl FinishError {
@@ -75,19 +90,33 @@ impl FinishError {
             FinishError::Audit(e) => crate::fsutil::io_code(&e.source),
             FinishError::Output(e) => e.code(),
             FinishError::Fs(e) => e.code(),
-            FinishError::Changed(_) => Code::FileVanished,
+            FinishError::Changed(_) | FinishError::Elsewhere { .. } => Code::FileVanished,
         }
     }
 }
 
-/// What a worker reports when the finishing steps stopped with `e`:
-/// `Later` for a withdrawn decision (the new version settles and is looked
-/// at again), trouble otherwise.
-pub(super) fn after_error(inbox: Option<&Inbox>, e: FinishError) -> FileResult {
+/// What a worker reports when the finishing steps of the input at `rel`
+/// stopped with `e`: `Later` for a withdrawn decision (the new version
+/// settles and is looked at again), `Elsewhere` (one INFO line) when
+/// another instance took the job over or finished the input, trouble
+/// otherwise.
+pub(super) fn after_error(inbox: Option<&Inbox>, rel: &Path, e: FinishError) -> FileResult {
     match e {
         FinishError::Changed(_) => {
             let settle = inbox.map(|i| i.settle).unwrap_or_default();
             FileResult::Later(settle.max(Duration::from_millis(200)))
+        }
+        FinishError::Store(StoreError::Fenced { id, holder })
+        | FinishError::Elsewhere {
+            id,
+            what: Elsewhere::TakenOver { holder },
+        } => taken_over(rel, id, &holder),
+        FinishError::Elsewhere {
+            id,
+            what: Elsewhere::FinishedBy { job },
+        } => {
+            tracing::info!(input = %rel.display(), job = id, by = job, "the input was moved away by the job that finished it (another instance); nothing left to do here");
+            FileResult::Elsewhere
         }
         e => FileResult::Trouble(Reason::new(e.code(), &e)),
     }
@@ -119,7 +148,9 @@ pub fn finish_job(
     hint: Option<&str>,
     decided: Decided,
 ) -> Result<(), FinishError> {
-    let Some(job) = store.get(id)? else {
+    // Fencing: nothing here for a job another instance took over (see the
+    // module docs for the window after this check).
+    let Some(job) = store.get_held(id)? else {
         return Ok(());
     };
     let Some(outcome) = job.outcome else {
@@ -175,6 +206,7 @@ pub fn finish_job(
     }
     // 3. the input goes to its one place.
     if let Err(e) = dispose_input(inbox, &job, outcome, &input, input_here) {
+        gone_elsewhere(store, id, &e)?;
         // Finished later (full disk, read-only folder): remember the audit
         // line is written so that retry needs no search.
         if !job.audited {
@@ -184,6 +216,25 @@ pub fn finish_job(
     }
     store.finish(id, crate::store::Audit::Written)?;
     Ok(())
+}
+
+/// The input was to be moved or deleted and `e` stopped it: when it was
+/// gone (ENOENT, by its typed code) and the database says someone else has
+/// it, `Err(Elsewhere)` (a job still ours but finished by another is marked
+/// done: its audit line is written); Ok otherwise (it is `e`'s trouble).
+fn gone_elsewhere(store: &Store, id: i64, e: &fsutil::FsError) -> Result<(), FinishError> {
+    if fsutil::io_code(&e.source) != Code::FileVanished {
+        return Ok(());
+    }
+    match store.finished_elsewhere(id)? {
+        None => Ok(()),
+        Some(what) => {
+            if let Elsewhere::FinishedBy { .. } = what {
+                store.finish(id, crate::store::Audit::Written)?;
+            }
+            Err(FinishError::Elsewhere { id, what })
+        }
+    }
 }
 
 /// Whether the version of the input that was judged is at its name (same
@@ -285,6 +336,9 @@ pub fn recover(cfg: &Config, store: &Store, audit: &Audit) -> Result<(usize, usi
             Err(FinishError::Changed(_)) => {
                 tracing::info!(job = job.id, input = %job.rel_path.display(), "the input changed after it was judged; that decision is withdrawn and the new version is looked at again");
                 finished += 1;
+            }
+            Err(FinishError::Store(StoreError::Fenced { .. }) | FinishError::Elsewhere { .. }) => {
+                tracing::info!(job = job.id, input = %job.rel_path.display(), "another instance took this job over or finished its input; leaving it to them");
             }
             Err(e) => {
                 tracing::error!(job = job.id, input = %job.rel_path.display(), "cannot finish an interrupted job yet: {e}")

@@ -21,6 +21,17 @@
 //! and the `queue.concurrency` engine slots, held only around the provider
 //! call.
 //!
+//! On the shared (PostgreSQL) state, fencing: every job write is refused
+//! once another instance has taken the job over (`StoreError::Fenced`), and
+//! the steps that are not database writes ask first (`Store::check_held`):
+//! right before an output is renamed into place (outputs land before the
+//! decision) and before the reason file, audit line and move. A fenced
+//! worker stops at once, writes nothing more, logs one INFO line ("another
+//! instance took this job over") and reports `FileResult::Elsewhere`
+//! (skipped; neither trouble nor retried soon). A move that finds the input
+//! gone asks the database whether someone else finished it (`Elsewhere`
+//! too) before calling it vanished.
+//!
 //! Must not: watch folders or schedule work (the queue does), or know any
 //! provider's wire format.
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 
 use super::ctx::{blocking, Ctx};
 use super::finish::{finish_job, Decided, FinishError};
-use crate::store::Job;
+use crate::store::{Job, StoreError};
 
 /// One sweep: the inputs (inbox name, absolute path) of dead instances'
 /// jobs that should go first in this instance's queue. At most `limit`
@@ -94,6 +94,9 @@ async fn input_gone(ctx: &Ctx, job: Job) {
         }
         Ok(Ok(())) => {
             tracing::warn!(job = id, input = %rel, "a dead instance's unfinished job lost its input; dropping the job")
+        }
+        Ok(Err(FinishError::Store(StoreError::Fenced { .. }) | FinishError::Elsewhere { .. })) => {
+            tracing::info!(job = id, input = %rel, "another instance took this job over or finished its input; leaving it to them")
         }
         Ok(Err(e)) => {
             tracing::error!(job = id, input = %rel, "cannot finish a dead instance's job yet: {e}")

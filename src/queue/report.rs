@@ -74,7 +74,7 @@ pub(super) fn count(t: &mut Tally, res: &mut FileResult) {
         FileResult::Rejected(_) => t.rejected += 1,
         FileResult::Failed(_) => t.failed += 1,
         FileResult::Valid => t.valid += 1,
-        FileResult::AlreadyDone | FileResult::Vanished => t.skipped += 1,
+        FileResult::AlreadyDone | FileResult::Vanished | FileResult::Elsewhere => t.skipped += 1,
         FileResult::Interrupted => t.interrupted += 1,
         FileResult::Later(_) | FileResult::Trouble(_) => {}
     }

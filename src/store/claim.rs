@@ -400,7 +400,9 @@ impl Store {
 
     /// Record the decision in one commit: the outcome, where the input goes
     /// (`move_to`: a free name is reserved; None for delete/keep) and the
-    /// audit record to write, built by `record` once that name is known.
+    /// audit record to write, built by `record` once that name is known (on
+    /// PostgreSQL `record` runs again when the transaction is retried after
+    /// a serialization failure or deadlock: it must only build the text).
     /// From here on the job is finished by `finish_job`, also after a crash.
     /// Returns the reserved input target.
     #[allow(clippy::too_many_arguments)]
@@ -412,7 +414,7 @@ impl Store {
         reason_code: Option<Code>,
         reason: Option<String>,
         move_to: Option<Naming>,
-        record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
+        mut record: impl FnMut(Option<&Path>) -> Result<String, String> + Send + 'static,
     ) -> Result<Option<PathBuf>, StoreError> {
         if let Some(pg) = &self.pg {
             return pg

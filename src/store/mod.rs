@@ -17,8 +17,10 @@
 //!
 //! Files: `thread` (open, lock, the state thread, submit/run), `schema`
 //! (migrations, rows), `claim` (lookup, claim, names), `decide` (finish,
-//! recovery and status queries), `review` (the outcome index behind the
-//! review page, read through its own read-only connections).
+//! recovery and status queries), `fencing` (does this instance still hold
+//! a job; who finished an input that vanished under its move), `review`
+//! (the outcome index behind the review page, read through its own
+//! read-only connections).
 //!
 //! Two backends behind this one `Store`: SQLite (above; the default, one
 //! instance) and PostgreSQL (`pg/`, several instances sharing one line:
@@ -81,11 +83,13 @@ impl Drop for LockFile {
 
 mod claim;
 mod decide;
+mod fencing;
 mod pg;
 pub mod pg_limits;
 mod schema;
 mod thread;
 
+pub use fencing::Elsewhere;
 pub use pg::{Instance, PgOptions};
 
 impl Store {

@@ -70,7 +70,7 @@ impl Pg {
             )?;
             if let Some(r) = decided {
                 let (job, owner, epoch) = schema::owned(&r)?;
-                let me = me.ok_or(PgOpError::ReadOnly)?;
+                let me = me.clone().ok_or(PgOpError::ReadOnly)?;
                 // Another live instance is finishing it: not ours to touch.
                 return Ok(
                     match mine_or_take(tx, &me, job.id, owner.as_deref(), epoch)? {
@@ -164,7 +164,7 @@ impl Pg {
         id: i64,
         sql: &'static str,
         params: Vec<Box<dyn postgres::types::ToSql + Sync + Send>>,
-    ) -> impl FnOnce(&mut Transaction<'_>) -> PgResult<u64> + Send + 'static {
+    ) -> impl FnMut(&mut Transaction<'_>) -> PgResult<u64> + Send + 'static {
         let pg = self.clone();
         move |tx| {
             fence(tx, &pg.me()?, pg.held_epoch(id), id)?;
@@ -252,7 +252,7 @@ impl Pg {
         reason_code: Option<Code>,
         reason: Option<String>,
         move_to: Option<Naming>,
-        record: impl FnOnce(Option<&Path>) -> Result<String, String> + Send + 'static,
+        mut record: impl FnMut(Option<&Path>) -> Result<String, String> + Send + 'static,
     ) -> Result<Option<PathBuf>, crate::store::types::StoreError> {
         let pg = self.clone();
         self.call(move |tx| {

@@ -2,8 +2,10 @@
 //! by several cutout instances (one per machine) watching one inbox.
 //!
 //! Owns: the connection pool (a few threads, each with its own connection;
-//! every request is one transaction), the instance row and its heartbeat
-//! thread, and the per-job fencing tokens this instance holds.
+//! every request is one transaction, run again in a fresh one when
+//! PostgreSQL refuses it for a serialization failure or deadlock: see
+//! `retrying`), the instance row and its heartbeat thread, and the per-job
+//! fencing tokens this instance holds.
 //!
 //! Shapes (other modules build on these):
 //! - `instances(id, host, pid, started, heartbeat, lease_ms, stopped)`: an
@@ -49,7 +51,10 @@ pub use error::{pg_message, PgOpError, PgResult};
 
 mod claim;
 mod decide;
+mod fencing;
 mod schema;
+#[cfg(test)]
+mod tests;
 
 /// How to reach the shared state and who this instance is.
 #[derive(Clone)]
@@ -265,27 +270,23 @@ impl Pg {
 
     fn submit<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> PgResult<T> + Send + 'static,
+        mut f: impl FnMut(&mut Transaction<'_>) -> PgResult<T> + Send + 'static,
         deliver: impl FnOnce(Result<T, StoreError>) + Send + 'static,
     ) -> Result<(), StoreError> {
         let at = self.at.clone();
         let op: PgOp = Box::new(move |client| {
-            let r = match client.transaction() {
-                Ok(mut tx) => match f(&mut tx) {
-                    Ok(v) => tx.commit().map(|()| v).map_err(PgOpError::Pg),
-                    Err(e) => Err(e),
-                },
-                Err(e) => Err(PgOpError::Pg(e)),
-            };
+            let r = retrying(client, &mut f);
             deliver(r.map_err(|e| e.at(&at)));
         });
         self.ops.send(op).map_err(|_| self.lost())
     }
 
-    /// Run `f` in its own transaction and wait (blocking callers).
+    /// Run `f` in its own transaction and wait (blocking callers). `f` runs
+    /// again, in a fresh transaction, when the transaction is refused for a
+    /// serialization failure or a deadlock (see [`retrying`]).
     pub(super) fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> PgResult<T> + Send + 'static,
+        f: impl FnMut(&mut Transaction<'_>) -> PgResult<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
         self.submit(f, move |r| {
@@ -297,7 +298,7 @@ impl Pg {
     /// Run `f` in its own transaction; async callers await a oneshot.
     pub(super) async fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Transaction<'_>) -> PgResult<T> + Send + 'static,
+        f: impl FnMut(&mut Transaction<'_>) -> PgResult<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.submit(f, move |r| {
@@ -326,6 +327,59 @@ impl Pg {
             h.remove(&id);
         }
     }
+}
+
+/// Times a transaction refused for a transient conflict is tried again.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Whether PostgreSQL refused the transaction for a conflict with another
+/// one that goes away when it is simply run again: `serialization_failure`
+/// (40001) or `deadlock_detected` (40P01). Matched on the SQLSTATE code.
+pub(super) fn is_transient(e: &PgOpError) -> bool {
+    use postgres::error::SqlState;
+    match e {
+        PgOpError::Pg(e) => e.code().is_some_and(|c| {
+            *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+        }),
+        _ => false,
+    }
+}
+
+/// Run `f` in one transaction on `client` and commit it; when PostgreSQL
+/// refuses it for a transient conflict ([`is_transient`], at any statement
+/// or at the commit), roll back and run `f` again in a fresh transaction,
+/// up to [`CONFLICT_RETRIES`] times after a short jittered backoff (10 ms
+/// doubling to 200 ms, `backon`). Other errors (and `Fenced`) are final.
+/// Blocking: runs on a pool thread.
+fn retrying<T>(
+    client: &mut Client,
+    f: &mut impl FnMut(&mut Transaction<'_>) -> PgResult<T>,
+) -> PgResult<T> {
+    use backon::{BlockingRetryable, ExponentialBuilder};
+    let once = || {
+        let mut tx = client.transaction()?;
+        let v = f(&mut tx)?;
+        tx.commit()?;
+        Ok(v)
+    };
+    let backoff = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(10))
+        .with_max_delay(Duration::from_millis(200))
+        .with_max_times(CONFLICT_RETRIES)
+        .with_jitter();
+    once.retry(backoff)
+        .sleep(std::thread::sleep)
+        .when(is_transient)
+        .notify(|e, after| {
+            tracing::debug!(
+                "state database: transaction refused ({}); running it again in {after:?}",
+                match e {
+                    PgOpError::Pg(e) => pg_message(e),
+                    _ => String::new(),
+                }
+            )
+        })
+        .call()
 }
 
 /// One pool thread: run requests until every `Store` clone is gone,
