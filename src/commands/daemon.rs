@@ -51,13 +51,9 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
     });
     // The HTTP endpoint binds before READY=1: a bad address fails the start.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    // The review page and its actions read the SQLite state; on the shared
-    // PostgreSQL state they are off for now (docs/scale-out.md).
-    let shared = s.store.is_shared();
-    if shared && cfg.http.listen.is_some() && cfg.http.review {
-        tracing::warn!("http: the review page is off on the shared PostgreSQL state (it reads the SQLite state only, for now); /healthz and /metrics still answer");
-    }
-    let review = match (cfg.http.listen, cfg.http.review && !shared) {
+    // On the shared PostgreSQL state the review page shows every
+    // instance's outcomes; its actions stay off there (docs/scale-out.md).
+    let review = match (cfg.http.listen, cfg.http.review) {
         (Some(_), true) => {
             Some(crate::review::start(cfg.clone(), s.store.clone(), &s.audit, rx.clone()).await)
         }
@@ -104,6 +100,9 @@ async fn start_http(
         return Ok(None);
     };
     let actions = if ctx.store.is_shared() {
+        if cfg.http.actions {
+            tracing::warn!("{}: `[http] actions` is refused on the shared PostgreSQL state (retry, redo, approve and flag are not safe across instances yet): the review page is read-only; set `actions = false` in [http] to silence this", origin(cfg));
+        }
         None
     } else {
         Some(review_actions(ctx).await?)

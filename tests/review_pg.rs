@@ -1,0 +1,301 @@
+//! The review page on the shared PostgreSQL state: two instances of the
+//! real binary, one database (a real PostgreSQL through
+//! `support::postgres`), one shared inbox (`watch = "poll"`), the fake
+//! provider, each instance with its own `[http] listen` on a free port.
+//! The page of EITHER instance lists every picture of both, its counts add
+//! up to both audit files, `/p/ID` of a picture the other instance did
+//! shows that instance's audit line, and a file of the other instance is
+//! served only where it lies under this instance's folders.
+//!
+//! Skipped (with the reason) where PostgreSQL cannot be started.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use fake_provider::{Config, FakeProvider};
+use support::postgres::{start_or_skip, PASSWORD};
+use support::*;
+
+const KEY: &str = "test-rembg-key";
+const LONG: Duration = Duration::from_secs(120);
+
+/// (status, body) of one GET over a fresh connection.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(LONG)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    (code, body.to_string())
+}
+
+fn page(addr: &str, path: &str) -> String {
+    let (code, body) = get(addr, path);
+    assert_eq!(code, 200, "{path}: {body}");
+    body
+}
+
+/// (id, job, input) of every card on a grid page.
+fn cards(html: &str) -> Vec<(i64, i64, String)> {
+    let attr = |c: &str, name: &str| -> String {
+        c.split(&format!("{name}=\""))
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("")
+            .to_string()
+    };
+    html.split("<article class=\"card")
+        .skip(1)
+        .map(|c| {
+            let name = c.split("class=\"name\"").nth(1).unwrap_or("");
+            (
+                attr(c, "data-id").parse().unwrap_or(-1),
+                attr(c, "data-job").parse().unwrap_or(-1),
+                attr(name, "title"),
+            )
+        })
+        .collect()
+}
+
+/// `data-count` of the element with `id`.
+fn count_of(html: &str, id: &str) -> Option<u64> {
+    let rest = &html[html.find(&format!("id=\"{id}\""))?..];
+    rest.split("data-count=\"")
+        .nth(1)?
+        .split('"')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Instance `id`'s config: the shared folders, its own state folder and
+/// HTTP port; instance `b` writes its cut-outs to its own `outbox-b`.
+fn write_config(root: &Path, id: &str, url: &str, fake: &FakeProvider) {
+    let base = fake.base_url_rembg();
+    let outbox = if id == "b" {
+        "outbox = \"outbox-b\"\n"
+    } else {
+        ""
+    };
+    let text = format!(
+        "state_dir = \"state-{id}\"\nshutdown_grace = \"10s\"\n\
+         [state]\nurl = \"{url}\"\npassword_file = \"pg-password\"\ninstance = \"{id}\"\nlease = \"3s\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\n\
+         [retry]\ninitial_delay = \"50ms\"\nmax_delay = \"500ms\"\n\
+         [[inbox]]\npath = \"inbox\"\nwatch = \"poll\"\npoll_interval = \"300ms\"\n\
+         settle = \"100ms\"\nprovider = \"r\"\n{outbox}\
+         [providers.r]\nkind = \"rembg-com\"\nbase_url = \"{base}\"\n\
+         usage_url = \"{base}/api/membership-usage\"\napi_key_file = \"rembg.key\"\n\
+         concurrency = 4\ntimeout = \"20s\"\n"
+    );
+    std::fs::write(root.join(format!("cutout-{id}.toml")), text).expect("config");
+}
+
+fn spawn(root: &Path, id: &str) -> Daemon {
+    let log = root.join(format!("daemon-{id}-{}.log", std::process::id()));
+    let log = (1..)
+        .map(|n| log.with_extension(format!("{n}.log")))
+        .find(|p| !p.exists())
+        .expect("a log name");
+    let f = std::fs::File::create(&log).expect("log file");
+    let child = std::process::Command::new(bin())
+        .arg("run")
+        .arg("--config")
+        .arg(root.join(format!("cutout-{id}.toml")))
+        .current_dir(root)
+        .env_remove("CUTOUT_CONFIG")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("CUTOUT_MODELS_DIR", root.join("models"))
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(f)
+        .spawn()
+        .expect("spawn cutout run");
+    Daemon { child, log }
+}
+
+/// Drop `names` into the shared inbox (hidden name, then rename); a name
+/// starting with `bad` gets bytes that are no picture.
+fn drop_all(root: &Path, names: &[String], seed: u32) {
+    for (k, rel) in names.iter().enumerate() {
+        let bytes = if rel.starts_with("bad") {
+            b"this is not a picture at all".to_vec()
+        } else {
+            jpeg(64, 48, seed + k as u32)
+        };
+        let tmp = root.join("inbox").join(format!(".{rel}.part"));
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, root.join("inbox").join(rel)).expect("rename");
+    }
+}
+
+/// Every audit line of instance `id`.
+fn audit_of(root: &Path, id: &str) -> Vec<serde_json::Value> {
+    read_jsonl(&root.join(format!("state-{id}/audit-{id}.jsonl")))
+}
+
+/// Wait until both audit files together hold `n` outcome lines.
+fn wait_outcomes(root: &Path, n: usize) {
+    wait_until(LONG, &format!("{n} outcomes in the audit files"), || {
+        ["a", "b"]
+            .iter()
+            .flat_map(|i| audit_of(root, i))
+            .filter(|r| r["event"] != "retry")
+            .count()
+            >= n
+    });
+}
+
+fn stop(mut d: Daemon) {
+    d.term();
+    assert!(d.wait(LONG).success(), "{}", d.log_text());
+}
+
+fn names(prefix: &str, n: usize, bad: usize) -> Vec<String> {
+    let mut v: Vec<String> = (0..n).map(|k| format!("{prefix}{k:02}.jpg")).collect();
+    v.extend((0..bad).map(|k| format!("bad-{prefix}{k}.jpg")));
+    v
+}
+
+#[test]
+fn the_review_page_of_either_instance_shows_every_instances_outcomes() {
+    let Some(pg) = start_or_skip("the_review_page_of_either_instance") else {
+        return;
+    };
+    let url = pg.create_db("review");
+    let fake = FakeProvider::start(Config::default().with_key(KEY));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::write(root.join("pg-password"), format!("{PASSWORD}\n")).expect("pw");
+    std::fs::write(root.join("rembg.key"), KEY).expect("key");
+    std::fs::create_dir_all(root.join("inbox")).expect("inbox");
+    write_config(root, "a", &url, &fake);
+    write_config(root, "b", &url, &fake);
+
+    // a alone, then b alone (so each surely has outcomes of its own),
+    // then both at once on one more batch.
+    let first = names("a", 5, 1);
+    let d = spawn(root, "a");
+    drop_all(root, &first, 1);
+    wait_outcomes(root, 6);
+    stop(d);
+    let second = names("b", 5, 1);
+    let d = spawn(root, "b");
+    drop_all(root, &second, 100);
+    wait_outcomes(root, 12);
+    let db = d;
+    let da = spawn(root, "a");
+    let third = names("both", 12, 0);
+    drop_all(root, &third, 200);
+    let all: Vec<String> = [first, second, third].concat();
+    wait_outcomes(root, all.len());
+
+    let by_instance: BTreeMap<&str, Vec<serde_json::Value>> =
+        ["a", "b"].iter().map(|i| (*i, audit_of(root, i))).collect();
+    let lines: Vec<&serde_json::Value> = by_instance.values().flatten().collect();
+    let count = |ev: &str| lines.iter().filter(|r| r["event"] == ev).count() as u64;
+    assert_eq!(count("succeeded"), 22, "{lines:?}");
+    assert_eq!(count("rejected"), 2, "{lines:?}");
+
+    for (me, d) in [("a", &da), ("b", &db)] {
+        let addr = support::metrics::listen_addr(d, LONG);
+        // The index fills in the database's transaction: no waiting.
+        let grid = page(&addr, "/");
+        let on_page = cards(&grid);
+        let mut shown: Vec<String> = on_page.iter().map(|c| c.2.clone()).collect();
+        shown.sort();
+        let mut want = all.clone();
+        want.sort();
+        assert_eq!(shown, want, "the grid of {me} lists every picture once");
+        assert_eq!(count_of(&grid, "count-succeeded"), Some(22), "{me}");
+        assert_eq!(count_of(&grid, "count-rejected"), Some(2), "{me}");
+        // Filters and keyset pages run on the shared index too.
+        let rejected = cards(&page(&addr, "/?outcome=rejected"));
+        assert_eq!(rejected.len(), 2, "{me}: {rejected:?}");
+        assert!(rejected.iter().all(|c| c.2.starts_with("bad-")));
+        let named = cards(&page(&addr, "/?q=BOTH0"));
+        assert_eq!(named.len(), 10, "{me}: name search: {named:?}");
+        let oldest_shown = on_page.last().map(|c| c.0).expect("cards");
+        let newest = on_page.first().map(|c| c.0).expect("cards");
+        let older = cards(&page(&addr, &format!("/?before={newest}")));
+        assert_eq!(older.len(), all.len() - 1, "{me}");
+        assert_eq!(older.last().map(|c| c.0), Some(oldest_shown));
+
+        // A picture the other instance did: its page shows that audit line.
+        let other = if me == "a" { "b" } else { "a" };
+        let theirs = by_instance[other]
+            .iter()
+            .find(|r| r["event"] == "succeeded")
+            .expect("the other instance succeeded at something");
+        let job = theirs["job"].as_i64().expect("job");
+        let input = theirs["input"].as_str().expect("input");
+        let (id, _, _) = on_page
+            .iter()
+            .find(|c| c.1 == job)
+            .unwrap_or_else(|| panic!("{me}: no card of job {job}: {on_page:?}"))
+            .clone();
+        let p = unescape(&page(&addr, &format!("/p/{id}")));
+        assert!(p.contains(&format!("\"job\": {job}")), "{me}: {p}");
+        assert!(p.contains(input), "{me}: {p}");
+        let output = theirs["output"].as_str().expect("output");
+        assert!(p.contains(&json_escaped(output)), "{me}: {p}");
+        // The original went to the shared archive: served by either.
+        let (code, body) = get(&addr, &format!("/file/{id}/original"));
+        assert_eq!(code, 200, "{me}: the shared archive: {body}");
+        // a's cut-outs lie in outbox/, b's in outbox-b/: neither is a
+        // folder of the other instance, which refuses them clearly.
+        let (code, body) = get(&addr, &format!("/file/{id}/out0"));
+        assert_eq!(code, 403, "{me}: another instance's outbox: {body}");
+        assert!(body.contains("this instance"), "{me}: {body}");
+        let (code, _) = get(&addr, &format!("/thumb/{id}/out0"));
+        assert_eq!(code, 403, "{me}");
+        // Its own cut-outs it serves.
+        let mine = by_instance[me]
+            .iter()
+            .find(|r| r["event"] == "succeeded")
+            .and_then(|r| r["job"].as_i64())
+            .expect("a success of its own");
+        let (own, _, _) = on_page
+            .iter()
+            .find(|c| c.1 == mine)
+            .expect("own card")
+            .clone();
+        let (code, body) = get(&addr, &format!("/file/{own}/out0"));
+        assert_eq!(code, 200, "{me}: its own cut-out: {body}");
+        assert!(d.log_text().contains("listening on"), "{}", d.log_text());
+    }
+    stop(da);
+    stop(db);
+}
+
+/// HTML text as plain text (the entities maud writes).
+fn unescape(html: &str) -> String {
+    html.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// `s` as it appears inside a JSON string.
+fn json_escaped(s: &str) -> String {
+    let q = serde_json::to_string(s).expect("json");
+    q[1..q.len() - 1].to_string()
+}
