@@ -216,7 +216,11 @@ fn the_review_page_of_either_instance_shows_every_instances_outcomes() {
 
     for (me, d) in [("a", &da), ("b", &db)] {
         let addr = support::metrics::listen_addr(d, LONG);
-        // The index fills in the database's transaction: no waiting.
+        // The audit file line comes a moment before the job's commit
+        // (which fills the index): wait for the last commits.
+        wait_until(LONG, "every outcome on the page", || {
+            cards(&page(&addr, "/")).len() >= all.len()
+        });
         let grid = page(&addr, "/");
         let on_page = cards(&grid);
         let mut shown: Vec<String> = on_page.iter().map(|c| c.2.clone()).collect();
