@@ -303,3 +303,176 @@ fn json_escaped(s: &str) -> String {
     let q = serde_json::to_string(s).expect("json");
     q[1..q.len() - 1].to_string()
 }
+
+/// The index on the database itself: 10,000 audit rows (two instances)
+/// become 10,000 outcomes through the trigger, once each; a record that is
+/// not JSON neither fails its insert nor shows; the reader's queries
+/// (keyset pages, filters, counts, one entry, history, names) answer from
+/// the shared index through indexes, not scans of `outcomes`; and an
+/// upgrade from schema 1 fills the index from the rows `audit` held.
+#[test]
+fn the_shared_index_is_filled_once_from_the_audit_table_and_read_through_indexes() {
+    use cutout::store::{PgOptions, ReviewFilter, ReviewReader, Store};
+    let Some(pg) = start_or_skip("the_shared_index_is_filled_once") else {
+        return;
+    };
+    let url = pg.create_db("index");
+    let opts = |id: &str| PgOptions {
+        url: url.clone(),
+        password: Some(PASSWORD.into()),
+        instance: id.into(),
+        lease: Duration::from_secs(5),
+        connections: 1,
+    };
+    let store = Store::open_postgres(&opts("t1")).expect("open the shared state");
+    let mut admin = ::postgres::Config::new();
+    admin
+        .host("127.0.0.1")
+        .port(pg.port)
+        .user(support::postgres::USER)
+        .password(PASSWORD)
+        .dbname("index");
+    let mut db = admin.connect(::postgres::NoTls).expect("connect");
+    let n = 10_000;
+    db.batch_execute(&format!(
+        "INSERT INTO jobs (id, inbox, rel_path, created_ms, updated_ms, active)
+           SELECT g, 'in' || (g % 3), convert_to('p' || g || '.jpg', 'UTF8'), 0, 0, FALSE
+             FROM generate_series(1, {n} + 1) g;
+         INSERT INTO audit (job_id, instance, record)
+           SELECT g, CASE WHEN g % 2 = 0 THEN 'a' ELSE 'b' END, json_build_object(
+             'ts', to_char(TIMESTAMP '2026-01-01' + g * INTERVAL '1 minute',
+                           'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),
+             'event', CASE WHEN g % 10 = 0 THEN 'failed' ELSE 'succeeded' END,
+             'job', g, 'inbox', 'in' || (g % 3), 'input', 'p' || g || '.jpg',
+             'provider', CASE WHEN g % 2 = 0 THEN 'r' ELSE 'local' END,
+             'code', CASE WHEN g % 10 = 0 THEN 'provider-timeout' END,
+             'bytes', 1000 + g, 'output', '/o/p' || g || '.png')::TEXT
+             FROM generate_series(1, {n}) g;
+         INSERT INTO audit (job_id, instance, record) VALUES ({n} + 1, 'a', 'not json');
+         INSERT INTO audit (job_id, instance, record) VALUES (1, 'b', '{{}}')
+           ON CONFLICT (job_id) DO NOTHING;
+         ANALYZE outcomes; ANALYZE outcome_lines;"
+    ))
+    .expect("audit rows (a record that is not JSON does not fail its insert)");
+    let count = |db: &mut ::postgres::Client, sql: &str| -> i64 {
+        db.query_one(sql, &[]).expect(sql).get(0)
+    };
+
+    let reader = ReviewReader::for_store(&store, Path::new("/nonexistent"));
+    let scans = |db: &mut ::postgres::Client| -> (i64, i64) {
+        let r = db
+            .query_one(
+                "SELECT seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables
+                  WHERE relname = 'outcomes'",
+                &[],
+            )
+            .expect("stats");
+        (r.get(0), r.get(1))
+    };
+    let before = scans(&mut db);
+    let all = ReviewFilter::default();
+    let failed = ReviewFilter {
+        event: Some("failed".into()),
+        ..Default::default()
+    };
+    let in1 = ReviewFilter {
+        inbox: Some("in1".into()),
+        ..Default::default()
+    };
+    let t = std::time::Instant::now();
+    let first = reader.page(&all, None, 48).expect("page");
+    let took = t.elapsed();
+    assert_eq!(first.len(), 48);
+    assert_eq!(first[0].job, n, "newest first");
+    assert!(first.windows(2).all(|w| w[0].id > w[1].id));
+    let next = reader
+        .page(&all, first.last().map(|e| e.id), 48)
+        .expect("next page");
+    assert_eq!(next.len(), 48);
+    assert!(next[0].id < first[47].id);
+    let f = reader.page(&failed, None, 48).expect("failed page");
+    assert_eq!(f.len(), 48);
+    assert!(f.iter().all(|e| e.event == "failed" && e.job % 10 == 0));
+    assert_eq!(f[0].code.as_deref(), Some("provider-timeout"));
+    let i = reader.page(&in1, None, 48).expect("inbox page");
+    assert!(i.iter().all(|e| e.inbox == "in1" && e.job % 3 == 1));
+    let newer = reader.newer(&all, n - 10, 100).expect("newer");
+    assert_eq!(newer.len(), 10);
+    assert_eq!(reader.newest().expect("newest"), first[0].id);
+    // The statistics reach the view within a second or so.
+    wait_until(LONG, "the page queries in the statistics", || {
+        scans(&mut db).1 >= before.1 + 6
+    });
+    let after = scans(&mut db);
+    assert_eq!(
+        after.0, before.0,
+        "a page query scanned the whole outcomes table"
+    );
+
+    assert_eq!(count(&mut db, "SELECT COUNT(*) FROM outcomes"), n);
+    assert_eq!(count(&mut db, "SELECT COUNT(*) FROM outcome_lines"), n);
+    assert_eq!(
+        count(&mut db, "SELECT COUNT(DISTINCT job) FROM outcomes"),
+        n,
+        "one outcome per audit row"
+    );
+    let counts = reader.counts(&all).expect("counts");
+    assert_eq!(
+        counts,
+        vec![
+            ("failed".to_string(), n / 10),
+            ("succeeded".to_string(), n - n / 10)
+        ]
+    );
+    let day = ReviewFilter {
+        from_ms: Some(1_767_225_600_000),            // 2026-01-01
+        to_ms: Some(1_767_225_600_000 + 86_400_000), // + a day
+        name: Some("P1".into()),
+        ..Default::default()
+    };
+    let dc = reader.counts(&day).expect("counts of a day");
+    let total: i64 = dc.iter().map(|(_, c)| c).sum();
+    // Minutes 1..1439 of the day whose input starts with p1 (1, 10-19,
+    // 100-199, 1000-1439): 1 + 10 + 100 + 440.
+    assert_eq!(total, 551, "{dc:?}");
+    let one = reader.entry(first[0].id).expect("entry").expect("found");
+    let line: serde_json::Value = serde_json::from_str(&one.line).expect("the whole line");
+    assert_eq!(line["job"], n, "{}", one.line);
+    let history = reader.history(&one).expect("history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].id, one.id);
+    let (inboxes, providers) = reader.names().expect("names");
+    assert_eq!(inboxes, ["in0", "in1", "in2"]);
+    assert_eq!(providers, ["local", "r"]);
+    eprintln!("REVIEW-PG first page of {n} outcomes: {took:?}");
+    let t = std::time::Instant::now();
+    for _ in 0..20 {
+        reader.page(&all, None, 48).expect("page");
+        reader.counts(&all).expect("counts");
+    }
+    eprintln!(
+        "REVIEW-PG grid (page + counts) of {n} outcomes, mean of 20: {:?}",
+        t.elapsed() / 20
+    );
+
+    // An upgrade from schema 1 with audit rows: the migration indexes them.
+    db.batch_execute(
+        "DROP TRIGGER audit_indexed ON audit;
+         DROP FUNCTION cutout_audit_indexed(); DROP FUNCTION cutout_index_outcome(TEXT, TEXT);
+         DROP TABLE outcome_lines; DROP TABLE outcomes;
+         UPDATE schema_version SET version = 1;",
+    )
+    .expect("back to schema 1");
+    drop(store);
+    let again = Store::open_postgres(&opts("t2")).expect("open and migrate");
+    assert_eq!(count(&mut db, "SELECT COUNT(*) FROM outcomes"), n);
+    assert_eq!(
+        count(
+            &mut db,
+            "SELECT MIN(job) FROM outcomes WHERE id = (SELECT MIN(id) FROM outcomes)"
+        ),
+        1,
+        "backfilled oldest first"
+    );
+    drop(again);
+}

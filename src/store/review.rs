@@ -197,7 +197,7 @@ pub struct ReviewReader {
 
 enum Backend {
     Sqlite(SqliteReader),
-    Pg(pg::PgReader),
+    Pg(Box<pg::PgReader>),
 }
 
 /// Read-only connections to the SQLite state database (a few kept open;
@@ -233,7 +233,7 @@ impl ReviewReader {
     pub fn for_store(store: &Store, state_dir: &Path) -> ReviewReader {
         match &store.pg {
             Some(pg) => ReviewReader {
-                backend: Backend::Pg(pg.review_reader()),
+                backend: Backend::Pg(Box::new(pg.review_reader())),
             },
             None => Self::new(state_dir),
         }
