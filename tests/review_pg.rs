@@ -25,13 +25,19 @@ const LONG: Duration = Duration::from_secs(120);
 
 /// (status, body) of one GET over a fresh connection.
 fn get(addr: &str, path: &str) -> (u16, String) {
+    request(addr, "GET", path, &[])
+}
+
+/// (status, body) of one request without a body.
+fn request(addr: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
     s.set_read_timeout(Some(LONG)).expect("timeout");
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Content-Length: 0\r\n\r\n");
+    s.write_all(req.as_bytes()).expect("send");
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
     let text = String::from_utf8_lossy(&raw).into_owned();
@@ -95,7 +101,7 @@ fn write_config(root: &Path, id: &str, url: &str, fake: &FakeProvider) {
     let text = format!(
         "state_dir = \"state-{id}\"\nshutdown_grace = \"10s\"\n\
          [state]\nurl = \"{url}\"\npassword_file = \"pg-password\"\ninstance = \"{id}\"\nlease = \"3s\"\n\
-         [http]\nlisten = \"127.0.0.1:0\"\n\
+         [http]\nlisten = \"127.0.0.1:0\"\nactions = true\n\
          [retry]\ninitial_delay = \"50ms\"\nmax_delay = \"500ms\"\n\
          [[inbox]]\npath = \"inbox\"\nwatch = \"poll\"\npoll_interval = \"300ms\"\n\
          settle = \"100ms\"\nprovider = \"r\"\n{outbox}\
@@ -283,8 +289,71 @@ fn the_review_page_of_either_instance_shows_every_instances_outcomes() {
             .clone();
         let (code, body) = get(&addr, &format!("/file/{own}/out0"));
         assert_eq!(code, 200, "{me}: its own cut-out: {body}");
-        assert!(d.log_text().contains("listening on"), "{}", d.log_text());
+        // Approve and flag work on the shared state, from either page;
+        // retry (and redo, confirm) are refused clearly.
+        let log = d.log_text();
+        assert!(
+            log.contains("`[http] actions` on the shared PostgreSQL state"),
+            "{log}"
+        );
+        let session: serde_json::Value =
+            serde_json::from_str(&page(&addr, "/api/session")).expect("session");
+        let csrf = session["csrf"].as_str().expect("csrf").to_string();
+        let post = |path: &str| {
+            request(
+                &addr,
+                "POST",
+                path,
+                &[("X-Cutout-Csrf", &csrf), ("X-Cutout-User", me)],
+            )
+        };
+        let verb = if me == "a" { "approve" } else { "flag" };
+        let (code, body) = post(&format!("/api/jobs/{job}/{verb}"));
+        assert_eq!(code, 200, "{me}: {verb} job {job} of {other}: {body}");
+        let bad = by_instance[other]
+            .iter()
+            .find(|r| r["event"] == "rejected")
+            .expect("a rejection of the other instance");
+        let (bad_job, bad_at) = (
+            bad["job"].as_i64().expect("job"),
+            bad["moved_to"].as_str().expect("moved_to"),
+        );
+        let (code, body) = post(&format!("/api/jobs/{bad_job}/retry"));
+        assert_eq!(code, 409, "{me}: {body}");
+        assert!(body.contains("shared-state"), "{me}: {body}");
+        assert!(
+            Path::new(bad_at).exists(),
+            "the refused retry moved nothing"
+        );
     }
+    // Each instance's mark, seen from the other instance's page and by
+    // `cutout status`.
+    let job_of = |who: &str| {
+        by_instance[who]
+            .iter()
+            .find(|r| r["event"] == "succeeded")
+            .and_then(|r| r["job"].as_i64())
+            .expect("a success")
+    };
+    let (ja, jb) = (job_of("a"), job_of("b"));
+    let addr_a = support::metrics::listen_addr(&da, LONG);
+    let marks = page(&addr_a, &format!("/api/marks?jobs={ja},{jb}"));
+    let marks: serde_json::Value = serde_json::from_str(&marks).expect("marks");
+    assert_eq!(
+        marks["marks"],
+        serde_json::json!({ ja.to_string(): "flagged", jb.to_string(): "approved" }),
+        "a's page sees b's flag of a's job and its own approval of b's"
+    );
+    let status = std::process::Command::new(bin())
+        .arg("status")
+        .arg("--config")
+        .arg(root.join("cutout-a.toml"))
+        .current_dir(root)
+        .output()
+        .expect("status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains(&format!("(job {ja}) by b")), "{text}");
+    assert!(text.contains(&format!("(job {jb}) by a")), "{text}");
     stop(da);
     stop(db);
 }
@@ -457,7 +526,7 @@ fn the_shared_index_is_filled_once_from_the_audit_table_and_read_through_indexes
 
     // An upgrade from schema 1 with audit rows: the migration indexes them.
     db.batch_execute(
-        "DROP TRIGGER audit_indexed ON audit;
+        "DROP TRIGGER audit_indexed ON audit; DROP TABLE marks;
          DROP FUNCTION cutout_audit_indexed(); DROP FUNCTION cutout_index_outcome(TEXT, TEXT);
          DROP TABLE outcome_lines; DROP TABLE outcomes;
          UPDATE schema_version SET version = 1;",

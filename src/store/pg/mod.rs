@@ -25,7 +25,8 @@
 //! - `audit(job_id, instance, at, record)`: the job's audit record, copied
 //!   when its line is written (`finish(.., Written)` / `mark_audited`).
 //! - `outcomes`/`outcome_lines`: the review page's index, filled from
-//!   `audit` by a trigger (`review.rs`).
+//!   `audit` by a trigger (`review.rs`); `marks`: approvals and flags
+//!   (`marks.rs`).
 //! - `schema_version`: migrations in [`schema::MIGRATIONS`], applied under an
 //!   advisory lock; append new versions there.
 //! - A provider's shared rate/cool-down/pause row lives in `pg_limits.rs`,
@@ -51,6 +52,7 @@ pub use error::{pg_message, PgOpError, PgResult};
 
 mod claim;
 mod decide;
+mod marks;
 mod review;
 mod schema;
 

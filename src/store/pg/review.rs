@@ -39,7 +39,8 @@ use crate::store::review::{Entry, ReviewFilter};
 use crate::store::types::StoreError;
 
 /// Schema version 2: the outcome index and the trigger that fills it
-/// (and fills it with what `audit` already holds).
+/// (and fills it with what `audit` already holds), and the review marks
+/// (`marks.rs`).
 pub(super) const MIGRATION: &str = "CREATE TABLE outcomes (
         id        BIGSERIAL PRIMARY KEY,
         instance  TEXT NOT NULL,
@@ -101,6 +102,13 @@ pub(super) const MIGRATION: &str = "CREATE TABLE outcomes (
      $fn$;
      CREATE TRIGGER audit_indexed AFTER INSERT ON audit
         FOR EACH ROW EXECUTE FUNCTION cutout_audit_indexed();
+     CREATE TABLE marks (
+        job      BIGINT PRIMARY KEY REFERENCES jobs(id),
+        mark     TEXT NOT NULL,
+        by_whom  TEXT NOT NULL,
+        at_ms    BIGINT NOT NULL
+     );
+     CREATE INDEX marks_at ON marks(at_ms);
      SELECT cutout_index_outcome(instance, record)
        FROM (SELECT instance, record FROM audit ORDER BY at, job_id) a;";
 
