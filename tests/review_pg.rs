@@ -524,6 +524,38 @@ fn the_shared_index_is_filled_once_from_the_audit_table_and_read_through_indexes
         t.elapsed() / 20
     );
 
+    // Many page requests at once share at most 4 read connections (beside
+    // the store's pool of 1 and its heartbeat), sampled while they run.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let most = std::thread::scope(|sc| {
+        let watcher = sc.spawn(|| {
+            let mut c = admin.connect(::postgres::NoTls).expect("connect");
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(count(
+                    &mut c,
+                    "SELECT COUNT(*) FROM pg_stat_activity WHERE application_name = 'cutout'",
+                ));
+            }
+            most
+        });
+        let workers: Vec<_> = (0..16)
+            .map(|_| {
+                sc.spawn(|| {
+                    for _ in 0..20 {
+                        assert_eq!(reader.page(&all, None, 48).expect("page").len(), 48);
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().expect("worker");
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        watcher.join().expect("watcher")
+    });
+    assert!(most <= 2 + 4, "{most} connections of cutout at once");
+
     // An upgrade from schema 1 with audit rows: the migration indexes them.
     db.batch_execute(
         "DROP TRIGGER audit_indexed ON audit; DROP TABLE marks;

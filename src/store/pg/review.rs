@@ -23,13 +23,13 @@
 //! stay in each instance's audit file) and the reason file's hint (the
 //! database does not read files).
 //!
-//! Reads use their own connections (read-only sessions, a few kept
-//! open), never the pipeline's pool, so a slow page does not delay a
-//! claim. Blocking: call through [`crate::blocking::run`].
+//! Reads use their own connections (read-only sessions, at most
+//! [`READERS`], kept open), never the pipeline's pool, so a slow page does
+//! not delay a claim. Blocking: call through [`crate::blocking::run`].
 //!
 //! Must not: write anything, touch `jobs`, or read files.
 
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
 use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
@@ -112,8 +112,10 @@ pub(super) const MIGRATION: &str = "CREATE TABLE outcomes (
      SELECT cutout_index_outcome(instance, record)
        FROM (SELECT instance, record FROM audit ORDER BY at, job_id) a;";
 
-/// Read connections kept open between requests.
-const IDLE_READERS: usize = 4;
+/// Read connections open at most (kept open between requests): the page's
+/// queries beyond that wait for one, so the page never takes more of the
+/// server's `max_connections`.
+const READERS: usize = 4;
 /// Columns every list query selects, in [`entry_row`]'s order.
 const COLS: &str = "id, ts, ts_ms, event, job, inbox, input, provider, code, reason, hint,
     bytes, sha256, output, moved_to, ''::TEXT AS line";
@@ -127,7 +129,28 @@ type Arg = Box<dyn ToSql + Sync + Send>;
 pub struct PgReader {
     cfg: postgres::Config,
     at: String,
-    idle: Mutex<Vec<Client>>,
+    pool: Mutex<Pool>,
+    /// Signalled when a connection is given back (or given up).
+    freed: Condvar,
+}
+
+/// A connection in use: given back when dropped (also by a panic).
+struct Lease<'a> {
+    reader: &'a PgReader,
+    conn: Option<Client>,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        self.reader.give_back(self.conn.take());
+    }
+}
+
+#[derive(Default)]
+struct Pool {
+    idle: Vec<Client>,
+    /// Connections made and not given up (idle or in use).
+    open: usize,
 }
 
 fn entry_row(r: &Row) -> Result<Entry, postgres::Error> {
@@ -202,8 +225,47 @@ impl PgReader {
         PgReader {
             cfg,
             at,
-            idle: Mutex::new(Vec::new()),
+            pool: Mutex::new(Pool::default()),
+            freed: Condvar::new(),
         }
+    }
+
+    /// A connection: an idle one, a new one while fewer than
+    /// [`READERS`] are open, else the next one given back.
+    fn take(&self) -> Result<Client, postgres::Error> {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(c) = pool.idle.pop() {
+                if !c.is_closed() {
+                    return Ok(c);
+                }
+                pool.open -= 1;
+                continue;
+            }
+            if pool.open < READERS {
+                pool.open += 1;
+                drop(pool);
+                let made = self.cfg.connect(NoTls).and_then(|mut c| {
+                    c.batch_execute("SET default_transaction_read_only = on")?;
+                    Ok(c)
+                });
+                if made.is_err() {
+                    self.give_back(None);
+                }
+                return made;
+            }
+            pool = self.freed.wait(pool).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Return a connection taken (None: it was not made, or broke).
+    fn give_back(&self, conn: Option<Client>) {
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        match conn.filter(|c| !c.is_closed()) {
+            Some(c) => pool.idle.push(c),
+            None => pool.open -= 1,
+        }
+        self.freed.notify_one();
     }
 
     fn with<T>(
@@ -214,22 +276,17 @@ impl PgReader {
             at: self.at.clone(),
             what: format!("review page: {}", pg_message(e)),
         };
-        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let mut conn = match pooled.filter(|c| !c.is_closed()) {
-            Some(c) => c,
-            None => {
-                let mut c = self.cfg.connect(NoTls).map_err(|e| err(&e))?;
-                c.batch_execute("SET default_transaction_read_only = on")
-                    .map_err(|e| err(&e))?;
-                c
-            }
+        let mut lease = Lease {
+            reader: self,
+            conn: Some(self.take().map_err(|e| err(&e))?),
         };
-        let out = f(&mut conn).map_err(|e| err(&e));
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_READERS && !conn.is_closed() {
-            idle.push(conn);
-        }
-        out
+        let Some(c) = lease.conn.as_mut() else {
+            return Err(StoreError::Postgres {
+                at: self.at.clone(),
+                what: "review page: no connection".into(),
+            });
+        };
+        f(c).map_err(|e| err(&e))
     }
 
     fn entries(&self, sql: &str, args: &[Arg]) -> Result<Vec<Entry>, StoreError> {
