@@ -18,7 +18,9 @@
 //! Files: `thread` (open, lock, the state thread, submit/run), `schema`
 //! (migrations, rows), `claim` (lookup, claim, names), `decide` (finish,
 //! recovery and status queries), `review` (the outcome index behind the
-//! review page, read through its own read-only connections).
+//! review page, read through its own read-only connections; on
+//! PostgreSQL `pg/review.rs` fills it from the `audit` table), `marks`
+//! (approvals, flags and the action log; `pg/marks.rs`).
 //!
 //! Two backends behind this one `Store`: SQLite (above; the default, one
 //! instance) and PostgreSQL (`pg/`, several instances sharing one line:
