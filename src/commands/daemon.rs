@@ -51,13 +51,10 @@ async fn serve(cfg: Arc<Config>, s: Setup, loaded: Loaded) -> CommandResult {
     });
     // The HTTP endpoint binds before READY=1: a bad address fails the start.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    // The review page and its actions read the SQLite state; on the shared
-    // PostgreSQL state they are off for now (docs/scale-out.md).
-    let shared = s.store.is_shared();
-    if shared && cfg.http.listen.is_some() && cfg.http.review {
-        tracing::warn!("http: the review page is off on the shared PostgreSQL state (it reads the SQLite state only, for now); /healthz and /metrics still answer");
-    }
-    let review = match (cfg.http.listen, cfg.http.review && !shared) {
+    // On the shared PostgreSQL state the review page shows every
+    // instance's outcomes; of its actions only approve and flag work there
+    // (docs/scale-out.md).
+    let review = match (cfg.http.listen, cfg.http.review) {
         (Some(_), true) => {
             Some(crate::review::start(cfg.clone(), s.store.clone(), &s.audit, rx.clone()).await)
         }
@@ -103,11 +100,10 @@ async fn start_http(
     let Some(addr) = cfg.http.listen else {
         return Ok(None);
     };
-    let actions = if ctx.store.is_shared() {
-        None
-    } else {
-        Some(review_actions(ctx).await?)
-    };
+    if ctx.store.is_shared() && cfg.http.actions {
+        tracing::warn!("{}: `[http] actions` on the shared PostgreSQL state: approve and flag work; retry, redo and confirm are refused (they move files another instance may be handling; docs/scale-out.md)", origin(cfg));
+    }
+    let actions = Some(review_actions(ctx).await?);
     match crate::http::bind(addr).await {
         Ok(listener) => {
             let at = listener

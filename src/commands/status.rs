@@ -106,6 +106,7 @@ fn shared_status(
     }
     print_in_progress(&store);
     print_last_errors(&store, errors);
+    print_marks(&store);
     Ok(exit::OK)
 }
 

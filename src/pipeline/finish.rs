@@ -190,6 +190,9 @@ pub fn finish_job(
     }
     if unmoved && job.move_to.is_some() {
         record_text = without_moved_to(&record_text);
+        // The stored record (the shared state's `audit` table copies it)
+        // says what the line says.
+        store.set_record(id, &record_text)?;
     }
 
     // 1. reason file beside where the input goes (rejected/failed).

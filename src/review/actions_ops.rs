@@ -7,7 +7,9 @@
 //!   into its inbox (a free name there) and its reason file is removed; the
 //!   daemon picks it up as a new job. One retry per job (a new failure is a
 //!   new job and may be retried again).
-//! - approve / flag / unmark: the job's mark in the state database.
+//! - approve / flag / unmark: the job's mark in the state database (also
+//!   on the shared PostgreSQL state, where retry, redo and confirm are
+//!   refused: `shared-state`).
 //!
 //! Redo and confirm are in `actions_redo`.
 //!
@@ -53,6 +55,7 @@ pub enum ActionCode {
     InboxNotConfigured,
     FileError,
     StateError,
+    SharedState,
 }
 
 /// Why an action was refused or did not complete.
@@ -79,6 +82,8 @@ pub enum ActionError {
     },
     #[error("inbox {0:?} is no longer in the config")]
     InboxGone(String),
+    #[error("{0} is not available on the shared PostgreSQL state (it moves files another instance may be handling); approve and flag are, or use the files on the shared folders (docs/scale-out.md)")]
+    SharedState(&'static str),
     #[error("{0}")]
     Files(String),
     #[error(transparent)]
@@ -97,6 +102,7 @@ impl ActionError {
             ActionError::OutputsGone(_) => ActionCode::OutputsGone,
             ActionError::Provider { .. } => ActionCode::ProviderFailed,
             ActionError::InboxGone(_) => ActionCode::InboxNotConfigured,
+            ActionError::SharedState(_) => ActionCode::SharedState,
             ActionError::Files(_) => ActionCode::FileError,
             ActionError::Store(_) => ActionCode::StateError,
         }
@@ -191,6 +197,15 @@ impl Actions {
             .ok_or_else(|| ActionError::InboxGone(name.to_string()))
     }
 
+    /// Refuse `action` on the shared PostgreSQL state (retry, redo and
+    /// confirm move files and keep an action log that has no port there).
+    pub(super) fn not_shared(&self, action: &'static str) -> Result<(), ActionError> {
+        match self.ctx.store.is_shared() {
+            true => Err(ActionError::SharedState(action)),
+            false => Ok(()),
+        }
+    }
+
     /// Approve, flag (or with None clear the mark of) job `id`.
     pub async fn mark(&self, id: i64, mark: Option<Mark>, who: &Who) -> Result<(), ActionError> {
         let job = self.job(id).await?;
@@ -216,6 +231,7 @@ impl Actions {
     /// Send a failed or rejected input back into its inbox (see the module
     /// docs).
     pub async fn retry(&self, id: i64, who: &Who) -> Result<Retried, ActionError> {
+        self.not_shared("retry")?;
         let job = self.job(id).await?;
         if job.active || !matches!(job.outcome, Some(Outcome::Failed | Outcome::Rejected)) {
             return Err(ActionError::WrongOutcome {

@@ -115,6 +115,7 @@ fn original(inbox: &Inbox, job: &Job) -> Result<PathBuf, String> {
 impl Actions {
     /// Redo job `id` with provider `name` (see the module docs).
     pub async fn redo(&self, id: i64, name: &str, who: &Who) -> Result<Redone, ActionError> {
+        self.not_shared("redo")?;
         let started = Instant::now();
         let job = self.job(id).await?;
         if job.active || !matches!(job.outcome, Some(Outcome::Succeeded | Outcome::Duplicate)) {
@@ -206,6 +207,7 @@ impl Actions {
 
     /// Delete the copies every earlier redo of job `id` kept.
     pub async fn confirm(&self, id: i64, who: &Who) -> Result<Vec<String>, ActionError> {
+        self.not_shared("confirm")?;
         let job = self.job(id).await?;
         let store = self.ctx.store.clone();
         let kept: Vec<PathBuf> = crate::blocking::run("review: kept copies", move || {

@@ -20,7 +20,7 @@ pub enum PageError {
     BadPicture,
     #[error("{0}")]
     NotFound(String),
-    #[error("refused: the picture is not under the configured folders")]
+    #[error("refused: the picture is not under this instance's configured folders (an outcome of another instance on the shared state is served only where its folders are mounted at the same paths here)")]
     Outside,
     #[error("cannot read the picture: {0}")]
     Unreadable(String),

@@ -5,6 +5,10 @@
 //! upgrade); then it wakes on every durable audit append
 //! ([`crate::audit::Audit::on_append`]), with a slow poll as a safety net.
 //!
+//! On the shared PostgreSQL state there is nothing to index (the database
+//! fills its index from the `audit` table): [`follow`] only reads the
+//! newest id, so the live page hears of every instance's outcomes.
+//!
 //! Owns: reading the audit file in bounded chunks, parsing lines, the
 //! hint from a rejected or failed input's reason file.
 //!
@@ -18,13 +22,16 @@ use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
-use crate::store::{IndexLine, Store};
+use crate::store::{IndexLine, ReviewReader, Store};
 
 /// Bytes of the audit file read per step (about 2 000 lines): one state
 /// transaction per chunk, so pipeline commits are never held up long.
 const CHUNK: usize = 1 << 20;
 /// How often the file is looked at without a wake-up.
 const POLL: Duration = Duration::from_secs(2);
+/// How often the shared index's newest id is read (other instances'
+/// outcomes wake no one here).
+const FOLLOW: Duration = Duration::from_secs(1);
 /// A reason file larger than this is not read for its hint.
 const MAX_REASON_FILE: u64 = 64 * 1024;
 
@@ -80,6 +87,39 @@ pub(super) async fn run(
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep(POLL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}
+
+/// On the shared PostgreSQL state: follow the index's newest id (every
+/// instance's outcomes, added by the database itself) so that `/live`
+/// wakes for them, until `stop` turns true. `wake` (this instance's own
+/// audit appends) makes a look come sooner.
+pub(super) async fn follow(
+    reader: Arc<ReviewReader>,
+    wake: Arc<Notify>,
+    newest: watch::Sender<i64>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failing = false;
+    loop {
+        let r = reader.clone();
+        match crate::blocking::run("review index newest", move || r.newest()).await {
+            Ok(Ok(id)) => {
+                failing = false;
+                newest.send_if_modified(|v| std::mem::replace(v, id) != id);
+            }
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!("review index: {e}; the live page waits until it answers");
+            }
+            Ok(Err(_)) => {}
+            Err(e) => tracing::warn!("review index: {e}"),
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(FOLLOW) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

@@ -15,7 +15,9 @@
 //! - `/assets/review.css`, `/assets/review.js` — vendored into the binary.
 //!
 //! Ids are the outcome index's (`store::review`), which [`index`] fills
-//! from `audit.jsonl`.
+//! from `audit.jsonl`; on the shared PostgreSQL state the index fills
+//! itself from the `audit` table of every instance and [`index`] only
+//! watches it grow (for `/live`).
 //!
 //! Actions (retry, redo, approve, flag, confirm; `[http] actions`) are in
 //! `actions*` and `auth` (see docs/review.md).
@@ -61,7 +63,7 @@ const MAX_SERVE: u64 = 256 << 20;
 
 /// What the review handlers share.
 pub struct Review {
-    reader: ReviewReader,
+    reader: Arc<ReviewReader>,
     cfg: Arc<Config>,
     /// Canonical folders pictures may come from.
     roots: Arc<Vec<PathBuf>>,
@@ -101,7 +103,7 @@ pub async fn start(
     audit: &Audit,
     stop: watch::Receiver<bool>,
 ) -> Arc<Review> {
-    let reader = ReviewReader::new(&cfg.state_dir);
+    let reader = Arc::new(ReviewReader::for_store(&store, &cfg.state_dir));
     let c = cfg.clone();
     let roots = crate::blocking::run("review roots", move || files::roots(&c))
         .await
@@ -110,13 +112,19 @@ pub async fn start(
     let wake = Arc::new(Notify::new());
     let w = wake.clone();
     audit.on_append(move || w.notify_one());
-    tokio::spawn(index::run(
-        store,
-        audit.path().to_path_buf(),
-        wake,
-        tx,
-        stop.clone(),
-    ));
+    if store.is_shared() {
+        // The index fills itself from the `audit` table (store::pg::review):
+        // only watch it grow, for the live page.
+        tokio::spawn(index::follow(reader.clone(), wake, tx, stop.clone()));
+    } else {
+        tokio::spawn(index::run(
+            store,
+            audit.path().to_path_buf(),
+            wake,
+            tx,
+            stop.clone(),
+        ));
+    }
     Arc::new(Review {
         reader,
         thumbs: thumbs::Thumbs::new(&cfg.state_dir, cfg.http.thumbnail_cache),

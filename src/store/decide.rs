@@ -33,6 +33,19 @@ impl Store {
         )
     }
 
+    /// Keep the audit record as it is written (`finish` took `moved_to` out
+    /// of it: the input was not moved), so the `audit` table of the shared
+    /// state says what the file says. Only before the line is written.
+    pub fn set_record(&self, id: i64, record: &str) -> Result<(), StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.set_record(id, record);
+        }
+        self.exec(
+            "UPDATE jobs SET record = ?2 WHERE id = ?1 AND audited = 0",
+            (id, record.to_string()),
+        )
+    }
+
     /// Take back a rejection or failure whose finishing steps have not
     /// taken effect (its input changed after it was judged): the job ends
     /// as `withdrawn`, with no audit record to write and no target held, so

@@ -3,6 +3,10 @@
 //! confirm) is written here as `pending` BEFORE any file moves, and ends
 //! `done` or `abandoned`; recovery completes what a crash left pending.
 //!
+//! On the shared PostgreSQL state the marks live in `pg/marks.rs`; there
+//! is no action log there (retry, redo and confirm are refused on it), so
+//! its lists are empty.
+//!
 //! Must not: touch files or decide what an action does (`review::actions`).
 
 use serde::Serialize;
@@ -123,6 +127,9 @@ impl Store {
     /// Set (or with None clear) job `id`'s mark.
     pub async fn set_mark(&self, id: i64, mark: Option<Mark>, by: &str) -> Result<(), StoreError> {
         let by = by.to_string();
+        if let Some(pg) = &self.pg {
+            return pg.set_mark(id, mark, by).await;
+        }
         self.call(move |c| {
             match mark {
                 Some(m) => c.execute(
@@ -139,6 +146,9 @@ impl Store {
 
     /// Every mark, newest first (at most `limit`), with its job's input.
     pub fn marks(&self, limit: i64) -> Result<Vec<MarkRow>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.marks(limit);
+        }
         self.run(move |c| {
             let mut st = c.prepare(
                 "SELECT m.job, m.mark, m.by_whom, m.at_ms, j.inbox, j.rel_path, j.outcome, j.output
@@ -165,6 +175,9 @@ impl Store {
 
     /// The marks of the listed jobs (those that have one).
     pub fn marks_for(&self, jobs: Vec<i64>) -> Result<Vec<(i64, Mark)>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.marks_for(jobs);
+        }
         self.run(move |c| {
             let mut st = c.prepare_cached("SELECT mark FROM marks WHERE job = ?1")?;
             let mut out = Vec::new();
@@ -180,6 +193,9 @@ impl Store {
 
     /// The mark of one job.
     pub fn mark_of(&self, id: i64) -> Result<Option<Mark>, StoreError> {
+        if let Some(pg) = &self.pg {
+            return pg.mark_of(id);
+        }
         self.run(move |c| {
             let m: Option<String> = c
                 .prepare_cached("SELECT mark FROM marks WHERE job = ?1")?
@@ -270,6 +286,11 @@ impl Store {
         cond: &'static str,
         arg: Option<i64>,
     ) -> Result<Vec<Action>, StoreError> {
+        if self.pg.is_some() {
+            // No action log on the shared state: the actions that need one
+            // are refused there (review::actions_ops).
+            return Ok(Vec::new());
+        }
         self.run(move |c| {
             let sql = format!("SELECT * FROM actions WHERE {cond}");
             let mut st = c.prepare(&sql)?;

@@ -20,7 +20,9 @@
 //! recovery and status queries), `fencing` (does this instance still hold
 //! a job; who finished an input that vanished under its move), `review`
 //! (the outcome index behind the review page, read through its own
-//! read-only connections).
+//! read-only connections; on PostgreSQL `pg/review.rs` fills it from the
+//! `audit` table), `marks` (approvals, flags and the action log;
+//! `pg/marks.rs`).
 //!
 //! Two backends behind this one `Store`: SQLite (above; the default, one
 //! instance) and PostgreSQL (`pg/`, several instances sharing one line:

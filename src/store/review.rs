@@ -9,9 +9,13 @@
 //! already indexed). Reads use their own read-only connections
 //! ([`ReviewReader`], WAL), so a slow page never delays a pipeline commit.
 //!
+//! On the shared PostgreSQL state the same interface reads `pg/review.rs`
+//! (filled from the `audit` table; no indexer, no offset): the routes see
+//! one [`ReviewReader`] whichever backend answers.
+//!
 //! Must not: touch `jobs`, read image files, or run reads on the state
-//! thread. Every SQL text of the review page lives here (a second backend
-//! ports this file).
+//! thread. Every SQLite text of the review page lives here; its
+//! PostgreSQL port lives in `pg/review.rs`.
 
 use std::sync::Mutex;
 
@@ -183,12 +187,105 @@ impl Store {
     }
 }
 
-/// Read-only connections to the state database for the review page (a
-/// few kept open; opened on demand). Blocking: call through
-/// [`crate::blocking::run`].
+/// The review page's queries, on whichever backend holds the state: one
+/// interface for the routes, two implementations (read-only SQLite
+/// connections here, [`pg::PgReader`] on PostgreSQL). Blocking: call
+/// through [`crate::blocking::run`].
 pub struct ReviewReader {
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(SqliteReader),
+    Pg(Box<pg::PgReader>),
+}
+
+/// Read-only connections to the SQLite state database (a few kept open;
+/// opened on demand).
+struct SqliteReader {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+}
+
+/// Each query of the page, on either backend.
+macro_rules! both {
+    ($self:ident, $r:ident => $e:expr) => {
+        match &$self.backend {
+            Backend::Sqlite($r) => $e,
+            Backend::Pg($r) => $e,
+        }
+    };
+}
+
+impl ReviewReader {
+    /// A reader of the SQLite state in `state_dir`.
+    pub fn new(state_dir: &Path) -> ReviewReader {
+        ReviewReader {
+            backend: Backend::Sqlite(SqliteReader {
+                path: state_dir.join("state.sqlite3"),
+                idle: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// A reader of `store`'s outcome index: the shared PostgreSQL state's
+    /// when `store` is on it, else the SQLite state in `state_dir`.
+    pub fn for_store(store: &Store, state_dir: &Path) -> ReviewReader {
+        match &store.pg {
+            Some(pg) => ReviewReader {
+                backend: Backend::Pg(Box::new(pg.review_reader())),
+            },
+            None => Self::new(state_dir),
+        }
+    }
+
+    /// Up to `limit` entries matching `f`, newest first, older than
+    /// `before` (an id) when given: keyset pagination, O(limit) per page.
+    pub fn page(
+        &self,
+        f: &ReviewFilter,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        both!(self, r => r.page(f, before, limit))
+    }
+
+    /// Entries matching `f` newer than `after` (oldest first, at most
+    /// `limit`): what a live page has not shown yet.
+    pub fn newer(
+        &self,
+        f: &ReviewFilter,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<Entry>, StoreError> {
+        both!(self, r => r.newer(f, after, limit))
+    }
+
+    /// Outcome lines matching `f` (its `event` ignored), counted by event.
+    pub fn counts(&self, f: &ReviewFilter) -> Result<Vec<(String, i64)>, StoreError> {
+        both!(self, r => r.counts(f))
+    }
+
+    /// One entry by id.
+    pub fn entry(&self, id: i64) -> Result<Option<Entry>, StoreError> {
+        both!(self, r => r.entry(id))
+    }
+
+    /// Every line about the same job or the same input (retries, earlier
+    /// and later outcomes), oldest first, at most 200.
+    pub fn history(&self, e: &Entry) -> Result<Vec<Entry>, StoreError> {
+        both!(self, r => r.history(e))
+    }
+
+    /// The inbox and provider names seen in the index (for the filters).
+    pub fn names(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        both!(self, r => r.names())
+    }
+
+    /// The newest id (0 when empty).
+    pub fn newest(&self) -> Result<i64, StoreError> {
+        both!(self, r => r.newest())
+    }
 }
 
 /// Connections kept open between requests.
@@ -264,14 +361,7 @@ fn filter_sql(f: &ReviewFilter, with_event: bool) -> (String, Vec<Value>) {
     (sql.join(" AND "), args)
 }
 
-impl ReviewReader {
-    pub fn new(state_dir: &Path) -> ReviewReader {
-        ReviewReader {
-            path: state_dir.join("state.sqlite3"),
-            idle: Mutex::new(Vec::new()),
-        }
-    }
-
+impl SqliteReader {
     fn with<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
         let err = |source| StoreError::Sqlite {
             path: self.path.clone(),
@@ -302,7 +392,7 @@ impl ReviewReader {
 
     /// Up to `limit` entries matching `f`, newest first, older than
     /// `before` (an id) when given: keyset pagination, O(limit) per page.
-    pub fn page(
+    fn page(
         &self,
         f: &ReviewFilter,
         before: Option<i64>,
@@ -327,12 +417,7 @@ impl ReviewReader {
 
     /// Entries matching `f` newer than `after` (oldest first, at most
     /// `limit`): what a live page has not shown yet.
-    pub fn newer(
-        &self,
-        f: &ReviewFilter,
-        after: i64,
-        limit: usize,
-    ) -> Result<Vec<Entry>, StoreError> {
+    fn newer(&self, f: &ReviewFilter, after: i64, limit: usize) -> Result<Vec<Entry>, StoreError> {
         let (clause, mut args) = filter_sql(f, true);
         args.push(Value::Integer(after));
         let n = args.len();
@@ -349,7 +434,7 @@ impl ReviewReader {
     }
 
     /// Outcome lines matching `f` (its `event` ignored), counted by event.
-    pub fn counts(&self, f: &ReviewFilter) -> Result<Vec<(String, i64)>, StoreError> {
+    fn counts(&self, f: &ReviewFilter) -> Result<Vec<(String, i64)>, StoreError> {
         let (clause, args) = filter_sql(f, false);
         let sql = format!(
             "SELECT event, COUNT(*) FROM outcomes WHERE {clause} GROUP BY event ORDER BY 1"
@@ -364,7 +449,7 @@ impl ReviewReader {
     }
 
     /// One entry by id.
-    pub fn entry(&self, id: i64) -> Result<Option<Entry>, StoreError> {
+    fn entry(&self, id: i64) -> Result<Option<Entry>, StoreError> {
         let sql = format!("SELECT {FULL_COLS} FROM {FULL_FROM} WHERE o.id = ?1");
         self.with(|c| {
             c.prepare_cached(&sql)?
@@ -375,7 +460,7 @@ impl ReviewReader {
 
     /// Every line about the same job or the same input (retries, earlier
     /// and later outcomes), oldest first, at most 200.
-    pub fn history(&self, e: &Entry) -> Result<Vec<Entry>, StoreError> {
+    fn history(&self, e: &Entry) -> Result<Vec<Entry>, StoreError> {
         let sql = format!(
             "SELECT {FULL_COLS} FROM {FULL_FROM} WHERE o.job = ?1
              UNION SELECT {FULL_COLS} FROM {FULL_FROM} WHERE o.inbox = ?2 AND o.input = ?3
@@ -390,7 +475,7 @@ impl ReviewReader {
     }
 
     /// The inbox and provider names seen in the index (for the filters).
-    pub fn names(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
+    fn names(&self) -> Result<(Vec<String>, Vec<String>), StoreError> {
         self.with(|c| {
             let list = |sql: &str| -> rusqlite::Result<Vec<String>> {
                 let mut st = c.prepare_cached(sql)?;
@@ -408,7 +493,7 @@ impl ReviewReader {
     }
 
     /// The newest id (0 when empty).
-    pub fn newest(&self) -> Result<i64, StoreError> {
+    fn newest(&self) -> Result<i64, StoreError> {
         self.with(|c| {
             c.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM outcomes")?
                 .query_row([], |r| r.get(0))

@@ -61,6 +61,20 @@ impl Pg {
         Ok(())
     }
 
+    pub(in crate::store) fn set_record(
+        self: &Arc<Self>,
+        id: i64,
+        record: &str,
+    ) -> Result<(), StoreError> {
+        let f = self.fenced_exec(
+            id,
+            "UPDATE jobs SET record = $2 WHERE id = $1 AND NOT audited",
+            vec![Box::new(record.to_string())],
+        );
+        self.run(f)?;
+        Ok(())
+    }
+
     pub(in crate::store) fn withdraw(self: &Arc<Self>, id: i64) -> Result<(), StoreError> {
         let f = self.fenced_exec(
             id,

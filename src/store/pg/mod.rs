@@ -26,6 +26,9 @@
 //!   [`StoreError::Fenced`](super::StoreError::Fenced).
 //! - `audit(job_id, instance, at, record)`: the job's audit record, copied
 //!   when its line is written (`finish(.., Written)` / `mark_audited`).
+//! - `outcomes`/`outcome_lines`: the review page's index, filled from
+//!   `audit` by a trigger (`review.rs`); `marks`: approvals and flags
+//!   (`marks.rs`).
 //! - `schema_version`: migrations in [`schema::MIGRATIONS`], applied under an
 //!   advisory lock; append new versions there.
 //! - A provider's shared rate/cool-down/pause row lives in `pg_limits.rs`,
@@ -52,9 +55,13 @@ pub use error::{pg_message, PgOpError, PgResult};
 mod claim;
 mod decide;
 mod fencing;
+mod marks;
+mod review;
 mod schema;
 #[cfg(test)]
 mod tests;
+
+pub use review::PgReader;
 
 /// How to reach the shared state and who this instance is.
 #[derive(Clone)]
@@ -101,6 +108,8 @@ type PgOp = Box<dyn FnOnce(&mut Client) + Send>;
 /// The shared state of one instance's handle (behind an `Arc` in `Store`).
 pub struct Pg {
     ops: mpsc::Sender<PgOp>,
+    /// How to connect (the review page's readers open their own).
+    cfg: postgres::Config,
     /// host:port/db, for messages (never the password).
     pub(super) at: String,
     /// This instance (None: read-only, no instance row).
@@ -252,6 +261,7 @@ impl Pg {
         }
         Ok(Arc::new(Pg {
             ops: tx,
+            cfg,
             at: at.to_string(),
             me,
             held: Mutex::new(HashMap::new()),
@@ -305,6 +315,11 @@ impl Pg {
             let _ = tx.send(r);
         })?;
         rx.await.map_err(|_| self.lost())?
+    }
+
+    /// A reader for the review page, on connections of its own.
+    pub(super) fn review_reader(&self) -> PgReader {
+        PgReader::new(self.cfg.clone(), self.at.clone())
     }
 
     /// This instance's id, or `ReadOnly` for a status handle.

@@ -16,7 +16,8 @@ use crate::store::types::{blob_path, Job};
 const MIGRATE_LOCK: i64 = 0x6375_746f_7574;
 
 /// Version n is `MIGRATIONS[n - 1]`; append, never edit.
-pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
+pub(super) const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE instances (
         id        TEXT PRIMARY KEY,
         host      TEXT NOT NULL,
         pid       BIGINT NOT NULL,
@@ -65,7 +66,10 @@ pub(super) const MIGRATIONS: &[&str] = &["CREATE TABLE instances (
         at       TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
         record   TEXT NOT NULL
      );
-     CREATE INDEX audit_at ON audit(at);"];
+     CREATE INDEX audit_at ON audit(at);",
+    // 2: the review page's outcome index, filled from `audit` (review.rs).
+    super::review::MIGRATION,
+];
 
 /// Bring the schema up to date (one instance at a time, under an advisory
 /// lock); refuses a database newer than this build.
