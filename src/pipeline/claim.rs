@@ -5,11 +5,14 @@
 //! made again only where no provider pays twice); the same content
 //! in flight under another name waits.
 //!
+//! A claim made for an input that left while it was read (another instance
+//! finished it) is dropped at once.
+//!
 //! Must not: call a provider or write any file.
 
 use std::time::Duration;
 
-use super::ctx::Picture;
+use super::ctx::{blocking, state_trouble, Picture};
 use super::decide::output_naming;
 use super::duplicate::{self, Dup};
 use super::intake::Read;
@@ -45,8 +48,13 @@ pub(super) async fn claim(
     };
     let claim = match pic.ctx.store.claim(req).await {
         Ok(c) => c,
-        Err(e) => return Err(super::ctx::state_trouble(e)),
+        Err(e) => return Err(state_trouble(e)),
     };
+    if let Claim::New(job) | Claim::Resume(job) | Claim::Duplicate { job, .. } = &claim {
+        if let Some(gone) = gone_since_read(pic, job.id).await {
+            return Err(gone);
+        }
+    }
     match claim {
         Claim::AlreadyDone => Err(FileResult::AlreadyDone),
         Claim::Busy => {
@@ -66,5 +74,37 @@ pub(super) async fn claim(
             tracing::debug!(input = %pic.rel.display(), job = job.id, "resuming a job");
             Ok((job, FirstAttempt::CountWhenStarted))
         }
+    }
+}
+
+/// Whether the input left while it was read and claimed; then the job just
+/// claimed is dropped (no provider call, no audit line). On the shared
+/// state that is another instance finishing it: this claim could only be
+/// made once that instance's job had ended, and it moves the input before
+/// it ends the job, so the check after the claim cannot miss it. On one
+/// machine the file was deleted.
+async fn gone_since_read(pic: &Picture<'_>, id: i64) -> Option<FileResult> {
+    let (input, store) = (pic.inbox.path.join(&pic.rel), pic.ctx.store.clone());
+    let gone = blocking("claim: is the input still there", move || {
+        if std::fs::symlink_metadata(&input).is_ok() {
+            return Ok(false);
+        }
+        store
+            .abandon(id, "the input disappeared before it was finished")
+            .map(|()| true)
+    })
+    .await;
+    match gone {
+        Ok(Ok(false)) => None,
+        Ok(Ok(true)) if pic.ctx.store.is_shared() => {
+            tracing::info!(input = %pic.rel.display(), "another instance finished this input while it was being read; leaving it to them");
+            Some(FileResult::Elsewhere)
+        }
+        Ok(Ok(true)) => {
+            tracing::info!(input = %pic.rel.display(), "the input disappeared while it was being read; dropping it");
+            Some(FileResult::Vanished)
+        }
+        Ok(Err(e)) => Some(state_trouble(e)),
+        Err(e) => Some(FileResult::Trouble(e)),
     }
 }
