@@ -1,8 +1,12 @@
 //! Scale-out on PostgreSQL: provider limits shared by several instances.
 //!
-//! A real PostgreSQL (Debian's `postgresql`: `initdb` + `pg_ctl` in a temp
-//! folder, as an unprivileged user, on a free port) backs every test; each
-//! test gets its own database. Without PostgreSQL on the machine the tests
+//! A real PostgreSQL backs every test: one server for this test binary
+//! (`support::postgres::shared_or_skip`: Debian's `postgresql`, `initdb` +
+//! `pg_ctl` in a temp folder as an unprivileged user, on a free port,
+//! password authentication; stopped when the binary exits), a database of
+//! its own per test (the library tests share one and keep apart by
+//! provider name). The instances read the password from a file
+//! (`[state] password_file`). Without PostgreSQL on the machine the tests
 //! say why and pass without running (`apt-get install postgresql`).
 //!
 //! - Library level: two gates of the same provider name (two instances)
@@ -12,10 +16,9 @@
 //! Must not: assert durations other than lower bounds the limiter
 //! guarantees (a slower machine only makes them longer).
 
-#[path = "scale_out/pg.rs"]
-mod pg;
 mod support;
 
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, Instant};
 
 use cutout::provider::gate::{Feedback, Limits};
@@ -24,7 +27,7 @@ use cutout::provider::shared_limit;
 use cutout::provider::PauseReason;
 use cutout::store::pg_limits::PgLimits;
 use fake_provider::{Config, FakeProvider, RateLimit};
-use pg::Postgres;
+use support::postgres::{shared_or_skip, Postgres, PASSWORD};
 
 fn limits(concurrency: usize, rps: f64) -> Limits {
     Limits {
@@ -35,26 +38,28 @@ fn limits(concurrency: usize, rps: f64) -> Limits {
     }
 }
 
-/// The server for this test binary and a fresh database in it, with the
-/// shared limits of this process installed on it; None (after saying why)
-/// when PostgreSQL is not available.
+/// The server for this test binary with the shared limits of this process
+/// installed on its database `limits`; None (after saying why `test` is
+/// skipped) when PostgreSQL is not available.
 fn shared_db(test: &str) -> Option<&'static Postgres> {
-    let pg = pg::server()?;
-    let url = pg.database(test);
+    let pg = shared_or_skip(test)?;
+    let url = pg.database("limits");
     // One state database per process: every library test of this binary
     // shares the first one and keeps apart by provider name.
-    shared_limit::install(&url, None);
+    shared_limit::install(&url, Some(PASSWORD));
     Some(pg)
 }
 
 /// The statements themselves, one by one, on the real database.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_limit_statements_keep_one_row_per_provider() {
-    let Some(pg) = pg::server() else {
+    let Some(pg) = shared_or_skip("the_limit_statements_keep_one_row_per_provider") else {
         return;
     };
     let url = pg.database("statements");
-    let db = PgLimits::connect(&url, None).await.expect("connect");
+    let db = PgLimits::connect(&url, Some(PASSWORD))
+        .await
+        .expect("connect");
     let first = db.reserve("p", 10.0, 0.01, true).await.expect("reserve");
     assert!(first.wait_s <= 0.0, "{first:?}");
     let second = db.reserve("p", 10.0, 0.01, true).await.expect("reserve");
@@ -112,7 +117,7 @@ async fn the_limit_statements_keep_one_row_per_provider() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pacing_is_shared_by_two_instances() {
-    let Some(_pg) = shared_db("limits") else {
+    let Some(_pg) = shared_db("pacing_is_shared_by_two_instances") else {
         return;
     };
     let a = shared_limit::gate("pace", limits(4, 20.0), Duration::from_secs(1));
@@ -138,7 +143,7 @@ async fn pacing_is_shared_by_two_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_in_one_instance_cools_down_and_slows_the_other() {
-    let Some(_pg) = shared_db("limits") else {
+    let Some(_pg) = shared_db("a_429_in_one_instance_cools_down_and_slows_the_other") else {
         return;
     };
     let a = shared_limit::gate("cool", limits(8, 100.0), Duration::from_secs(1));
@@ -175,7 +180,7 @@ async fn a_429_in_one_instance_cools_down_and_slows_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_in_one_instance_holds_the_other_until_lifted() {
-    let Some(_pg) = shared_db("limits") else {
+    let Some(_pg) = shared_db("a_pause_in_one_instance_holds_the_other_until_lifted") else {
         return;
     };
     let a = shared_limit::gate("pause", limits(2, 10.0), Duration::from_secs(60));
@@ -224,7 +229,8 @@ struct Setup {
 }
 
 /// N instances' config files in one folder, sharing inbox/, outbox/,
-/// archive/… and the database; each its own `state-<id>/` (logs, audit).
+/// archive/…, the database and its password file (`pg-password`); each
+/// its own `state-<id>/` (logs, audit).
 struct Line {
     dir: tempfile::TempDir,
     setup: Setup,
@@ -243,7 +249,8 @@ impl Line {
             let id = instance_id(i);
             let text = format!(
                 "state_dir = \"state-{id}\"\nshutdown_grace = \"10s\"\n\
-                 [state]\nurl = \"{url}\"\ninstance = \"{id}\"\nlease = \"{}ms\"\n\
+                 [state]\nurl = \"{url}\"\npassword_file = \"pg-password\"\n\
+                 instance = \"{id}\"\nlease = \"{}ms\"\n\
                  [queue]\nconcurrency = {c}\n\
                  [retry]\ninitial_delay = \"50ms\"\nmax_delay = \"500ms\"\n\
                  [[inbox]]\npath = \"inbox\"\nwatch = \"poll\"\npoll_interval = \"500ms\"\n\
@@ -259,6 +266,8 @@ impl Line {
             std::fs::write(dir.path().join(format!("cutout-{id}.toml")), text).expect("config");
         }
         std::fs::write(dir.path().join("rembg.key"), KEY).expect("key file");
+        std::fs::write(dir.path().join("pg-password"), format!("{PASSWORD}\n"))
+            .expect("password file");
         std::fs::create_dir_all(dir.path().join("inbox")).expect("inbox");
         Line { dir, setup }
     }
@@ -428,7 +437,7 @@ fn env_or(name: &str, default: usize) -> usize {
 /// processed and paid exactly once.
 #[test]
 fn three_instances_share_one_inbox_and_pay_once() {
-    let Some(pg) = pg::server() else {
+    let Some(pg) = shared_or_skip("three_instances_share_one_inbox_and_pay_once") else {
         return;
     };
     let fake = FakeProvider::start(Config::default().with_latency(Duration::from_millis(20)));
@@ -471,7 +480,7 @@ fn three_instances_share_one_inbox_and_pay_once() {
 /// flight at the provider is paid again.
 #[test]
 fn a_dead_instances_jobs_are_taken_over_ahead_of_the_queue() {
-    let Some(pg) = pg::server() else {
+    let Some(pg) = shared_or_skip("a_dead_instances_jobs_are_taken_over_ahead_of_the_queue") else {
         return;
     };
     let files = env_or("SCALE_FILES", 160);
@@ -484,19 +493,20 @@ fn a_dead_instances_jobs_are_taken_over_ahead_of_the_queue() {
     };
     let db = "takeover_first";
     let line = Line::new(pg, db, &fake, setup);
+    let mut conn = pg.connect(db).expect("connect to the line's database");
     let inputs = line.drop_pictures(files);
     let inbox = line.root().join("inbox");
     let mut daemons = line.spawn_all();
     let victim = instance_id(0);
     let t = Instant::now();
-    while jobs_held(pg, db, &victim, &inbox).unwrap_or(0) == 0 {
+    while jobs_held(&mut conn, &victim, &inbox).unwrap_or(0) == 0 {
         assert!(t.elapsed() < LONG, "instance 0 never took a job");
         std::thread::sleep(Duration::from_millis(20));
     }
     daemons[0].kill9();
-    let held = jobs_held(pg, db, &victim, &inbox).unwrap_or(0);
+    let held = jobs_held(&mut conn, &victim, &inbox).unwrap_or(0);
     let t = Instant::now();
-    while jobs_held(pg, db, &victim, &inbox).unwrap_or(0) > 0 {
+    while jobs_held(&mut conn, &victim, &inbox).unwrap_or(0) > 0 {
         assert!(
             t.elapsed() < LONG,
             "the dead instance's jobs were never taken over"
@@ -549,7 +559,7 @@ struct Run {
 /// Drop `files` pictures, start the instances, wait until all are done,
 /// stop them. Time runs from the start of the first instance.
 fn measured(db: &str, fake: &FakeProvider, setup: Setup, files: usize) -> Option<Run> {
-    let pg = pg::server()?;
+    let pg = shared_or_skip(db)?;
     let line = Line::new(pg, db, fake, setup);
     let inputs = line.drop_pictures(files);
     let cpu0 = children_cpu();
@@ -675,27 +685,21 @@ fn scaleout_throughput_one_vs_three() {
     }
 }
 
-/// The inputs still in the inbox whose active job `instance` holds in
-/// database `db` (psql; None if it fails): what the line waits for while
-/// the instance is dead. (Jobs whose input already moved are finished by
-/// recovery at the next start and hold nothing up.)
-fn jobs_held(pg: &Postgres, db: &str, instance: &str, inbox: &std::path::Path) -> Option<usize> {
-    let out = std::process::Command::new(pg.psql())
-        .args(["-At", "-h", "127.0.0.1", "-U", "cutout", "-p"])
-        .arg(pg.port.to_string())
-        .args(["-d", db, "-c"])
-        .arg(format!(
-            "SELECT convert_from(rel_path, 'UTF8') FROM jobs WHERE active AND owner = '{instance}'"
-        ))
-        .output()
+/// The inputs still in the inbox whose active job `instance` holds (None
+/// if the query fails): what the line waits for while the instance is dead.
+/// (Jobs whose input already moved are finished by recovery at the next
+/// start and hold nothing up.) `db` is a connection to the line's database.
+fn jobs_held(db: &mut postgres::Client, instance: &str, inbox: &std::path::Path) -> Option<usize> {
+    let rows = db
+        .query(
+            "SELECT rel_path FROM jobs WHERE active AND owner = $1",
+            &[&instance],
+        )
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
     Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|rel| !rel.is_empty() && inbox.join(rel).exists())
+        rows.iter()
+            .map(|r| r.get::<_, Vec<u8>>(0))
+            .filter(|rel| !rel.is_empty() && inbox.join(std::ffi::OsStr::from_bytes(rel)).exists())
             .count(),
     )
 }
@@ -703,7 +707,7 @@ fn jobs_held(pg: &Postgres, db: &str, instance: &str, inbox: &std::path::Path) -
 #[test]
 #[ignore = "measured run: scripts/bench.sh scaleout"]
 fn scaleout_kill_9_one_instance_five_times() {
-    let Some(pg) = pg::server() else {
+    let Some(pg) = shared_or_skip("scaleout_kill_9_one_instance_five_times") else {
         return;
     };
     let files = env_or("SCALE_FILES", 600);
@@ -720,6 +724,7 @@ fn scaleout_kill_9_one_instance_five_times() {
     };
     let db = "bench_kill";
     let line = Line::new(pg, db, &fake, setup);
+    let mut conn = pg.connect(db).expect("connect to the line's database");
     let inputs = line.drop_pictures(files);
     let mut daemons = line.spawn_all();
     let mut takeovers = Vec::new();
@@ -734,11 +739,11 @@ fn scaleout_kill_9_one_instance_five_times() {
         daemons[victim].kill9();
         kill_moments.push(Instant::now());
         let inbox = line.root().join("inbox");
-        let held = jobs_held(pg, db, &id, &inbox).unwrap_or(0);
+        let held = jobs_held(&mut conn, &id, &inbox).unwrap_or(0);
         // The others take its jobs over after the lease: measure when none
         // of its inputs is left waiting in its name.
         let t = Instant::now();
-        while jobs_held(pg, db, &id, &inbox).unwrap_or(0) > 0 && t.elapsed() < lease * 10 {
+        while jobs_held(&mut conn, &id, &inbox).unwrap_or(0) > 0 && t.elapsed() < lease * 10 {
             std::thread::sleep(Duration::from_millis(100));
         }
         takeovers.push((held, t.elapsed()));

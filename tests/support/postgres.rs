@@ -6,10 +6,16 @@
 //!
 //! `Postgres::start()` returns `Err(reason)` where that cannot be done; the
 //! tests then print the reason and skip. scripts/test.sh installs the
-//! package.
+//! package. `start_or_skip` gives a test its own server; `shared_or_skip`
+//! one server for the whole test binary, started by the first test asking
+//! and stopped (its folder removed) when the binary exits.
+//!
+//! Must not: touch a PostgreSQL the machine runs for anything else, or put
+//! the password on a command line.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::OnceLock;
 
 /// The database superuser the tests connect as, and its password.
 pub const USER: &str = "cutout";
@@ -158,26 +164,56 @@ impl Postgres {
         format!("postgres://{USER}@127.0.0.1:{}/{db}", self.port)
     }
 
-    /// A fresh database; returns its URL.
-    pub fn create_db(&self, name: &str) -> String {
-        let mut admin = postgres::Config::new();
-        admin
-            .host("127.0.0.1")
+    /// A connection to database `db` as the superuser, with the password.
+    pub fn connect(&self, db: &str) -> Result<postgres::Client, postgres::Error> {
+        let mut cfg = postgres::Config::new();
+        cfg.host("127.0.0.1")
             .port(self.port)
             .user(USER)
             .password(PASSWORD)
-            .dbname("postgres");
-        let mut c = admin.connect(postgres::NoTls).expect("connect as admin");
+            .dbname(db);
+        cfg.connect(postgres::NoTls)
+    }
+
+    /// A fresh database; returns its URL.
+    pub fn create_db(&self, name: &str) -> String {
+        let mut c = self.connect("postgres").expect("connect as admin");
         c.batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .expect("create database");
         self.url(name)
+    }
+
+    /// Database `name`, created unless it exists (tests sharing one server
+    /// may share a database, and may ask for it at the same time); returns
+    /// its URL. Callable from async tests too: the blocking client runs on
+    /// a thread of its own, outside the caller's runtime.
+    pub fn database(&self, name: &str) -> String {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut c = self.connect("postgres").expect("connect as admin");
+                if let Err(e) = c.batch_execute(&format!("CREATE DATABASE \"{name}\"")) {
+                    let exists = c
+                        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&name])
+                        .expect("look up the database");
+                    assert!(exists.is_some(), "create database {name}: {e}");
+                }
+            })
+            .join()
+            .expect("create the database");
+        });
+        self.url(name)
+    }
+
+    /// Stop the server at once.
+    fn stop(&self) {
+        let data = self.data();
+        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let data = self.data();
-        let _ = self.run("pg_ctl", &["-D", &data, "-m", "immediate", "-w", "stop"]);
+        self.stop();
     }
 }
 
@@ -189,5 +225,36 @@ pub fn start_or_skip(test: &str) -> Option<Postgres> {
             eprintln!("SKIPPED {test}: {why}");
             None
         }
+    }
+}
+
+/// The server shared by the tests of this binary (or why there is none).
+static SHARED: OnceLock<Result<Postgres, String>> = OnceLock::new();
+
+/// The server of this test binary, started by the first caller; or None
+/// after printing why the calling test is skipped. Statics are never
+/// dropped: it is stopped, and its folder removed, when the binary exits.
+pub fn shared_or_skip(test: &str) -> Option<&'static Postgres> {
+    let shared = SHARED.get_or_init(|| {
+        let pg = Postgres::start()?;
+        // SAFETY: registers a plain extern "C" fn taking no arguments.
+        unsafe {
+            libc::atexit(stop_shared_at_exit);
+        }
+        Ok(pg)
+    });
+    match shared {
+        Ok(pg) => Some(pg),
+        Err(why) => {
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+    }
+}
+
+extern "C" fn stop_shared_at_exit() {
+    if let Some(Ok(pg)) = SHARED.get() {
+        pg.stop();
+        let _ = std::fs::remove_dir_all(pg.dir.path());
     }
 }
