@@ -115,6 +115,23 @@ fn act(addr: &str, csrf: &str, path: &str, user: &str) -> Answer {
 }
 
 /// The job id of the latest `event` line for `input`.
+/// Wait until job `job` is finished in the state: its audit line is
+/// written just before its last commit, and until that commit a redo
+/// answers 409 (not finished yet). The probe names no provider that
+/// exists, so it changes nothing.
+fn wait_job_finished(addr: &str, csrf: &str, job: i64) {
+    wait_until(LONG, "the job's last commit", || {
+        act(
+            addr,
+            csrf,
+            &format!("/api/jobs/{job}/redo?provider=nope"),
+            "probe",
+        )
+        .code
+            != 409
+    });
+}
+
 fn job_of(site: &Site, event: &str, input: &str) -> i64 {
     site.audit_events(event)
         .iter()
@@ -450,6 +467,7 @@ fn redo_replaces_the_outputs_and_keeps_the_previous_until_confirmed() {
     let job = job_of(&site, "succeeded", "a.jpg");
     let before = std::fs::read(site.outbox().join("a.png")).expect("first cut-out");
     let csrf = open_csrf(&addr);
+    wait_job_finished(&addr, &csrf, job);
     let r = act(
         &addr,
         &csrf,
@@ -507,9 +525,11 @@ fn redo_is_refused_when_the_original_was_deleted() {
     });
     let job = job_of(&site, "succeeded", "a.jpg");
     let before = std::fs::read(site.outbox().join("a.png")).expect("cut-out");
+    let csrf = open_csrf(&addr);
+    wait_job_finished(&addr, &csrf, job);
     let r = act(
         &addr,
-        &open_csrf(&addr),
+        &csrf,
         &format!("/api/jobs/{job}/redo?provider=local"),
         "ann",
     );
