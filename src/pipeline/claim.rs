@@ -5,8 +5,8 @@
 //! made again only where no provider pays twice); the same content
 //! in flight under another name waits.
 //!
-//! A claim made for an input that left while it was read (another instance
-//! finished it) is dropped at once.
+//! On the shared state, a claim made for an input that left while it was
+//! read (another instance finished it) is dropped at once.
 //!
 //! Must not: call a provider or write any file.
 
@@ -50,9 +50,13 @@ pub(super) async fn claim(
         Ok(c) => c,
         Err(e) => return Err(state_trouble(e)),
     };
-    if let Claim::New(job) | Claim::Resume(job) | Claim::Duplicate { job, .. } = &claim {
-        if let Some(gone) = gone_since_read(pic, job.id).await {
-            return Err(gone);
+    // Only the shared state has another instance to race (one stat per
+    // claim there; nothing added to one machine's path).
+    if pic.ctx.store.is_shared() {
+        if let Claim::New(job) | Claim::Resume(job) | Claim::Duplicate { job, .. } = &claim {
+            if let Some(gone) = gone_since_read(pic, job.id).await {
+                return Err(gone);
+            }
         }
     }
     match claim {
@@ -77,12 +81,11 @@ pub(super) async fn claim(
     }
 }
 
-/// Whether the input left while it was read and claimed; then the job just
-/// claimed is dropped (no provider call, no audit line). On the shared
-/// state that is another instance finishing it: this claim could only be
-/// made once that instance's job had ended, and it moves the input before
-/// it ends the job, so the check after the claim cannot miss it. On one
-/// machine the file was deleted.
+/// Whether the input left while it was read and claimed (shared state);
+/// then the job just claimed is dropped (no provider call, no audit line).
+/// Another instance finished it: this claim could only be made once that
+/// instance's job had ended, and it moves the input before it ends the
+/// job, so the check after the claim cannot miss it.
 async fn gone_since_read(pic: &Picture<'_>, id: i64) -> Option<FileResult> {
     let (input, store) = (pic.inbox.path.join(&pic.rel), pic.ctx.store.clone());
     let gone = blocking("claim: is the input still there", move || {
@@ -90,19 +93,15 @@ async fn gone_since_read(pic: &Picture<'_>, id: i64) -> Option<FileResult> {
             return Ok(false);
         }
         store
-            .abandon(id, "the input disappeared before it was finished")
+            .abandon(id, "another instance finished the input while it was read")
             .map(|()| true)
     })
     .await;
     match gone {
         Ok(Ok(false)) => None,
-        Ok(Ok(true)) if pic.ctx.store.is_shared() => {
+        Ok(Ok(true)) => {
             tracing::info!(input = %pic.rel.display(), "another instance finished this input while it was being read; leaving it to them");
             Some(FileResult::Elsewhere)
-        }
-        Ok(Ok(true)) => {
-            tracing::info!(input = %pic.rel.display(), "the input disappeared while it was being read; dropping it");
-            Some(FileResult::Vanished)
         }
         Ok(Err(e)) => Some(state_trouble(e)),
         Err(e) => Some(FileResult::Trouble(e)),

@@ -36,20 +36,29 @@ pub async fn sweep(ctx: &Ctx, limit: usize) -> Vec<(String, PathBuf)> {
             "takeover sweep: a dead instance's jobs"
         );
     }
-    let mut first = Vec::new();
-    for job in orphans {
-        let Some(inbox) = ctx.cfg.inboxes.iter().find(|i| i.name == job.inbox) else {
-            continue;
-        };
-        let input = inbox.path.join(&job.rel_path);
-        let here = {
-            let input = input.clone();
-            blocking("takeover sweep: stat", move || {
-                std::fs::symlink_metadata(&input).is_ok()
+    // Where each input is, and whether it is still there: one blocking
+    // call for the whole list.
+    let inputs: Vec<(Job, PathBuf)> = orphans
+        .into_iter()
+        .filter_map(|job| {
+            let inbox = ctx.cfg.inboxes.iter().find(|i| i.name == job.inbox)?;
+            let input = inbox.path.join(&job.rel_path);
+            Some((job, input))
+        })
+        .collect();
+    let here = blocking("takeover sweep: stat", move || {
+        inputs
+            .into_iter()
+            .map(|(job, input)| {
+                let here = std::fs::symlink_metadata(&input).is_ok();
+                (job, input, here)
             })
-            .await
-            .unwrap_or(true)
-        };
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
+    let mut first = Vec::new();
+    for (job, input, here) in here {
         if here {
             first.push((job.inbox.clone(), input));
         } else {
