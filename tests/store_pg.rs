@@ -415,6 +415,15 @@ impl ChildInstance {
         self.next()
     }
 
+    /// Have the child claim `rel` (content `sha`) as a new job; its id.
+    fn claim_new(&mut self, rel: &str, sha: &str) -> i64 {
+        let answer = self.ask(&format!("claim {rel} {sha}"));
+        answer
+            .strip_prefix("new ")
+            .and_then(|id| id.parse().ok())
+            .unwrap_or_else(|| panic!("the child's claim of {rel}: {answer}"))
+    }
+
     fn signal(&self, sig: libc::c_int) {
         // SAFETY: our own child's pid.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
@@ -455,12 +464,7 @@ fn a_killed_instances_job_is_taken_over_after_its_lease_with_its_remote_job() {
     };
     let url = pg.create_db("takeover");
     let mut a = ChildInstance::start(&url, 1500);
-    let id: i64 = a
-        .ask("claim k.jpg hk")
-        .strip_prefix("new ")
-        .expect("new")
-        .parse()
-        .expect("id");
+    let id = a.claim_new("k.jpg", "hk");
     assert_eq!(a.ask(&format!("remote {id} R-42")), "Ok(())");
     let b = Store::open_postgres(&opts(&url, "b", 1500)).expect("open b");
     assert!(
@@ -508,12 +512,7 @@ fn a_paused_then_woken_instance_cannot_finish_a_job_taken_over() {
     };
     let url = pg.create_db("fencing");
     let mut a = ChildInstance::start(&url, 1000);
-    let id: i64 = a
-        .ask("claim f.jpg hf")
-        .strip_prefix("new ")
-        .expect("new")
-        .parse()
-        .expect("id");
+    let id = a.claim_new("f.jpg", "hf");
     // While a is alive, its id cannot be taken by another process.
     let e = Store::open_postgres(&opts(&url, "a", 1000))
         .err()
@@ -548,12 +547,7 @@ fn an_input_gone_under_a_move_is_someone_elses_only_once_the_job_was_taken_over(
     };
     let url = pg.create_db("elsewhere");
     let mut a = ChildInstance::start(&url, 1000);
-    let id: i64 = a
-        .ask("claim g.jpg hg")
-        .strip_prefix("new ")
-        .expect("new")
-        .parse()
-        .expect("id");
+    let id = a.claim_new("g.jpg", "hg");
     assert_eq!(a.ask(&format!("elsewhere {id}")), "Ok(None)");
     assert!(a.ask(&format!("check {id}")).starts_with("Ok"));
     a.signal(libc::SIGSTOP);
@@ -763,19 +757,23 @@ fn a_running_instance_finishes_a_dead_instances_job_whose_input_is_gone() {
     let Claim::New(undecided) = claim(&a, "u.jpg", "hu") else {
         panic!("a claims u.jpg");
     };
-    let record = format!(
-        "{{\"event\":\"succeeded\",\"job\":{},\"input\":\"d.jpg\"}}",
-        decided.id
-    );
-    let rec = record.clone();
+    // Its move was reserved (archive/d.jpg), but the input went before it
+    // was moved: the line written names no move, and so does the table.
+    let id = decided.id;
+    let archive = site.root().join("archive");
     wait(a.decide(
-        decided.id,
+        id,
         Outcome::Succeeded,
         None,
         None,
         None,
-        None,
-        move |_| Ok(rec.clone()),
+        Some(naming(&archive, "d.jpg")),
+        move |to| {
+            let to = to.map(|p| p.display().to_string()).unwrap_or_default();
+            Ok(format!(
+                "{{\"event\":\"succeeded\",\"job\":{id},\"input\":\"d.jpg\",\"moved_to\":\"{to}\"}}"
+            ))
+        },
     ))
     .expect("decide");
     drop(a);
@@ -801,12 +799,12 @@ fn a_running_instance_finishes_a_dead_instances_job_whose_input_is_gone() {
         "the decided job's audit line, once: {lines:?}"
     );
     assert_eq!(mine[0]["event"], "succeeded");
+    assert!(mine[0].get("moved_to").is_none(), "{:?}", mine[0]);
     let table = reader.audit_tail(10).expect("audit table");
-    assert_eq!(
-        table,
-        vec![("b".to_string(), record)],
-        "the audit table has it, from b"
-    );
+    assert_eq!(table.len(), 1, "{table:?}");
+    assert_eq!(table[0].0, "b", "the audit table has it, from b");
+    let in_table: serde_json::Value = serde_json::from_str(&table[0].1).expect("json");
+    assert_eq!(&in_table, mine[0], "the table says what the file says");
     b.term();
     let status = b.wait(Duration::from_secs(60));
     assert!(status.success(), "{}", b.log_text());
