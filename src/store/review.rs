@@ -320,45 +320,76 @@ fn entry_row(r: &Row<'_>) -> rusqlite::Result<Entry> {
     })
 }
 
-/// `filter` as a WHERE clause (without the keyword) and its parameters.
+/// One parameter of a filter's conditions, for either backend.
+pub(super) enum FilterArg {
+    Text(String),
+    Int(i64),
+}
+
+impl ReviewFilter {
+    /// The filter as a WHERE clause (without the keyword) and its
+    /// parameters, for both backends: `mark(n)` writes the n-th
+    /// placeholder (`?n`, `$n`), `like` is the backend's case-insensitive
+    /// match (`LIKE` on SQLite for ASCII, `ILIKE` on PostgreSQL).
+    pub(super) fn conditions(
+        &self,
+        with_event: bool,
+        mark: fn(usize) -> String,
+        like: &str,
+    ) -> (String, Vec<FilterArg>) {
+        let mut sql = Vec::new();
+        let mut args = Vec::new();
+        if self.event.is_none() || !with_event {
+            // review actions' own lines (`review-*`) show in a picture's
+            // history, not as cards
+            sql.push("event <> 'retry' AND event NOT LIKE 'review-%'".to_string());
+        }
+        let mut add = |clause: &str, v: FilterArg| {
+            args.push(v);
+            sql.push(clause.replace('?', &mark(args.len())));
+        };
+        let text = |v: &String| FilterArg::Text(v.clone());
+        if let (Some(e), true) = (&self.event, with_event) {
+            add("event = ?", text(e));
+        }
+        if let Some(v) = &self.inbox {
+            add("inbox = ?", text(v));
+        }
+        if let Some(v) = &self.provider {
+            add("provider = ?", text(v));
+        }
+        if let Some(v) = self.from_ms {
+            add("ts_ms >= ?", FilterArg::Int(v));
+        }
+        if let Some(v) = self.to_ms {
+            add("ts_ms < ?", FilterArg::Int(v));
+        }
+        if let Some(v) = &self.name {
+            let escaped = v
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            add(
+                &format!("input {like} ? ESCAPE '\\'"),
+                FilterArg::Text(format!("%{escaped}%")),
+            );
+        }
+        (sql.join(" AND "), args)
+    }
+}
+
+/// `filter` as a SQLite WHERE clause (without the keyword) and its
+/// parameters.
 fn filter_sql(f: &ReviewFilter, with_event: bool) -> (String, Vec<Value>) {
-    let mut sql = Vec::new();
-    let mut args: Vec<Value> = Vec::new();
-    if f.event.is_none() || !with_event {
-        // review actions' own lines (`review-*`) show in a picture's
-        // history, not as cards
-        sql.push("event <> 'retry' AND event NOT LIKE 'review-%'".to_string());
-    }
-    let mut add = |clause: &str, v: Value| {
-        args.push(v);
-        sql.push(clause.replace('?', &format!("?{}", args.len())));
-    };
-    if let (Some(e), true) = (&f.event, with_event) {
-        add("event = ?", Value::Text(e.clone()));
-    }
-    if let Some(v) = &f.inbox {
-        add("inbox = ?", Value::Text(v.clone()));
-    }
-    if let Some(v) = &f.provider {
-        add("provider = ?", Value::Text(v.clone()));
-    }
-    if let Some(v) = f.from_ms {
-        add("ts_ms >= ?", Value::Integer(v));
-    }
-    if let Some(v) = f.to_ms {
-        add("ts_ms < ?", Value::Integer(v));
-    }
-    if let Some(v) = &f.name {
-        let escaped = v
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        add(
-            "input LIKE ? ESCAPE '\\'",
-            Value::Text(format!("%{escaped}%")),
-        );
-    }
-    (sql.join(" AND "), args)
+    let (sql, args) = f.conditions(with_event, |n| format!("?{n}"), "LIKE");
+    let args = args
+        .into_iter()
+        .map(|a| match a {
+            FilterArg::Text(t) => Value::Text(t),
+            FilterArg::Int(i) => Value::Integer(i),
+        })
+        .collect();
+    (sql, args)
 }
 
 impl SqliteReader {

@@ -35,7 +35,7 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls, Row};
 
 use super::error::pg_message;
-use crate::store::review::{Entry, ReviewFilter};
+use crate::store::review::{Entry, FilterArg, ReviewFilter};
 use crate::store::types::StoreError;
 
 /// Schema version 2: the outcome index and the trigger that fills it
@@ -174,44 +174,20 @@ fn entry_row(r: &Row) -> Result<Entry, postgres::Error> {
     })
 }
 
-/// `f` as a WHERE clause (without the keyword) and its parameters, the
-/// same conditions as the SQLite version (`ILIKE`: case-insensitive).
+/// `f` as a PostgreSQL WHERE clause (without the keyword) and its
+/// parameters: the SQLite version's conditions (`ReviewFilter::conditions`).
 fn filter_sql(f: &ReviewFilter, with_event: bool) -> (String, Vec<Arg>) {
-    let mut sql = Vec::new();
-    let mut args: Vec<Arg> = Vec::new();
-    if f.event.is_none() || !with_event {
-        sql.push("event <> 'retry' AND event NOT LIKE 'review-%'".to_string());
-    }
-    let mut add = |clause: &str, v: Arg| {
-        args.push(v);
-        sql.push(clause.replace('?', &format!("${}", args.len())));
-    };
-    if let (Some(e), true) = (&f.event, with_event) {
-        add("event = ?", Box::new(e.clone()));
-    }
-    if let Some(v) = &f.inbox {
-        add("inbox = ?", Box::new(v.clone()));
-    }
-    if let Some(v) = &f.provider {
-        add("provider = ?", Box::new(v.clone()));
-    }
-    if let Some(v) = f.from_ms {
-        add("ts_ms >= ?", Box::new(v));
-    }
-    if let Some(v) = f.to_ms {
-        add("ts_ms < ?", Box::new(v));
-    }
-    if let Some(v) = &f.name {
-        let escaped = v
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        add(
-            "input ILIKE ? ESCAPE '\\'",
-            Box::new(format!("%{escaped}%")),
-        );
-    }
-    (sql.join(" AND "), args)
+    let (sql, args) = f.conditions(with_event, |n| format!("${n}"), "ILIKE");
+    let args = args
+        .into_iter()
+        .map(|a| -> Arg {
+            match a {
+                FilterArg::Text(t) => Box::new(t),
+                FilterArg::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
+    (sql, args)
 }
 
 fn refs(args: &[Arg]) -> Vec<&(dyn ToSql + Sync)> {
