@@ -329,23 +329,35 @@ fn dispose_input(
     }
 }
 
+/// Finish a decided job whose process stopped before its last step (at
+/// start-up, or a dead instance's job taken over), saying what happened;
+/// whether it is finished (or withdrawn) now.
+pub fn finish_interrupted(cfg: &Config, store: &Store, audit: &Audit, job: &Job) -> bool {
+    let input = job.rel_path.display();
+    match finish_job(cfg, store, audit, job.id, None, Decided::Earlier) {
+        Ok(()) => true,
+        Err(FinishError::Changed(_)) => {
+            tracing::info!(job = job.id, input = %input, "the input changed after it was judged; that decision is withdrawn and the new version is looked at again");
+            true
+        }
+        Err(FinishError::Store(StoreError::Fenced { .. }) | FinishError::Elsewhere { .. }) => {
+            tracing::info!(job = job.id, input = %input, "another instance took this job over or finished its input; leaving it to them");
+            false
+        }
+        Err(e) => {
+            tracing::error!(job = job.id, input = %input, "cannot finish an interrupted job yet: {e}");
+            false
+        }
+    }
+}
+
 /// At start-up: finish what a crash left decided-but-unfinished, and drop
 /// in-progress jobs whose input has gone. Returns (finished, abandoned).
 pub fn recover(cfg: &Config, store: &Store, audit: &Audit) -> Result<(usize, usize), FinishError> {
     let mut finished = 0;
     for job in store.decided_unfinished()? {
-        match finish_job(cfg, store, audit, job.id, None, Decided::Earlier) {
-            Ok(()) => finished += 1,
-            Err(FinishError::Changed(_)) => {
-                tracing::info!(job = job.id, input = %job.rel_path.display(), "the input changed after it was judged; that decision is withdrawn and the new version is looked at again");
-                finished += 1;
-            }
-            Err(FinishError::Store(StoreError::Fenced { .. }) | FinishError::Elsewhere { .. }) => {
-                tracing::info!(job = job.id, input = %job.rel_path.display(), "another instance took this job over or finished its input; leaving it to them");
-            }
-            Err(e) => {
-                tracing::error!(job = job.id, input = %job.rel_path.display(), "cannot finish an interrupted job yet: {e}")
-            }
+        if finish_interrupted(cfg, store, audit, &job) {
+            finished += 1;
         }
     }
     let mut abandoned = 0;

@@ -15,7 +15,7 @@
 use std::path::PathBuf;
 
 use super::ctx::{blocking, Ctx};
-use super::finish::{finish_job, Decided, FinishError};
+use super::finish::finish_interrupted;
 use crate::store::{Job, StoreError};
 
 /// One sweep: the inputs (inbox name, absolute path) of dead instances'
@@ -79,37 +79,27 @@ async fn input_gone(ctx: &Ctx, job: Job) {
             return;
         }
     };
-    let (cfg, store, audit, id) = (
-        ctx.cfg.clone(),
-        ctx.store.clone(),
-        ctx.audit.clone(),
-        job.id,
-    );
-    let decided = job.outcome.is_some();
+    let (cfg, store, audit) = (ctx.cfg.clone(), ctx.store.clone(), ctx.audit.clone());
+    let (id, rel) = (job.id, job.rel_path.clone());
     let done = blocking("takeover sweep: finish", move || {
-        if decided {
-            finish_job(&cfg, &store, &audit, id, None, Decided::Earlier)
-        } else {
-            store
-                .abandon(id, "the input disappeared before it was finished")
-                .map_err(FinishError::from)
+        if job.outcome.is_some() {
+            if finish_interrupted(&cfg, &store, &audit, &job) {
+                tracing::info!(job = job.id, input = %job.rel_path.display(), "took over a dead instance's decided job and finished it");
+            }
+            return Ok(());
         }
+        store.abandon(job.id, "the input disappeared before it was finished")?;
+        tracing::warn!(job = job.id, input = %job.rel_path.display(), "a dead instance's unfinished job lost its input; dropping the job");
+        Ok::<(), StoreError>(())
     })
     .await;
-    let rel = job.rel_path.display();
     match done {
-        Ok(Ok(())) if decided => {
-            tracing::info!(job = id, input = %rel, "took over a dead instance's decided job and finished it")
-        }
-        Ok(Ok(())) => {
-            tracing::warn!(job = id, input = %rel, "a dead instance's unfinished job lost its input; dropping the job")
-        }
-        Ok(Err(FinishError::Store(StoreError::Fenced { .. }) | FinishError::Elsewhere { .. })) => {
-            tracing::info!(job = id, input = %rel, "another instance took this job over or finished its input; leaving it to them")
-        }
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            tracing::error!(job = id, input = %rel, "cannot finish a dead instance's job yet: {e}")
+            tracing::error!(job = id, input = %rel.display(), "takeover sweep: cannot drop the job: {e}")
         }
-        Err(e) => tracing::error!(job = id, input = %rel, "takeover sweep: {}", e.message),
+        Err(e) => {
+            tracing::error!(job = id, input = %rel.display(), "takeover sweep: {}", e.message)
+        }
     }
 }
